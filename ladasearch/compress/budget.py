@@ -1,0 +1,142 @@
+"""The parameter budget (paper eq. 7) and the solver for the fine-grained ratios.
+
+    P * |theta| = P_embd * |theta_embd| + P_svd * P_weight * |theta_encd| + |theta_dense|
+
+P = 1 / target is the overall retention; P_embd, P_svd and P_weight are retention
+ratios in (0, 1]: the share of the embedding kept (by SVD), the share of each encoder
+matrix kept as SVD factors, and the share of factor entries kept by pruning.  The
+paper's Table 2 gives reduction factors, i.e. 1 / ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import LadaError
+from .accounting import ParamCount
+
+METHODS = ("hybrid", "svd", "prune")
+
+# Table 2 of the paper: reduction factors (embedding, matrix factorization, weight pruning).
+PAPER_TABLE2 = {2.5: (1.43, 2.0, 1.56), 5.0: (2.05, 2.0, 3.41), 7.5: (5.0, 2.0, 4.33), 10.0: (5.0, 2.5, 5.45)}
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Retention ratios in (0, 1].  ``svd`` is 1 for pruning only, ``weight`` is 1 for SVD only."""
+
+    embedding: float
+    svd: float
+    weight: float
+    method: str = "hybrid"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise LadaError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        for name in ("embedding", "svd", "weight"):
+            check_ratio(name, getattr(self, name))
+        if self.method == "svd" and self.weight != 1.0:
+            raise LadaError(f"method 'svd' prunes nothing, so the weight ratio must be 1, got {self.weight}")
+        if self.method == "prune" and self.svd != 1.0:
+            raise LadaError(f"method 'prune' factorizes nothing, so the svd ratio must be 1, got {self.svd}")
+
+    @property
+    def encoder(self) -> float:
+        return self.svd * self.weight
+
+    def reduction_factors(self) -> dict[str, float]:
+        return {"embedding": 1 / self.embedding, "svd": 1 / self.svd, "weight": 1 / self.weight,
+                "encoder": 1 / self.encoder}
+
+
+def check_ratio(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 < value <= 1.0:
+        raise LadaError(f"{name} ratio must be a retention fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
+def parse_target(text: str | float) -> float:
+    """'10x', '10', 2.5 -> reduction factor (> 1)."""
+    raw = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?|\.\d+)\s*x?", raw)
+    if not match:
+        raise LadaError(f"target {text!r} is not a reduction factor; write it like '10x' or '2.5x'")
+    value = float(match.group(1))
+    if value <= 1.0:
+        raise LadaError(f"target {text!r} must be above 1x (it is the factor the model shrinks by)")
+    return value
+
+
+def budget(counts: ParamCount, ratios: Ratios) -> float:
+    """Right-hand side of eq. 7: the parameter count these ratios give."""
+    return ratios.embedding * counts.embedding + ratios.encoder * counts.encoder + counts.dense
+
+
+def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embedding: float | None = None,
+          svd: float | None = None, weight: float | None = None) -> Ratios:
+    """Return the ratios that meet ``target`` given two of (embedding, svd, weight).
+
+    Method 'svd' fixes weight=1 and method 'prune' fixes svd=1, so one more ratio is enough.
+    Raises LadaError naming why the target cannot be reached.
+    """
+    if method not in METHODS:
+        raise LadaError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    fixed = {"svd": {"weight": 1.0}, "prune": {"svd": 1.0}}.get(method, {})
+    given = {k: v for k, v in {"embedding": embedding, "svd": svd, "weight": weight}.items() if v is not None}
+    for k, v in fixed.items():
+        if given.get(k, v) != v:
+            raise LadaError(f"method {method!r} fixes the {k} ratio at 1, got {given[k]}")
+    given.update(fixed)
+    for k, v in given.items():
+        check_ratio(k, v)
+    if len(given) != 2:
+        need = "one of embedding, svd, weight" if fixed else "two of embedding, svd, weight"
+        raise LadaError(f"give exactly {need} to solve for the other (got {sorted(k for k in given if k not in fixed)})")
+    allowed = counts.total / target - counts.dense
+    if allowed <= 0:
+        raise LadaError(
+            f"target {target:g}x is unreachable: the parameters kept dense ({counts.dense:,}) already exceed "
+            f"the budget of {counts.total / target:,.0f} (total {counts.total:,} / {target:g}); "
+            f"the largest reachable target is below {counts.total / counts.dense:.2f}x")
+    if "embedding" in given:
+        encoder = (allowed - given["embedding"] * counts.embedding) / counts.encoder
+        if encoder <= 0:
+            raise LadaError(
+                f"target {target:g}x is unreachable with embedding ratio {given['embedding']:g}: the embedding alone "
+                f"keeps {given['embedding'] * counts.embedding:,.0f} of {allowed:,.0f} compressible parameters "
+                f"allowed; use an embedding ratio below {allowed / counts.embedding:.4f}")
+        if encoder > 1:
+            raise LadaError(
+                f"target {target:g}x needs no encoder compression with embedding ratio {given['embedding']:g} "
+                f"(encoder ratio would be {encoder:.3f} > 1); use an embedding ratio above "
+                f"{(allowed - counts.encoder) / counts.embedding:.4f}")
+        if "svd" in given:
+            ratios = dict(embedding=given["embedding"], svd=given["svd"], weight=encoder / given["svd"])
+        else:
+            ratios = dict(embedding=given["embedding"], svd=encoder / given["weight"], weight=given["weight"])
+        solved = "weight" if "svd" in given else "svd"
+        if ratios[solved] > 1:
+            raise LadaError(
+                f"target {target:g}x is unreachable with these ratios: the encoder must keep {encoder:.4f} of its "
+                f"weights, below the {given['svd' if solved == 'weight' else 'weight']:g} given, so the {solved} "
+                f"ratio would be {ratios[solved]:.3f} > 1")
+    else:
+        encoder = given["svd"] * given["weight"]
+        emb = (allowed - encoder * counts.encoder) / counts.embedding
+        if not 0 < emb <= 1:
+            raise LadaError(
+                f"target {target:g}x is unreachable with encoder ratio {encoder:.4f} (svd {given['svd']:g} x "
+                f"weight {given['weight']:g}): the embedding ratio would be {emb:.4f}, outside (0, 1]")
+        ratios = dict(embedding=emb, svd=given["svd"], weight=given["weight"])
+    return Ratios(method=method, **ratios)
+
+
+def paper_ratios(counts: ParamCount, target: float) -> Ratios:
+    """The paper's Table 2 ratios for ``target`` (raises if the target is not in the table or if this model
+    cannot meet it with the paper's embedding and SVD ratios; then the weight ratio is solved for this model)."""
+    if target not in PAPER_TABLE2:
+        raise LadaError(f"the paper gives ratios for {', '.join(f'{t:g}x' for t in PAPER_TABLE2)}, not {target:g}x")
+    emb, svd, _ = PAPER_TABLE2[target]
+    return solve(counts, target, embedding=1 / emb, svd=1 / svd)

@@ -1,0 +1,97 @@
+"""Frozen configuration dataclasses.  Every value is checked on construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from .errors import LadaError
+
+
+def _positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not math.isnan(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise LadaError(f"{owner}.{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the distillation terms (see ``ladasearch.distill``)."""
+
+    embedding: float = 1.0
+    attention: float = 1.0
+    hidden: float = 1.0
+    logits: float = 1.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            _positive("loss_weights", f.name, getattr(self, f.name), allow_zero=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a student is trained between and after the compression rounds."""
+
+    rounds: int = 4
+    steps_per_round: int = 100
+    final_steps: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    temperature: float = 1.0
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    distill: bool = True          # False: the "hybrid without distillation" ablation (gold labels only)
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("rounds", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise LadaError(f"train.{name} must be an integer >= 1, got {value!r}")
+        for name in ("steps_per_round", "final_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise LadaError(f"train.{name} must be an integer >= 0, got {value!r}")
+        for name in ("learning_rate", "temperature", "max_grad_norm"):
+            _positive("train", name, getattr(self, name))
+        _positive("train", "weight_decay", self.weight_decay, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Fine-tuning of the teacher when none is given."""
+
+    steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise LadaError(f"teacher.steps must be an integer >= 0, got {self.steps!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise LadaError(f"teacher.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _positive("teacher", "learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which task data, how much of it, and how it is tokenized."""
+
+    task: str
+    data_dir: str | None = None
+    max_length: int = 64
+    max_train: int | None = None
+    max_dev: int | None = None
+    dev_split: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.max_length, int) or not 8 <= self.max_length <= 512:
+            raise LadaError(f"data.max_length must be an integer in [8, 512], got {self.max_length!r}")
+        for name in ("max_train", "max_dev"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise LadaError(f"data.{name} must be an integer >= 1 or unset, got {value!r}")

@@ -1,0 +1,61 @@
+"""Knowledge-distillation losses (LadaBERT / TinyBERT style, one-to-one layer map).
+
+All four terms are zero when the student equals the teacher:
+    embedding  MSE between the embedding-layer outputs (hidden_states[0])
+    attention  mean over layers of the MSE between attention probabilities
+    hidden     mean over layers of the MSE between layer outputs (hidden_states[1:])
+    logits     KL(softmax(t/T) || softmax(s/T)) * T^2 -- the soft cross-entropy minus the
+               teacher's entropy, so it has the same gradient and is 0 at a perfect match;
+               MSE on the logits for regression tasks.
+Padding positions are left out of every mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+TERMS = ("embedding", "attention", "hidden", "logits")
+
+
+def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over positions where ``mask`` (batch, seq) is 1; trailing dims are averaged."""
+    per_position = (student - teacher).pow(2).flatten(2).mean(-1) if student.dim() > 2 else (student - teacher).pow(2)
+    return (per_position * mask).sum() / mask.sum().clamp(min=1)
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
+    return kl * temperature**2
+
+
+def distill_losses(student: SequenceClassifierOutput, teacher: SequenceClassifierOutput,
+                   attention_mask: torch.Tensor, temperature: float = 1.0,
+                   regression: bool = False) -> dict[str, torch.Tensor]:
+    """The four loss terms.  Both outputs need ``hidden_states`` and ``attentions`` of the same depth."""
+    if len(student.hidden_states) != len(teacher.hidden_states):
+        raise ValueError(f"student has {len(student.hidden_states) - 1} layers, teacher "
+                         f"{len(teacher.hidden_states) - 1}: the one-to-one layer map needs equal depth")
+    mask = attention_mask.float()
+    hidden = [_masked_mse(s, t, mask) for s, t in zip(student.hidden_states[1:], teacher.hidden_states[1:])]
+    # attention: (batch, heads, query, key) -> average over heads and keys, mask over queries
+    attention = [_masked_mse(s.transpose(1, 2), t.transpose(1, 2), mask)
+                 for s, t in zip(student.attentions, teacher.attentions)]
+    logits = (F.mse_loss(student.logits, teacher.logits) if regression
+              else soft_cross_entropy(student.logits, teacher.logits, temperature))
+    return {
+        "embedding": _masked_mse(student.hidden_states[0], teacher.hidden_states[0], mask),
+        "attention": torch.stack(attention).mean(),
+        "hidden": torch.stack(hidden).mean(),
+        "logits": logits,
+    }
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool = False) -> torch.Tensor:
+    """Plain fine-tuning loss on the gold labels (used by the teacher and by the no-distillation ablation)."""
+    if regression:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels)

@@ -1,0 +1,110 @@
+"""The teacher: a model fine-tuned on the task, cached so every trial and every later run reuses it.
+
+Cache key = model identity + data fingerprint (source, subset, seed) + max_length + TeacherConfig.
+A teacher folder given by the user is used as is (only evaluated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import DataConfig, TeacherConfig
+from .data import TaskData, main_score
+from .distill import task_loss
+from .evaluate import evaluate
+from .features import Features, train_batches
+from .models import load_classifier, load_tokenizer, model_fingerprint
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LADASEARCH_CACHE", Path.home() / ".cache" / "ladasearch"))
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    path: Path
+    metrics: dict[str, float]
+    score: float
+    cached: bool   # True when loaded from the cache or a given folder, False when fine-tuned now
+
+
+def teacher_key(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig) -> str:
+    ident = {"model": model_fingerprint(model_name), "data": data.fingerprint, "max_length": data_cfg.max_length,
+             "teacher": asdict(cfg)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression: bool, device,
+              log: Callable[[str], None] = print) -> None:
+    """Plain fine-tuning on gold labels: AdamW, 10% warm-up then linear decay."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    warmup = max(1, cfg.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warmup))))
+    batches = train_batches(train, cfg.batch_size, cfg.seed, device)
+    model.train()
+    started, running = time.perf_counter(), 0.0
+    for step in range(1, cfg.steps + 1):
+        batch = next(batches)
+        labels = batch.pop("labels")
+        loss = task_loss(model(**batch).logits, labels, regression)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.item()
+        if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
+            log(f"teacher fine-tuning: step {step}/{cfg.steps}, loss {running / step:.4f}, "
+                f"{step * cfg.batch_size / (time.perf_counter() - started):.1f} samples/s")
+    model.eval()
+
+
+def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig, train: Features,
+                dev: Features, device, cache_dir: Path | None = None, teacher_path: str | None = None,
+                log: Callable[[str], None] = print) -> Teacher:
+    """The given teacher folder, the cached fine-tuned teacher, or a newly fine-tuned (and cached) one."""
+    task = data.task
+    if teacher_path is not None:
+        model = load_classifier(teacher_path, task.num_labels, task.is_regression).to(device).eval()
+        metrics = evaluate(model, dev, task, device=device)
+        return Teacher(model, Path(teacher_path), metrics, main_score(task, metrics), cached=True)
+
+    folder = Path(cache_dir or default_cache_dir()) / "teachers" / teacher_key(model_name, data, data_cfg, cfg)
+    if (folder / "teacher.json").is_file():
+        info = json.loads((folder / "teacher.json").read_text())
+        model = load_classifier(str(folder), task.num_labels, task.is_regression).to(device).eval()
+        log(f"teacher: cached at {folder} (dev {task.main_metric} {info['score']:.4f})")
+        return Teacher(model, folder, info["metrics"], info["score"], cached=True)
+
+    model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
+    torch.manual_seed(cfg.seed)
+    log(f"teacher: fine-tuning {model_name} on {task.name} for {cfg.steps} steps (cached for later runs)")
+    fine_tune(model, train, cfg, task.is_regression, device, log)
+    metrics = evaluate(model, dev, task, device=device)
+    score = main_score(task, metrics)
+    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    load_tokenizer(model_name).save_pretrained(partial)
+    (partial / "teacher.json").write_text(json.dumps(
+        {"model": model_name, "task": task.name, "data": data.source, "metrics": metrics, "score": score,
+         "config": asdict(cfg), "max_length": data_cfg.max_length}, indent=2))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # another process finished first; keep theirs
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.rename(folder)
+    log(f"teacher: dev {task.main_metric} {score:.4f}, saved to {folder}")
+    return Teacher(model, folder, metrics, score, cached=False)
