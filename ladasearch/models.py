@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from pathlib import Path
 
@@ -73,8 +72,9 @@ def load_classifier(name: str, num_labels: int, regression: bool = False) -> nn.
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    resolved = resolve_model(name)
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(name))
+        return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as exc:
         raise LadaError(f"could not load the tokenizer of {name!r}: {str(exc).splitlines()[0]}") from None
 
@@ -93,6 +93,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def quiet_transformers() -> None:
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    """No weight-loading progress bars or expected-head notices on the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -139,4 +139,8 @@ def paper_ratios(counts: ParamCount, target: float) -> Ratios:
     if target not in PAPER_TABLE2:
         raise LadaError(f"the paper gives ratios for {', '.join(f'{t:g}x' for t in PAPER_TABLE2)}, not {target:g}x")
     emb, svd, _ = PAPER_TABLE2[target]
-    return solve(counts, target, embedding=1 / emb, svd=1 / svd)
+    try:
+        return solve(counts, target, embedding=1 / emb, svd=1 / svd)
+    except LadaError as exc:
+        raise LadaError(f"the paper's {target:g}x ratios (embedding 1/{emb:g}, svd 1/{svd:g}) do not fit this "
+                        f"model: {exc}") from None

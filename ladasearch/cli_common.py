@@ -1,0 +1,106 @@
+"""Options and config builders shared by the CLI commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from .compress.budget import METHODS
+from .config import DataConfig, LossWeights, TeacherConfig, TrainConfig
+from .errors import LadaError
+
+
+def fail(message: str) -> None:
+    """One-line error, exit code 2."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def user_errors(fn):
+    """Turn LadaError (and a few unambiguous OS errors) into a one-line message and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LadaError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except PermissionError as exc:
+            fail(f"permission denied: {exc.filename or exc}")
+    return wrapper
+
+
+def parse_loss_weights(text: str | None) -> LossWeights:
+    if not text:
+        return LossWeights()
+    values = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in LossWeights.__dataclass_fields__:
+            raise LadaError(f"--loss-weights item {item!r} must be NAME=VALUE with NAME one of "
+                            f"{', '.join(LossWeights.__dataclass_fields__)}")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise LadaError(f"--loss-weights value {value!r} for {key} is not a number") from None
+    return LossWeights(**values)
+
+
+def data_options(fn):
+    options = [
+        click.option("--task", required=True, help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb."),
+        click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
+                     help="Local GLUE folder (root or task folder); default: $LADASEARCH_DATA_DIR, else the hub."),
+        click.option("--dev-split", default=None, help="mnli: dev_matched (default) or dev_mismatched."),
+        click.option("--max-length", default=64, show_default=True, type=int, help="Tokens per example."),
+        click.option("--max-train", default=None, type=int, help="Use a random subset of this many train rows."),
+        click.option("--max-dev", default=None, type=int, help="Use a random subset of this many dev rows."),
+        click.option("--model", default="minilm", show_default=True,
+                     help="Base model: hub id (bert-base-uncased), local folder, or 'minilm' (offline MiniLM-L6)."),
+        click.option("--teacher", "teacher_path", default=None,
+                     help="A fine-tuned teacher folder to use as is (skips teacher fine-tuning)."),
+        click.option("--teacher-steps", default=300, show_default=True, type=int,
+                     help="Fine-tuning steps when the teacher is made (and cached)."),
+        click.option("--teacher-lr", default=5e-5, show_default=True, type=float),
+        click.option("--cache-dir", default=None, help="Teacher cache (default $LADASEARCH_CACHE or ~/.cache/ladasearch)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+        click.option("--seed", default=0, show_default=True, type=int),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def train_options(fn):
+    options = [
+        click.option("--rounds", default=4, show_default=True, type=int, help="Compression rounds."),
+        click.option("--steps-per-round", default=100, show_default=True, type=int),
+        click.option("--final-steps", default=100, show_default=True, type=int,
+                     help="Distillation steps after the last round."),
+        click.option("--batch-size", default=32, show_default=True, type=int),
+        click.option("--lr", default=1e-4, show_default=True, type=float, help="Student learning rate."),
+        click.option("--temperature", default=1.0, show_default=True, type=float),
+        click.option("--loss-weights", default=None, help="e.g. embedding=1,attention=1,hidden=1,logits=1"),
+        click.option("--no-distill", is_flag=True, help="Ablation: train the student on gold labels only."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def data_config(kw: dict) -> DataConfig:
+    return DataConfig(task=kw["task"], data_dir=kw["data_dir"], max_length=kw["max_length"],
+                      max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"])
+
+
+def teacher_config(kw: dict) -> TeacherConfig:
+    return TeacherConfig(steps=kw["teacher_steps"], learning_rate=kw["teacher_lr"], seed=kw["seed"])
+
+
+def train_config(kw: dict) -> TrainConfig:
+    return TrainConfig(rounds=kw["rounds"], steps_per_round=kw["steps_per_round"], final_steps=kw["final_steps"],
+                       batch_size=kw["batch_size"], learning_rate=kw["lr"], temperature=kw["temperature"],
+                       loss_weights=parse_loss_weights(kw["loss_weights"]), distill=not kw["no_distill"],
+                       seed=kw["seed"])
+
+
+method_option = click.option("--method", type=click.Choice(METHODS), default="hybrid", show_default=True,
+                             help="hybrid = LadaBERT; svd = SVD only; prune = pruning only.")
