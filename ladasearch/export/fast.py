@@ -1,0 +1,308 @@
+"""The fastest exact inference path for a compressed model on CPU.
+
+For every factorized or pruned matrix the candidates are
+    factored  keep the two factors: y = (x @ B) @ A.T,      r*(m+n) MACs per token
+    dense     merge W = A @ B.T into one nn.Linear:         m*n MACs per token (cheaper when r*(m+n) >= m*n)
+    sparse    CSR factors (or a CSR weight for a pruned dense matrix), torch.sparse.mm
+The MAC count picks between factored and dense; in ``mode="measure"`` every candidate is timed on
+``tokens`` random rows and another candidate replaces the MAC choice only when it is faster by more
+than ``margin``.  Unstructured sparsity rarely pays on CPU: at the densities LadaBERT leaves (tens of
+percent of the factor entries) torch's CSR kernels are several times slower than the dense GEMM of the
+same factor, so ``sparse`` is normally measured and rejected; the report keeps the timings.
+
+Attention is switched to PyTorch's fused ``scaled_dot_product_attention`` (``attention="sdpa"``),
+which computes the same function.  The result is checked against the input model: max |logit
+difference| must stay below ``atol`` (float rounding only).
+
+The word embedding stays factored (merging it would bring back the full vocabulary x hidden table,
+i.e. undo most of the memory saving; ``merge_embedding=True`` does it anyway).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..compress.accounting import compressible_modules
+from ..compress.factorized import FactorizedEmbedding, FactorizedLinear
+from ..compress.prune import masks_of, unprune
+from ..errors import LadaError
+
+CHOICES = ("factored", "dense", "sparse")
+SPARSE_NOTE = ("unstructured sparsity: torch CSR kernels on CPU are measured per layer and are used only "
+               "where faster; at the densities LadaBERT leaves they usually are not")
+
+
+class SparseFactorizedLinear(nn.Module):
+    """y = x @ B @ A.T + bias with A and B.T held as CSR matrices (inference only)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.rank = a.shape
+        self.in_features = b.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            self.register_buffer("a_csr", a.detach().contiguous().to_sparse_csr(), persistent=False)
+            self.register_buffer("bt_csr", b.detach().T.contiguous().to_sparse_csr(), persistent=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        y = torch.sparse.mm(self.a_csr, torch.sparse.mm(self.bt_csr, flat.T)).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a_csr.to_dense(), self.bt_csr.to_dense().T.contiguous()
+
+    def __deepcopy__(self, memo):  # CSR tensors have no storage to deep-copy
+        return type(self)(*self.factors(), self.bias)
+
+
+class SparseLinear(nn.Module):
+    """nn.Linear with its (pruned) weight held as a CSR matrix (inference only)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("w_csr", weight.detach().contiguous().to_sparse_csr(), persistent=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        y = torch.sparse.mm(self.w_csr, flat.T).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def __deepcopy__(self, memo):
+        return type(self)(self.w_csr.to_dense(), self.bias)
+
+
+def fold_masks(model: nn.Module) -> nn.Module:
+    """Make every pruning mask of ``model`` permanent, in place (pruned entries become stored zeros)."""
+    for module in model.modules():
+        if masks_of(module):
+            unprune(module)
+    return model
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """Replace the sparse inference modules of this file by dense equivalents, in place (e.g. for ONNX)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, SparseFactorizedLinear):
+            a, b = module.factors()
+            new = FactorizedLinear(module.in_features, module.out_features, module.rank, module.bias is not None)
+            new.A.data.copy_(a)
+            new.B.data.copy_(b)
+        elif isinstance(module, SparseLinear):
+            new = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            new.weight.data.copy_(module.w_csr.to_dense())
+        else:
+            continue
+        if module.bias is not None:
+            new.bias.data.copy_(module.bias)
+        _replace(model, name, new)
+    return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _density(*tensors: torch.Tensor) -> float:
+    total = sum(t.numel() for t in tensors)
+    return sum(int(torch.count_nonzero(t)) for t in tensors) / total
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.data.copy_(weight)
+    if bias is not None:
+        layer.bias.data.copy_(bias)
+    return layer.to(weight.dtype)
+
+
+def _candidates(module: nn.Module, choices: tuple[str, ...]) -> dict[str, nn.Module]:
+    """Inference modules computing the same function as ``module`` (masks already folded)."""
+    bias = module.bias.detach() if module.bias is not None else None
+    out: dict[str, nn.Module] = {}
+    if isinstance(module, FactorizedLinear):
+        for choice in choices:
+            if choice == "factored":
+                out[choice] = module
+            elif choice == "dense":
+                out[choice] = _linear((module.A @ module.B.T).detach(), bias)
+            else:
+                out[choice] = SparseFactorizedLinear(module.A, module.B, bias)
+    else:  # a pruned dense nn.Linear
+        for choice in choices:
+            if choice == "dense":
+                out[choice] = module
+            elif choice == "sparse":
+                out[choice] = SparseLinear(module.weight, bias)
+    return out
+
+
+def _time_candidates(candidates: dict[str, nn.Module], x: torch.Tensor, runs: int,
+                     warmup: int = 2) -> dict[str, float]:
+    """Best-of-``runs`` milliseconds per candidate, the candidates interleaved run by run so that load
+    from other processes hits them alike (the minimum is the least noisy estimate on a shared CPU)."""
+    best = dict.fromkeys(candidates, float("inf"))
+    with torch.inference_mode():
+        for module in candidates.values():
+            for _ in range(warmup):
+                module(x)
+        for _ in range(runs):
+            for choice, module in candidates.items():
+                start = time.perf_counter()
+                module(x)
+                best[choice] = min(best[choice], (time.perf_counter() - start) * 1e3)
+    return best
+
+
+def _probe_inputs(model: nn.Module, batch: int = 2, seq_len: int = 24) -> dict[str, torch.Tensor]:
+    config = model.config
+    seq_len = min(seq_len, getattr(config, "max_position_embeddings", seq_len))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, seq_len // 2:] = 0  # one padded row, so the padding path is checked too
+    device = next(model.parameters()).device
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+            "token_type_ids": torch.zeros_like(ids).to(device)}
+
+
+def logits_diff(a: nn.Module, b: nn.Module, inputs: dict[str, torch.Tensor] | None = None) -> float:
+    """max |logits(a) - logits(b)| on ``inputs`` (default: a small random batch with padding)."""
+    inputs = inputs or _probe_inputs(a)
+    with torch.inference_mode():
+        return float((a(**inputs).logits - b(**inputs).logits).abs().max())
+
+
+def _set_attention(model: nn.Module, attention: str | None) -> str:
+    current = getattr(model.config, "_attn_implementation", None) or "eager"
+    if attention is None or attention == current:
+        return current
+    try:
+        model.set_attn_implementation(attention)
+    except (AttributeError, ValueError, ImportError) as exc:
+        warnings.warn(f"attention {attention!r} not available, keeping {current!r}: {exc}", stacklevel=3)
+        return current
+    return attention
+
+
+@torch.no_grad()
+def optimize_for_inference(model: nn.Module, *, mode: str = "measure", plan: dict[str, str] | None = None,
+                           tokens: int = 512, runs: int = 5, allow_sparse: bool = True,
+                           max_sparse_density: float = 0.5, margin: float = 0.1, attention: str | None = "sdpa",
+                           merge_embedding: bool = False, check: bool = True, atol: float = 1e-4,
+                           inplace: bool = False) -> tuple[nn.Module, dict]:
+    """The fastest exact CPU inference version of ``model`` and a report of every decision.
+
+    mode: ``"measure"`` times the candidates of each layer on ``tokens`` random rows; ``"macs"`` picks
+    dense or factored by the MAC count alone (deterministic, no sparse); ``"plan"`` applies ``plan``
+    (``{layer name: choice}``, e.g. ``report["plan"]`` of an earlier call).
+    Raises AssertionError when ``check`` and the logits differ by ``atol`` or more.
+    """
+    if mode not in ("measure", "macs", "plan"):
+        raise LadaError(f"mode must be measure, macs or plan, got {mode!r}")
+    if mode == "plan" and plan is None:
+        raise LadaError("mode 'plan' needs plan={layer name: choice}")
+    reference = model
+    model = model if inplace else copy.deepcopy(model)
+    if check and inplace:
+        reference = copy.deepcopy(model)
+    model.eval()
+    reference.eval()
+    pruned = {name for name, (_, module) in compressible_modules(model).items() if masks_of(module)}
+    fold_masks(model)
+    layers: dict[str, dict] = {}
+    macs_before = macs_after = 0
+    gen = torch.Generator().manual_seed(0)
+    for name, (group, module) in compressible_modules(model).items():
+        if isinstance(module, FactorizedEmbedding):
+            m, n, r = module.num_embeddings, module.embedding_dim, module.rank
+            merge = merge_embedding if mode != "plan" else plan.get(name) == "dense"
+            info = {"kind": "embedding", "shape": [m, n], "rank": r, "density": _density(module.A, module.B),
+                    "macs_factored": r * n, "macs_dense": 0,
+                    "choice": "dense" if merge else "factored",
+                    "reason": "merge_embedding" if merge else
+                    f"kept factored: merging would store the full {m}x{n} table"}
+            if merge:
+                table = nn.Embedding(m, n, padding_idx=module.padding_idx)
+                table.weight.data.copy_(module.A @ module.B.T)
+                _replace(model, name, table)
+            layers[name] = info
+            continue
+        if isinstance(module, FactorizedLinear):
+            m, n, r = module.out_features, module.in_features, module.rank
+            factored, dense = r * (m + n), m * n
+            density = _density(module.A, module.B)
+            options = ("factored", "dense", "sparse")
+            macs_choice = "factored" if factored < dense else "dense"
+        elif isinstance(module, nn.Linear) and name in pruned:
+            m, n, r = module.out_features, module.in_features, None
+            factored, dense = None, m * n
+            density = _density(module.weight)
+            options = ("dense", "sparse")
+            macs_choice = "dense"
+        else:
+            continue
+        info = {"kind": "linear", "shape": [m, n], "rank": r, "density": density, "macs_factored": factored,
+                "macs_dense": dense}
+        macs_before += factored if factored is not None else dense
+        if mode == "plan":
+            choice = plan.get(name, macs_choice)
+            if choice not in options:
+                raise LadaError(f"plan for {name}: {choice!r} is not one of {', '.join(options)}")
+            reason = "plan"
+        elif mode == "macs":
+            choice, reason = macs_choice, "fewest MACs"
+        else:
+            tried = [c for c in options
+                     if c != "sparse" or (allow_sparse and density <= max_sparse_density)]
+            candidates = _candidates(module, tuple(tried))
+            x = torch.randn(tokens, n, generator=gen, dtype=next(module.parameters()).dtype)
+            passes = [_time_candidates(candidates, x, runs) for _ in range(2)]
+            info["ms"] = {c: min(p[c] for p in passes) for c in candidates}
+            if "sparse" in options and "sparse" not in tried:
+                info["ms"]["sparse"] = None
+                info["sparse_skipped"] = (f"density {density:.3f} > {max_sparse_density}"
+                                          if allow_sparse else "allow_sparse=False")
+            # another candidate replaces the MAC choice only if it wins by > margin in both timing passes
+            wins = [c for c in tried if c != macs_choice
+                    and all(p[c] < p[macs_choice] * (1 - margin) for p in passes)]
+            if wins:
+                choice = min(wins, key=lambda c: info["ms"][c])
+                reason = f"measured {info['ms'][macs_choice] / info['ms'][choice]:.2f}x faster than " \
+                         f"{macs_choice} (fewest MACs)"
+            else:
+                choice, reason = macs_choice, "fewest MACs"
+        if choice != ("factored" if isinstance(module, FactorizedLinear) else "dense"):
+            _replace(model, name, _candidates(module, (choice,))[choice])
+        macs_after += factored if choice == "factored" else dense if choice == "dense" else round(
+            density * (factored if factored is not None else dense))
+        info.update(choice=choice, reason=reason)
+        layers[name] = info
+    attn = _set_attention(model, attention)
+    counts = {c: sum(1 for i in layers.values() if i["choice"] == c) for c in CHOICES}
+    report = {"mode": mode, "attention": attn, "layers": layers, "counts": counts,
+              "plan": {k: v["choice"] for k, v in layers.items()},
+              "linear_macs_per_token": {"stored": macs_before, "chosen": macs_after}, "note": SPARSE_NOTE}
+    if mode == "measure":
+        report.update(tokens=tokens, runs=runs, threads=torch.get_num_threads())
+    if check:
+        diff = logits_diff(reference, model)
+        report["max_abs_diff"] = diff
+        assert diff < atol, f"optimized model differs from the original by {diff:.3g} (>= {atol:g})"
+    return model, report

