@@ -100,6 +100,7 @@ class TrialPayload:
     train_cfg: TrainConfig
     threads: int
     max_length: int
+    objectives: tuple[str, ...] = ("score",)
     extras: dict = field(default_factory=dict)
 
     def teacher(self) -> nn.Module:
@@ -140,7 +141,8 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
               "weight_ratio": ratios.weight, "encoder_ratio": ratios.encoder, "target": payload.target,
               **{f"train.{k}": v for k, v in asdict(train_cfg).items() if k != "loss_weights"},
               **{f"train.loss_weights.{k}": v for k, v in asdict(train_cfg.loss_weights).items()},
-              **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None}}
+              **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None},
+              "ray.node_id": ray.get_runtime_context().get_node_id(), "device": str(device)}
     first = [True]
     final_rows = []
 
@@ -150,6 +152,8 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
             return
         extra = {"params_json": json.dumps(params)} if first[0] else {}
         first[0] = False
+        if "latency_ms" in payload.objectives:  # measured once, on the final model; Tune wants the key each round
+            extra["latency_ms"] = math.nan
         tune.report({**row, **extra})
 
     result = compress_model(teacher, payload.train, payload.dev, payload.task, ratios, train_cfg, device,
@@ -237,7 +241,7 @@ def _build(spec: dict, log: Callable[[str], None]):
         teacher_config=teacher.model.config,
         teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, train=prepared.train, dev=prepared.dev, task=prepared.data.task, counts=counts,
         target=cfg.target, space=bounded, train_cfg=train_cfg, threads=max(1, int(cfg.cpus_per_trial)),
-        max_length=data_cfg.max_length,
+        max_length=data_cfg.max_length, objectives=cfg.objectives,
         extras={"model": spec["model"], "teacher": str(teacher.path), "teacher_score": teacher.score,
                 "data": prepared.data.source})
     return cfg, payload, prepared, teacher, bounded, train_cfg

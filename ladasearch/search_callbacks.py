@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -16,8 +17,8 @@ ROUND_KEYS = ("round", "score", "accuracy", "f1", "mcc", "pearson", "spearman", 
 
 def round_metrics(result: dict) -> dict:
     """The per-round numbers a trial reported (Tune's own bookkeeping keys left out)."""
-    return {k: v for k, v in result.items()
-            if (k in ROUND_KEYS or k.startswith("loss")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in result.items() if (k in ROUND_KEYS or k.startswith("loss"))
+            and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def trial_error(trial) -> str:

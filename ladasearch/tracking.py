@@ -93,11 +93,13 @@ class Tracker:
         runs = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
             max_results=1)
-        if runs:
-            run_id = runs[0].info.run_id
-            if runs[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id, False
+        if runs:  # a trial that ran before a resume: same run, one more attempt
+            run = runs[0]
+            attempts = int(run.data.tags.get("ladasearch.attempts", "1")) + 1
+            self.client.set_tag(run.info.run_id, "ladasearch.attempts", str(attempts))
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id, False
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={ROLE: "trial", TRIAL_ID: trial_id, PARENT: parent_id, **_str(tags)})
         return run.info.run_id, True

@@ -10,6 +10,10 @@ import torch
 from ladasearch.compress import ParamCount, Ratios, solve
 from ladasearch.features import Features
 
+# The fixtures are tiny: one thread is several times faster than two, and far faster when other
+# processes share the (2-core) machine.  The e2e test sets its own thread count.
+torch.set_num_threads(1)
+
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
 TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,

@@ -95,6 +95,21 @@ def fold_masks(model: nn.Module) -> nn.Module:
     return model
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on a model with pruning masks applied.
+
+    The pruned tensor (``A = A_orig * A_mask``) is a plain attribute recomputed by the pre-hook before
+    every forward; after a forward with autograd on it is a non-leaf tensor, which deepcopy refuses.
+    It is replaced by its detached value first (the next forward recomputes it anyway).
+    """
+    for module in model.modules():
+        for name in masks_of(module):
+            value = module.__dict__.get(name)
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                module.__dict__[name] = value.detach()
+    return copy.deepcopy(model)
+
+
 def densify(model: nn.Module) -> nn.Module:
     """Replace the sparse inference modules of this file by dense equivalents, in place (e.g. for ONNX)."""
     for name, module in list(model.named_modules()):
@@ -219,9 +234,9 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "measure", plan: dic
     if mode == "plan" and plan is None:
         raise LadaError("mode 'plan' needs plan={layer name: choice}")
     reference = model
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else copy_model(model)
     if check and inplace:
-        reference = copy.deepcopy(model)
+        reference = copy_model(model)
     model.eval()
     reference.eval()
     pruned = {name for name, (_, module) in compressible_modules(model).items() if masks_of(module)}

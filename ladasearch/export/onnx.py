@@ -10,7 +10,6 @@ exact here; the torch.export-based one (``dynamo=True``) is the fallback when it
 
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
-from .fast import densify, fold_masks
+from .fast import copy_model, densify, fold_masks
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "logits"
@@ -52,7 +51,7 @@ def example_inputs(model: nn.Module, batch: int = 2, seq_len: int = 128, seed: i
 
 def inference_copy(model: nn.Module) -> nn.Module:
     """A CPU copy with masks folded, sparse modules made dense and eager attention (what the export traces)."""
-    model = densify(fold_masks(copy.deepcopy(model).cpu().eval()))
+    model = densify(fold_masks(copy_model(model).cpu().eval()))
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")
     return model

@@ -1,0 +1,197 @@
+"""Ratio tables, plots, summary sources (folders and an MLflow store) and the export CLI commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from ladasearch.compress import Ratios
+from ladasearch.errors import LadaError
+from ladasearch.export.sources import load_summaries
+from ladasearch.export.table import format_table, ratio_table
+
+RANK_NAMES = ["bert.embeddings.word_embeddings"] + [
+    f"bert.encoder.layer.{i}.{part}" for i in range(2)
+    for part in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                 "intermediate.dense", "output.dense")] + ["bert.pooler.dense"]
+
+
+def fake_summary(target: float, embedding: float, svd: float, weight: float, score: float, rounds: int = 3,
+                 teacher_params: int = 1_000_000, ranks=(40, 10, 20)) -> dict:
+    """A trial summary shaped like CompressionResult.summary() + the keys compress/search add."""
+    ratios = Ratios(embedding, svd, weight)
+    student = round(teacher_params / (target * 1.01))
+    emb_rank, low, high = ranks
+    encoder_ranks = [low + (i * (high - low)) // 12 for i in range(13)]
+    history = [{"round": r, "final": r == rounds + 1, "score": score - 0.05 * (rounds + 1 - r),
+                "achieved_factor": target ** (r / rounds) if r <= rounds else target * 1.01,
+                "params": student} for r in range(1, rounds + 2)]
+    return {
+        "ratios": {"method": "hybrid", "embedding": embedding, "svd": svd, "weight": weight,
+                   "encoder": ratios.encoder},
+        "reduction_factors": ratios.reduction_factors(), "achieved_factor": target * 1.01,
+        "teacher_params": {"embedding": 400_000, "encoder": 550_000, "dense": 50_000, "total": teacher_params},
+        "student_params": {"total": student}, "ranks": dict(zip(RANK_NAMES, [emb_rank] + encoder_ranks)),
+        "score": score, "metrics": {"accuracy": score}, "history": history, "task": "sst2",
+        "main_metric": "accuracy", "target": target, "teacher_score": 0.9,
+    }
+
+
+SUMMARIES = [fake_summary(5.0, 0.25, 0.5, 0.4, 0.85), fake_summary(5.0, 0.2, 0.6, 0.35, 0.83),
+             fake_summary(10.0, 0.1, 0.4, 0.25, 0.8, ranks=(16, 6, 12))]
+
+
+def test_table_numbers_in_every_format():
+    rows = ratio_table(SUMMARIES)
+    assert [(r["target"], r["score"]) for r in rows] == [(5.0, 0.85), (10.0, 0.8)]  # best per target
+    assert len(ratio_table(SUMMARIES, best_only=False)) == 3
+    best5 = rows[0]
+    assert best5["embedding"] == pytest.approx(1 / 0.25) and best5["svd"] == pytest.approx(2.0)
+    assert best5["weight"] == pytest.approx(2.5) and best5["encoder"] == pytest.approx(5.0)
+    assert best5["achieved"] == pytest.approx(5.05) and best5["score_vs_teacher"] == pytest.approx(0.85 / 0.9)
+    assert (best5["rank_embedding"], best5["rank_encoder_min"], best5["rank_encoder_median"]) == (40, 10, 15)
+
+    parsed = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
+    assert float(parsed[1]["embedding"]) == pytest.approx(10.0)
+    assert float(parsed[1]["svd"]) == pytest.approx(2.5) and float(parsed[1]["weight"]) == pytest.approx(4.0)
+    assert int(parsed[1]["rank_embedding"]) == 16 and float(parsed[0]["target"]) == 5.0
+
+    data = json.loads(format_table(rows, "json"))
+    assert data[1]["weight"] == pytest.approx(4.0) and data[1]["params"] == SUMMARIES[2]["student_params"]["total"]
+
+    md = format_table(rows, "md")
+    lines = md.strip().splitlines()
+    assert len(lines) == 4 and "| Target | Overall | Embedding | Matrix fact. | Weight pruning |" in lines[0]
+    assert "| 5.00x | 5.05x | 4.00x | 2.00x | 2.50x | 5.00x |" in lines[2]
+    assert "0.8500" in lines[2] and "10.00x" in lines[3]
+
+    tex = format_table(rows, "latex")
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and tex.count("\\\\") == 3
+    assert "4.00$\\times$" in tex and "\\bottomrule" in tex
+    with pytest.raises(LadaError):
+        format_table(rows, "xlsx")
+
+
+def test_plots_write_pngs(tmp_path):
+    from ladasearch.export.plots import learning_curves, pareto_front, pareto_plot, ratio_split
+
+    assert pareto_front([(5.0, 0.8), (5.0, 0.85), (10.0, 0.8), (7.0, 0.7)]) == [1, 2]
+    for fn, name in ((pareto_plot, "pareto.png"), (learning_curves, "curves.png"), (ratio_split, "split.png")):
+        path = fn(SUMMARIES, tmp_path / "plots" / name)
+        assert path == tmp_path / "plots" / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    with pytest.raises(LadaError):
+        pareto_plot([], tmp_path / "empty.png")
+
+
+def write_folder(folder, summary):
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_summaries_from_folders(tmp_path):
+    one = write_folder(tmp_path / "runs" / "sst2-5x", SUMMARIES[0])
+    write_folder(tmp_path / "runs" / "sst2-10x", SUMMARIES[2])
+    (tmp_path / "runs" / "notes").mkdir()
+    got = load_summaries(one)
+    assert len(got) == 1 and got[0]["score"] == 0.85
+    assert got[0]["source"] == {"kind": "folder", "label": "sst2-5x", "path": str(one)}
+    assert sorted(s["target"] for s in load_summaries(tmp_path / "runs")) == [5.0, 10.0]
+    with pytest.raises(LadaError, match="no summary.json"):
+        load_summaries(tmp_path / "runs" / "notes")
+    with pytest.raises(LadaError, match="neither"):
+        load_summaries(str(tmp_path / "missing"))
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """A SQLite MLflow store with one search (parent + 2 finished trials, 1 stopped early, 1 running)."""
+    pytest.importorskip("mlflow")
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("ladasearch", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, run_name="sst2-search", tags={
+        "ladasearch.role": "search", "ladasearch.search": "sst2-search", "ladasearch.task": "sst2",
+        "ladasearch.target": "5.0"}).info.run_id
+    trials = [SUMMARIES[0], SUMMARIES[1], {"history": SUMMARIES[0]["history"][:1], "stopped_early": True,
+                                           "score": 0.5, "achieved_factor": 1.7}, SUMMARIES[1]]
+    for i, summary in enumerate(trials):
+        run = client.create_run(exp, run_name=f"trial-{i}", tags={
+            "ladasearch.role": "trial", "mlflow.parentRunId": parent, "ladasearch.trial_id": f"t{i}"}).info.run_id
+        client.log_text(run, json.dumps(summary), "summary.json")
+        if i < 3:
+            client.set_terminated(run, "FINISHED")
+    other = client.create_run(exp, tags={"ladasearch.role": "search", "ladasearch.search": "other"}).info.run_id
+    return uri, parent, other
+
+
+def test_summaries_from_mlflow(mlflow_store, monkeypatch):
+    uri, parent, other = mlflow_store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    by_name = load_summaries("sst2-search", uri)
+    assert sorted(s["score"] for s in by_name) == [0.83, 0.85]
+    assert all(s["source"]["parent_run_id"] == parent and s["source"]["label"] == "sst2-search" for s in by_name)
+    by_id = load_summaries(parent, uri)
+    assert sorted(s["source"]["run_id"] for s in by_id) == sorted(s["source"]["run_id"] for s in by_name)
+    assert len(load_summaries("sst2-search", uri, include_incomplete=True)) == 3  # + the stopped trial
+    assert load_summaries("other", uri) == []
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the environment variable is used without --tracking-uri
+    assert len(load_summaries("sst2-search")) == 2
+    with pytest.raises(LadaError, match="neither a folder"):
+        load_summaries("no-such-search", uri)
+    with pytest.raises(LadaError, match="not a search"):
+        load_summaries(by_name[0]["source"]["run_id"], uri)
+    with pytest.raises(LadaError, match="no MLflow store"):
+        load_summaries("sst2-search", "sqlite:////nonexistent/dir/mlflow.db")
+
+
+def cli():
+    from ladasearch.cli_export import register
+
+    @click.group()
+    def main():
+        pass
+
+    return register(main)
+
+
+def test_cli_export_and_report(mlflow_store, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri, parent, _ = mlflow_store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    folder = write_folder(tmp_path / "sst2-10x", SUMMARIES[2])
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["export", "sst2-search", str(folder), "--format", "csv", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [(r["source"], float(r["target"])) for r in rows] == [("sst2-search", 5.0), ("sst2-10x", 10.0)]
+
+    out = tmp_path / "table.tex"
+    result = runner.invoke(cli(), ["export", str(folder), "--format", "latex", "--out", str(out)])
+    assert result.exit_code == 0 and out.read_text().startswith("\\begin{tabular}")
+
+    result = runner.invoke(cli(), ["report", "sst2-search", str(folder), "--out", str(tmp_path / "report"),
+                                   "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    for name in ("pareto.png", "learning_curves.png", "ratio_split.png", "table.md", "table.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent, "plots")}
+    assert logged == {"plots/pareto.png", "plots/learning_curves.png", "plots/ratio_split.png"}
+
+    result = runner.invoke(cli(), ["export", "no-such-search", "--tracking-uri", uri])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    result = runner.invoke(cli(), ["measure", str(tmp_path / "nope"), str(folder)])
+    assert result.exit_code == 2 and "is not a folder" in result.output
