@@ -140,5 +140,13 @@ def ui(tracking_uri, host, port):
     os.execv(mlflow, args)
 
 
+def _register_export_commands() -> None:
+    from .cli_export import register
+
+    register(main)
+
+
+_register_export_commands()
+
 if __name__ == "__main__":
     main()

@@ -364,6 +364,43 @@ def _pareto(rows: list[dict]) -> list[dict]:
     return sorted(front, key=lambda r: r["latency_ms"])
 
 
+def trial_summaries(grid) -> list[dict]:
+    """Summaries of every trial that reported: full for finished ones, score + history for early-stopped ones."""
+    from .search_callbacks import round_metrics
+
+    summaries = []
+    for result in grid:
+        metrics = result.metrics or {}
+        if "summary_json" in metrics:
+            summaries.append(json.loads(metrics["summary_json"]))
+        elif not result.error and "score" in metrics:
+            frame = result.metrics_dataframe
+            history = [round_metrics(row) for row in frame.to_dict("records")] if frame is not None else []
+            summaries.append({"config": result.config, "score": metrics["score"], "stopped_early": True,
+                              "achieved_factor": metrics.get("achieved_factor"), "history": history,
+                              "target": metrics.get("target")})
+    return summaries
+
+
+def _log_plots(grid, tracker, parent_id: str, log) -> None:
+    """Score vs compression with the Pareto front, learning curves, ratio split -> parent run's plots/."""
+    from .export.plots import learning_curves, pareto_plot, ratio_split
+
+    summaries = trial_summaries(grid)
+    if not summaries:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        made = []
+        for plot, name in ((pareto_plot, "score_vs_compression.png"), (learning_curves, "learning_curves.png"),
+                           (ratio_split, "ratio_split.png")):
+            try:
+                made.append(plot(summaries, Path(folder) / name))
+            except LadaError as exc:  # e.g. no finished trial to split
+                log(f"plot {name} skipped: {exc}")
+        for path in made:
+            tracker.log_artifact(parent_id, path, "plots")
+
+
 def _finish(cfg: SearchConfig, grid, tracker, parent_id: str, tokenizer, log) -> SearchOutcome:
     """Best trial -> parent run (metrics, summary, model, plots); the search's table of trials."""
     rows = []
@@ -379,6 +416,7 @@ def _finish(cfg: SearchConfig, grid, tracker, parent_id: str, tokenizer, log) ->
             if best is None or row["score"] > best[0]["score"]:
                 best = (row, result)
     finished = [r for r in rows if r["status"] == "completed"]
+    _log_plots(grid, tracker, parent_id, log)
     pareto = _pareto([r for r in finished if r["latency_ms"] is not None]) if len(cfg.objectives) > 1 else []
     tracker.log_json(parent_id, {"trials": rows, "pareto": pareto}, "trials.json")
     best_summary, best_model = None, None

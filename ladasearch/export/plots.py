@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..errors import LadaError  # noqa: E402
 from .table import best_per_group, ratio_table  # noqa: E402
@@ -101,7 +102,8 @@ def learning_curves(summaries: list[dict], path: str | Path, k: int = 5, title: 
         if finals:
             ax.scatter(*zip(*finals), marker="*", s=120, color=line.get_color(), zorder=3)
     metric = next((s.get("main_metric") for s in best if s.get("main_metric")), "score")
-    ax.set_xlabel("round (the last, starred, point: after the final distillation steps)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round (starred: after the final distillation steps)")
     ax.set_ylabel(f"dev {metric}")
     ax.set_title(title or f"learning curves of the best {len(best)} trial(s)")
     ax.grid(alpha=0.3)

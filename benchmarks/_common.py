@@ -1,0 +1,195 @@
+"""Shared pieces of the benchmark scripts: options, the (cached) teacher, result files, tables.
+
+Every script builds its data/teacher/training configs from the same options, so they share one
+fine-tuned teacher (ladasearch's teacher cache, keyed on model + train subset + teacher settings).
+The teacher is always made on the FULL dev split and then handed to the library as a folder
+(``teacher_path``), so scripts that use a dev subset reuse it instead of fine-tuning another one
+(ladasearch's cache key includes the dev subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DEFAULT_DATA = "/work/shared/data/glue"
+# The paper (LadaBERT, Table 3/4, BERT-base teacher): dev score of the teacher and at each target.
+PAPER = {
+    "sst2": {"teacher": 93.5, 2.5: 92.8, 5.0: 91.8, 7.5: 89.9, 10.0: 84.0},
+    "mnli": {"teacher": 84.6, 2.5: 83.5, 5.0: 83.1, 7.5: 82.1, 10.0: 75.8},
+}
+
+
+def paper_retention(task: str, target: float) -> float | None:
+    row = PAPER.get(task)
+    return row[target] / row["teacher"] if row and target in row else None
+
+
+# ---- options ------------------------------------------------------------------------------------
+
+def add_data_args(p: argparse.ArgumentParser, *, max_train: int | None = 4000, max_dev: int | None = None) -> None:
+    g = p.add_argument_group("data and teacher")
+    g.add_argument("--task", default="sst2", help="GLUE task (sst2, mnli, ...)")
+    g.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR") or
+                   (DEFAULT_DATA if Path(DEFAULT_DATA).is_dir() else None),
+                   help="local GLUE folder (default $LADASEARCH_DATA_DIR, else %(default)s; none = the hub)")
+    g.add_argument("--model", default="minilm", help="base model: 'minilm' (offline) or a hub id / folder")
+    g.add_argument("--max-length", type=int, default=64)
+    g.add_argument("--max-train", type=int, default=max_train, help="train subset (0 = all rows)")
+    g.add_argument("--max-dev", type=int, default=max_dev, help="dev subset (0 = all rows)")
+    g.add_argument("--teacher-steps", type=int, default=400)
+    g.add_argument("--teacher-lr", type=float, default=5e-5)
+    g.add_argument("--teacher", dest="teacher_path", default=None,
+                   help="a fine-tuned teacher folder to use as is (skips teacher fine-tuning)")
+    g.add_argument("--cache-dir", default=None, help="teacher cache (default $LADASEARCH_CACHE or ~/.cache/ladasearch)")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: all cores)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def add_train_args(p: argparse.ArgumentParser, *, rounds: int = 3, steps_per_round: int = 25,
+                   final_steps: int = 25, lr: float = 1e-4, batch_size: int = 32) -> None:
+    g = p.add_argument_group("student training (one trial)")
+    g.add_argument("--rounds", type=int, default=rounds)
+    g.add_argument("--steps-per-round", type=int, default=steps_per_round)
+    g.add_argument("--final-steps", type=int, default=final_steps)
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def _none_if_zero(value):
+    return None if not value else value
+
+
+def data_config(args, *, max_dev="args"):
+    from ladasearch.config import DataConfig
+
+    return DataConfig(task=args.task, data_dir=args.data_dir, max_length=args.max_length,
+                      max_train=_none_if_zero(args.max_train),
+                      max_dev=_none_if_zero(args.max_dev if max_dev == "args" else max_dev), seed=args.seed)
+
+
+def teacher_config(args):
+    from ladasearch.config import TeacherConfig
+
+    return TeacherConfig(steps=args.teacher_steps, learning_rate=args.teacher_lr, seed=args.seed)
+
+
+def train_config(args, **override):
+    from ladasearch.config import TrainConfig
+
+    cfg = TrainConfig(rounds=args.rounds, steps_per_round=args.steps_per_round, final_steps=args.final_steps,
+                      learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
+    return replace(cfg, **override)
+
+
+def set_threads(args) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.get_num_threads()
+
+
+# ---- teacher and data ---------------------------------------------------------------------------
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def teacher_folder(args) -> tuple[str, float]:
+    """The fine-tuned teacher folder (made once on the full dev split and cached) and its full-dev score."""
+    if args.teacher_path:
+        return args.teacher_path, float("nan")
+    from ladasearch.models import pick_device
+    from ladasearch.pipeline import prepare, prepare_teacher
+
+    cfg = data_config(args, max_dev=None)
+    prepared = prepare(cfg, args.model)
+    teacher = prepare_teacher(prepared, cfg, args.model, teacher_config(args), pick_device(args.device),
+                              Path(args.cache_dir) if args.cache_dir else None, None, log)
+    return str(teacher.path), teacher.score
+
+
+def load_job(args, teacher_dir: str, *, max_dev="args"):
+    """(prepared data, Teacher) for this script's data config, the teacher taken from ``teacher_dir``."""
+    from ladasearch.models import pick_device
+    from ladasearch.pipeline import prepare, prepare_teacher
+
+    cfg = data_config(args, max_dev=max_dev)
+    prepared = prepare(cfg, args.model, teacher_dir)
+    teacher = prepare_teacher(prepared, cfg, args.model, teacher_config(args), pick_device(args.device), None,
+                              teacher_dir, log)
+    return prepared, teacher
+
+
+# ---- results ------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg()),
+            "time": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def write_result(name: str, payload: dict, markdown: str | None = None, out_dir: str | Path | None = None) -> Path:
+    out = Path(out_dir) if out_dir else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    if markdown is not None:
+        (out / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    log(f"wrote {path}" + (f" and {path.with_suffix('.md')}" if markdown is not None else ""))
+    return path
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def md_table(headers: list[str], rows: list[list], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "" if x is None else f"{100 * x:.{digits}f}"
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def command_line() -> str:
+    return " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
+
+
+def median(values):
+    return statistics.median(values) if values else None
