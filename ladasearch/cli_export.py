@@ -121,8 +121,9 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 @click.option("--runs", default=None, type=click.IntRange(1),
               help="Timed runs per batch size (default: 30 at batch 1, 7 above).")
 @click.option("--threads", default=None, type=click.IntRange(1), help="Torch/onnxruntime threads (default: torch's).")
-@click.option("--fast-mode", type=click.Choice(["measure", "macs"]), default="measure", show_default=True,
-              help="Fast path: time every layer's candidates, or choose dense/factored by MACs alone.")
+@click.option("--fast-mode", type=click.Choice(["auto", "measure", "macs"]), default="auto", show_default=True,
+              help="Fast path: time every layer's candidates (measure), choose dense/factored by MACs alone "
+                   "(macs), or measure unless the machine is oversubscribed (auto).")
 @click.option("--no-write", is_flag=True, help="Do not write the result into the student's folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @user_errors

@@ -12,6 +12,7 @@ searcher checkpoint) and ``<storage>/<name>.ladasearch.json`` (what a resume nee
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -202,6 +203,8 @@ def _init_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a failed trial's traceback goes to its error.txt and MLflow tag; the terminal gets one line (Progress)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return False
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ray import tune
 
@@ -22,16 +24,21 @@ def round_metrics(result: dict) -> dict:
 
 
 def trial_error(trial) -> str:
-    """The last line of a failed trial's error (the exception's own message)."""
+    """The last line of a failed trial's error (the exception's own message).
+
+    Read from the trial's local error file, which Tune writes before it calls the callbacks
+    (the copy in the storage folder may not be synced yet).
+    """
     text = ""
-    for read in (trial.get_pickled_error, trial.get_error):
+    path = getattr(trial, "error_file", None)
+    if path and os.path.isfile(path):
+        text = Path(path).read_text(errors="replace")
+    if not text:
         try:
-            text = str(read() or "")
-        except Exception:  # an error file that is missing or does not unpickle
-            continue
-        if text:
-            break
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+            text = str(trial.get_error() or "")
+        except Exception:  # no error file in storage either
+            text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
     return (lines[-1] if lines else "unknown error")[:500]
 
 

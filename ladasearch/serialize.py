@@ -136,3 +136,11 @@ def load_compressed(path: str | Path, keep_masks: bool = True, device: str | tor
             mname, _, pname = tensor_name.rpartition(".")
             prune.custom_from_mask(model.get_submodule(mname), pname, mask.float())
     return model.to(device).eval()
+
+
+class CompressedModel:
+    """The transformers-style spelling: ``CompressedModel.from_pretrained(path)`` = :func:`load_compressed`."""
+
+    @staticmethod
+    def from_pretrained(path: str | Path, keep_masks: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+        return load_compressed(path, keep_masks=keep_masks, device=device)

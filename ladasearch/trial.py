@@ -126,7 +126,7 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
         started = time.perf_counter()
         compress_step(student, plans, number / cfg.rounds)
         losses = _train(student, teacher, batches, cfg.steps_per_round, cfg, task)
-        row, metrics = finish_round(number, started, losses, final=cfg.final_steps == 0)
+        row, metrics = finish_round(number, started, losses, final=cfg.final_steps == 0 and number == cfg.rounds)
 
     if cfg.final_steps:
         started = time.perf_counter()

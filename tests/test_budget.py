@@ -168,12 +168,10 @@ def test_solve_svd_ratio_above_one():
         solve(TINY, 5.0, embedding=0.1, weight=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="budget.py words the weight/svd > 1 case backwards: the encoder must keep "
-                                       "MORE than the ratio given, the message says 'below the ... given'")
 def test_solve_ratio_above_one_message_says_above_given():
     with pytest.raises(LadaError) as exc:
         solve(TINY, 5.0, embedding=0.1, svd=0.1)
-    assert "below the 0.1 given" not in str(exc.value)
+    assert "above the 0.1 given" in str(exc.value)
 
 
 @pytest.mark.parametrize("target, svd, weight", [(5.0, 1.0, 1.0), (1.2, 0.1, 0.1)])

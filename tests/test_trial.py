@@ -64,8 +64,6 @@ def test_no_final_steps_history_has_a_row_per_round(tiny_model, tiny_features, r
     assert result.achieved_factor == pytest.approx(5.0, rel=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="trial.py passes final=cfg.final_steps == 0 for every round, so with "
-                                       "final_steps=0 all rounds are marked final, not only the last")
 def test_no_final_steps_only_last_round_is_final(tiny_model, tiny_features, ratios5):
     result = _run(tiny_model, tiny_features, ratios5, final_steps=0)
     assert [row["final"] for row in result.history] == [False, True]

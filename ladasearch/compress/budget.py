@@ -120,7 +120,7 @@ def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embeddin
         if ratios[solved] > 1:
             raise LadaError(
                 f"target {target:g}x is unreachable with these ratios: the encoder must keep {encoder:.4f} of its "
-                f"weights, below the {given['svd' if solved == 'weight' else 'weight']:g} given, so the {solved} "
+                f"weights, above the {given['svd' if solved == 'weight' else 'weight']:g} given, so the {solved} "
                 f"ratio would be {ratios[solved]:.3f} > 1")
     else:
         encoder = given["svd"] * given["weight"]

@@ -209,20 +209,49 @@ print("RSS-RESULT " + json.dumps(out))
 """
 
 
+def _rss_process(folder: str | Path, plan: dict[str, str] | None, attention: str | None,
+                 threads: int | None) -> subprocess.Popen:
+    spec = {"path": str(Path(folder).resolve()), "plan": plan, "attention": attention,
+            "threads": threads or torch.get_num_threads()}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    return subprocess.Popen([sys.executable, "-c", _RSS_SCRIPT, json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _rss_result(folder: str | Path, process: subprocess.Popen, timeout: float) -> dict:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise LadaError(f"memory measurement of {folder} took over {timeout:g}s") from None
+    line = next((l for l in stdout.splitlines() if l.startswith("RSS-RESULT ")), None)
+    if process.returncode != 0 or line is None:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        raise LadaError(f"memory measurement of {folder} failed: {tail[0]}")
+    return json.loads(line.removeprefix("RSS-RESULT "))
+
+
 def rss_after_load(folder: str | Path, plan: dict[str, str] | None = None, attention: str | None = "sdpa",
                    threads: int | None = None, timeout: float = 600) -> dict:
     """Resident-memory increase from loading ``folder`` (and, with ``plan``, building the fast path from it),
     measured in a fresh Python subprocess: ``{"plain": {...}, "fast": {...}}``."""
-    spec = {"path": str(Path(folder).resolve()), "plan": plan, "attention": attention,
-            "threads": threads or torch.get_num_threads()}
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RSS-RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LadaError(f"memory measurement of {folder} failed: {tail[0]}")
-    return json.loads(line.removeprefix("RSS-RESULT "))
+    return _rss_result(folder, _rss_process(folder, plan, attention, threads), timeout)
+
+
+def rss_after_load_many(jobs: list[tuple[str | Path, dict | None, str | None]], threads: int | None = None,
+                        timeout: float = 600) -> list[dict]:
+    """``rss_after_load`` of several (folder, plan, attention) at once: one fresh subprocess each, run side by
+    side (each process measures only its own memory, so running them together changes nothing but the wall
+    time)."""
+    processes = [(folder, _rss_process(folder, plan, attention, threads)) for folder, plan, attention in jobs]
+    try:
+        return [_rss_result(folder, process, timeout) for folder, process in processes]
+    finally:
+        for _, process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 def _params(folder: Path, model: nn.Module) -> int:
@@ -267,7 +296,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def compare(teacher_dir: str | Path, student_dir: str | Path, *, seq_len: int = 128,
             batch_sizes: tuple[int, ...] = (1, 32), runs: dict[int, int] | None = None,
-            warmup: dict[int, int] | None = None, threads: int | None = None, fast_mode: str = "measure",
+            warmup: dict[int, int] | None = None, threads: int | None = None, fast_mode: str = "auto",
             onnx: bool = False, onnx_dir: str | Path | None = None, write: bool = True,
             log: Callable[[str], None] | None = None) -> dict:
     """Measure teacher and student in one run (see the module docstring); returns the ``inference`` dict.
@@ -305,8 +334,9 @@ def compare(teacher_dir: str | Path, student_dir: str | Path, *, seq_len: int = 
                 "path": str(folder), "kind": "ladasearch" if is_ladasearch_folder(folder) else "huggingface",
                 "weights_files": [f.name for f in weights_files(folder)], "file_bytes": file_bytes(folder),
                 "params": params, "tensor_bytes": {"plain": tensor_bytes(plain), "fast": tensor_bytes(fast)},
-                "fast_path": {k: report[k] for k in ("mode", "attention", "counts", "plan", "max_abs_diff",
-                                                     "linear_macs_per_token", "note") if k in report}
+                "fast_path": {k: report[k] for k in ("mode", "requested_mode", "busy_load", "attention", "counts",
+                                                     "plan", "max_abs_diff", "linear_macs_per_token", "note")
+                              if k in report}
                 | {"layers": {name: {k: v for k, v in info.items() if k in ("choice", "ms", "rank", "density",
                                                                              "shape", "reason")}
                               for name, info in report["layers"].items()}},
@@ -343,10 +373,10 @@ def compare(teacher_dir: str | Path, student_dir: str | Path, *, seq_len: int = 
             scratch.cleanup()
         del models
         gc.collect()
-        for role, folder in (("teacher", teacher_dir), ("student", student_dir)):
-            log(f"{role}: resident memory after loading (fresh subprocess)")
-            result[role]["rss"] = rss_after_load(folder, plan=result[role]["fast_path"]["plan"],
-                                                 attention=result[role]["fast_path"]["attention"], threads=threads)
+        log("resident memory after loading (a fresh subprocess per model)")
+        jobs = [(folder, result[role]["fast_path"]["plan"], result[role]["fast_path"]["attention"])
+                for role, folder in (("teacher", teacher_dir), ("student", student_dir))]
+        result["teacher"]["rss"], result["student"]["rss"] = rss_after_load_many(jobs, threads=threads)
     finally:
         torch.set_num_threads(old_threads)
     result["loadavg_after"] = list(os.getloadavg())

@@ -77,6 +77,16 @@ def _from_folder(folder: Path) -> list[dict]:
     return [{**s, "source": {"kind": "folder", "label": f.name, "path": str(f)}} for f, s in found]
 
 
+def _target(text: str) -> float | None:
+    """A target tag ('5x', '5.0') as a number; None when it is not one."""
+    from ..compress.budget import parse_target
+
+    try:
+        return parse_target(text)
+    except LadaError:
+        return None
+
+
 def _check_store(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
@@ -158,14 +168,15 @@ def _from_mlflow(source: str, tracking_uri: str, include_incomplete: bool) -> li
     with tempfile.TemporaryDirectory(prefix="ladasearch-summaries-") as scratch, _no_progress_bars():
         for run in sorted(children, key=lambda r: r.info.start_time or 0):
             try:
-                local = client.download_artifacts(run.info.run_id, "summary.json", os.path.join(scratch, run.info.run_id))
+                local = client.download_artifacts(run.info.run_id, "summary.json",
+                                                  os.path.join(scratch, run.info.run_id))
             except Exception:  # noqa: BLE001 - a finished trial without its summary is skipped
                 continue
             summary = _read_json(Path(local))
             for key in ("task", "target"):  # the parent's tags fill what an older summary lacks
                 if summary.get(key) is None and parent.data.tags.get(f"ladasearch.{key}") is not None:
                     value = parent.data.tags[f"ladasearch.{key}"]
-                    summary[key] = float(value) if key == "target" else value
+                    summary[key] = _target(value) if key == "target" else value
             summary["source"] = {"kind": "mlflow", "label": name, "search": name, "tracking_uri": tracking_uri,
                                  "parent_run_id": parent_id, "run_id": run.info.run_id,
                                  "run_name": run.info.run_name, "outcome": run.data.tags.get("ladasearch.outcome")}
