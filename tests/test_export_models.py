@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-import torch
 
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
 from ladasearch.export.fast import SparseFactorizedLinear, SparseLinear, logits_diff, optimize_for_inference

@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 
 from ..errors import LadaError
+from ..tracking import DEFAULT_STORE, PARENT, ROLE, SEARCH
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-ROLE, SEARCH, PARENT = "ladasearch.role", "ladasearch.search", "mlflow.parentRunId"
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
