@@ -29,7 +29,7 @@ from .config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .data import TaskSpec
 from .errors import LadaError
 from .features import Features
-from .models import pick_device
+from .models import load_classifier, pick_device
 from .pipeline import prepare, prepare_teacher
 from .serialize import save_compressed
 from .space import SearchSpace
@@ -144,17 +144,15 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
               **{f"train.loss_weights.{k}": v for k, v in asdict(train_cfg.loss_weights).items()},
               **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None},
               "ray.node_id": ray.get_runtime_context().get_node_id(), "device": str(device)}
-    first = [True]
+    once = {"params_json": json.dumps(params)}  # logged as MLflow params with the first report
     final_rows = []
 
     def on_round(row: dict) -> None:
         if row["final"]:
             final_rows.append(row)
             return
-        extra = {"params_json": json.dumps(params)} if first[0] else {}
-        first[0] = False
-        if "latency_ms" in payload.objectives:  # measured once, on the final model; Tune wants the key each round
-            extra["latency_ms"] = math.nan
+        extra = {**once, "latency_ms": math.nan} if "latency_ms" in payload.objectives else dict(once)
+        once.clear()  # Tune wants every objective in every report; latency is measured on the final model
         tune.report({**row, **extra})
 
     result = compress_model(teacher, payload.train, payload.dev, payload.task, ratios, train_cfg, device,
@@ -166,8 +164,7 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
                "distill": train_cfg.distill, "space": payload.space.name, **payload.extras}
     with tempfile.TemporaryDirectory() as folder:
         save_compressed(result.student.cpu(), folder, summary)
-        extra = {"params_json": json.dumps(params)} if first[0] else {}
-        tune.report({**final, **extra, "summary_json": json.dumps(summary, default=float)},
+        tune.report({**final, **once, "summary_json": json.dumps(summary, default=float)},
                     checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -210,8 +207,9 @@ def _init_ray(address: str | None) -> bool:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  configure_logging=True)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise LadaError(f"could not connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # Ray raises bare Exceptions for start-up time-outs
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise LadaError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from None
     return True
 
 
@@ -235,14 +233,18 @@ def _build(spec: dict, log: Callable[[str], None]):
     space = SearchSpace.from_dict(spec["space"])
     device = pick_device(spec["device"])
     prepared = prepare(data_cfg, spec["model"], spec.get("teacher_path"))
+    task = prepared.data.task
+    # the budget depends on the architecture alone: an infeasible space fails before the teacher is trained
+    counts = count_parameters(load_classifier(spec.get("teacher_path") or spec["model"], task.num_labels,
+                                              task.is_regression))
+    bounded = space.bounded(counts, cfg.target)
     teacher = prepare_teacher(prepared, data_cfg, spec["model"], teacher_cfg, device,
                               Path(spec["cache_dir"]) if spec.get("cache_dir") else None, spec.get("teacher_path"),
                               log)
-    counts = count_parameters(teacher.model)
-    bounded = space.bounded(counts, cfg.target)
     payload = TrialPayload(
         teacher_config=teacher.model.config,
-        teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, train=prepared.train, dev=prepared.dev, task=prepared.data.task, counts=counts,
+        teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()},
+        train=prepared.train, dev=prepared.dev, task=task, counts=counts,
         target=cfg.target, space=bounded, train_cfg=train_cfg, threads=max(1, int(cfg.cpus_per_trial)),
         max_length=data_cfg.max_length, objectives=cfg.objectives,
         extras={"model": spec["model"], "teacher": str(teacher.path), "teacher_score": teacher.score,
@@ -278,8 +280,9 @@ def _execute(spec: dict, resume: bool, log: Callable[[str], None]) -> SearchOutc
 
     from .tracking import Tracker, resolve_tracking_uri
 
+    tracking_uri = resolve_tracking_uri(spec["search"]["tracking_uri"])  # an unusable store fails first
     cfg, payload, prepared, teacher, space, train_cfg = _build(spec, log)
-    tracker = Tracker(resolve_tracking_uri(cfg.tracking_uri), cfg.experiment)
+    tracker = Tracker(tracking_uri, cfg.experiment)
     tags = {"ladasearch.task": payload.task.name, "ladasearch.target": f"{cfg.target:g}x",
             "ladasearch.model": spec["model"], "ladasearch.space": space.name}
     settings = {"target": cfg.target, "task": payload.task.name, "model": spec["model"], "space": space.name,

@@ -32,6 +32,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if uri:
         return uri
     store = DEFAULT_STORE.resolve()
+    if store.exists() and not store.is_dir():
+        raise LadaError(f"the MLflow store {store} exists and is not a folder; move it or pass --tracking-uri")
     try:
         store.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=store, prefix=".write-check-")
