@@ -9,6 +9,7 @@ import click
 
 from .cli_common import data_config, data_options, method_option, teacher_config, train_config, train_options, \
     user_errors
+from .cli_export import register as register_export_commands
 
 
 @click.group()
@@ -125,28 +126,19 @@ def resume(name, storage):
 def ui(tracking_uri, host, port):
     """Start the MLflow UI on the search store."""
     import os
-    import shutil
+    import sys
 
     from .tracking import DEFAULT_STORE, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    mlflow = shutil.which("mlflow")
-    if mlflow is None:
-        raise click.ClickException("the mlflow command is not installed in this environment")
-    args = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///") and not tracking_uri:
         args += ["--default-artifact-root", (DEFAULT_STORE.resolve() / "artifacts").as_uri()]
     click.echo(f"MLflow UI on http://{host}:{port} (store {uri})")
-    os.execv(mlflow, args)
+    os.execv(sys.executable, args)
 
 
-def _register_export_commands() -> None:
-    from .cli_export import register
-
-    register(main)
-
-
-_register_export_commands()
+register_export_commands(main)
 
 if __name__ == "__main__":
     main()
