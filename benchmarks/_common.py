@@ -20,6 +20,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+# Ray starts trial workers at nice 15; on a shared machine they then starve behind any normal-priority
+# process (here an 8-step round took 17 s alone and 505 s next to other work).  Benchmarks run them at 0.
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_DATA = "/work/shared/data/glue"
@@ -37,7 +41,8 @@ def paper_retention(task: str, target: float) -> float | None:
 
 # ---- options ------------------------------------------------------------------------------------
 
-def add_data_args(p: argparse.ArgumentParser, *, max_train: int | None = 4000, max_dev: int | None = None) -> None:
+def add_data_args(p: argparse.ArgumentParser, *, max_train: int | None = 4000, max_dev: int | None = None,
+                  threads: int | None = None) -> None:
     g = p.add_argument_group("data and teacher")
     g.add_argument("--task", default="sst2", help="GLUE task (sst2, mnli, ...)")
     g.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR") or
@@ -53,7 +58,9 @@ def add_data_args(p: argparse.ArgumentParser, *, max_train: int | None = 4000, m
                    help="a fine-tuned teacher folder to use as is (skips teacher fine-tuning)")
     g.add_argument("--cache-dir", default=None, help="teacher cache (default $LADASEARCH_CACHE or ~/.cache/ladasearch)")
     g.add_argument("--device", default="auto")
-    g.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: all cores)")
+    g.add_argument("--threads", type=int, default=threads,
+                   help="torch threads per process (default: %(default)s; None = all cores). On a shared or "
+                        "oversubscribed CPU use 1: two threads fighting for a core were 6x slower here")
     g.add_argument("--seed", type=int, default=0)
 
 

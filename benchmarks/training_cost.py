@@ -35,7 +35,7 @@ import _common as C  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    C.add_data_args(p)
+    C.add_data_args(p, threads=1)
     C.add_train_args(p)
     g = p.add_argument_group("this benchmark")
     g.add_argument("--target", type=float, default=5.0)
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     g.add_argument("--embedding-ratio", type=float, default=0.2, help="share of the word embedding kept")
     g.add_argument("--svd-split", type=float, default=0.5,
                    help="hybrid: share (in log terms) of the encoder's reduction done by SVD")
-    g.add_argument("--eval-every", type=int, default=5, help="evaluate on dev every N optimizer steps")
+    g.add_argument("--eval-every", type=int, default=10, help="evaluate on dev every N optimizer steps")
     g.add_argument("--blocks", type=int, default=4, help="throughput: alternating blocks per mode")
     g.add_argument("--block-steps", type=int, default=10, help="throughput: optimizer steps per block")
     g.add_argument("--name", default=None, help="result file name (default training_cost-<task>)")
