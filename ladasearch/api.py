@@ -1,4 +1,4 @@
-"""Library entry points behind the CLI: one compression with given ratios, and loading results."""
+"""Library entry point behind `ladasearch compress`: one compression with given (or solved) ratios."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, 
                             embedding=embedding, svd=svd, weight=weight, paper=paper)
     log(f"ratios: embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f} "
         f"({ratios.method}) for {factor:g}x")
-    teacher = prepare_teacher(prepared, data_cfg, model, teacher_cfg, dev, cache_dir and Path(cache_dir),
+    teacher = prepare_teacher(prepared, data_cfg, model, teacher_cfg, dev, Path(cache_dir) if cache_dir else None,
                               teacher_path, log)
     result = compress_model(teacher.model, prepared.train, prepared.dev, task, ratios, train_cfg, dev,
                             callback=lambda row: log(round_line(row, train_cfg.rounds, task.main_metric)))
