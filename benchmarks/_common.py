@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 # Ray starts trial workers at nice 15; on a shared machine they then starve behind any normal-priority
-# process (here an 8-step round took 17 s alone and 505 s next to other work).  Benchmarks run them at 0.
+# process (here the same 8-step round took 17 s on a quiet machine and 505 s next to other jobs).  Benchmarks
+# run them at 0.
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 HERE = Path(__file__).resolve().parent

@@ -200,6 +200,7 @@ def _init_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default (15) starves trials on a shared machine
     # a failed trial's traceback goes to its error.txt and MLflow tag; the terminal gets one line (Progress)
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if ray.is_initialized():
