@@ -201,3 +201,10 @@ def command_line() -> str:
 
 def median(values):
     return statistics.median(values) if values else None
+
+
+def hybrid_ratios(counts, target: float, embedding: float, split: float):
+    """The search space's rule (encoder ratio from the budget, split between SVD and pruning) for one point."""
+    from ladasearch.space import SearchSpace
+
+    return SearchSpace(name="benchmark").ratios({"embedding_ratio": embedding, "svd_split": split}, counts, target)

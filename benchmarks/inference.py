@@ -88,8 +88,7 @@ def make_ratios(counts, target, method, emb, split):
         return Ratios(embedding=split["embedding"], svd=split["svd"], weight=split["weight"], method=split["method"])
     if method != "hybrid":
         return solve(counts, target, method=method, embedding=emb)
-    encoder = (counts.total / target - counts.dense - emb * counts.embedding) / counts.encoder
-    return Ratios(embedding=emb, svd=encoder ** split, weight=encoder ** (1 - split), method="hybrid")
+    return C.hybrid_ratios(counts, target, emb, split)
 
 
 def main(argv=None) -> dict:

@@ -51,14 +51,11 @@ def parse_args(argv=None):
 
 
 def solve_ratios(counts, target: float, method: str, embedding: float, split: float):
-    from ladasearch.compress import Ratios, solve
+    from ladasearch.compress import solve
 
     if method != "hybrid":
         return solve(counts, target, method=method, embedding=embedding)
-    encoder = (counts.total / target - counts.dense - embedding * counts.embedding) / counts.encoder
-    if not 0 < encoder <= 1:
-        solve(counts, target, embedding=embedding, svd=1.0)  # raises with the reason
-    return Ratios(embedding=embedding, svd=encoder ** split, weight=encoder ** (1 - split), method="hybrid")
+    return C.hybrid_ratios(counts, target, embedding, split)
 
 
 def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
