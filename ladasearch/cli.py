@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -55,6 +56,8 @@ def _echo_outcome(outcome) -> None:
     if outcome.best_model:
         click.echo(f"best model: {outcome.best_model}")
         click.echo(f"see it in the UI: ladasearch ui   |   table: ladasearch export {outcome.name}")
+    if outcome.interrupted:
+        sys.exit(130)  # the shell's code for a Ctrl-C; the search can be resumed
 
 
 @main.command()
@@ -69,6 +72,8 @@ def _echo_outcome(outcome) -> None:
 @click.option("--cpus-per-trial", default=1.0, show_default=True, type=float)
 @click.option("--gpus-per-trial", default=0.0, show_default=True, type=float, help="Fractions allowed, e.g. 0.5.")
 @click.option("--sampler", default="tpe", show_default=True, help="Optuna sampler: tpe, random, cmaes, qmc, nsga2, gp.")
+@click.option("--startup-trials", default=None, type=int,
+              help="Random trials before tpe/gp/nsga2 model the results [default: a third of --trials, 2 to 10].")
 @click.option("--scheduler", default="asha", show_default=True, help="asha (early stopping over rounds) or fifo.")
 @click.option("--objective", default="score", show_default=True,
               help="'score', or 'score,latency' to search accuracy and measured latency together (Pareto front).")
@@ -98,8 +103,8 @@ def run(**kw):
     cfg = SearchConfig(name=name, target=target, num_samples=kw["trials"], max_concurrent=kw["concurrency"],
                        cpus_per_trial=kw["cpus_per_trial"], gpus_per_trial=kw["gpus_per_trial"],
                        sampler=kw["sampler"], scheduler=kw["scheduler"], objectives=objectives, seed=kw["seed"],
-                       address=kw["address"], storage=kw["storage"], tracking_uri=kw["tracking_uri"],
-                       experiment=kw["experiment"])
+                       startup_trials=kw["startup_trials"], address=kw["address"], storage=kw["storage"],
+                       tracking_uri=kw["tracking_uri"], experiment=kw["experiment"])
     space = SearchSpace.load(kw["space_name"])
     outcome = run_search(data_config(kw), kw["model"], teacher_config(kw), train_config(kw), space, cfg,
                          teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"],

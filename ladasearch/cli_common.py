@@ -67,8 +67,20 @@ def data_options(fn):
         click.option("--cache-dir", default=None, help="Teacher cache (default $LADASEARCH_CACHE or ~/.cache/ladasearch)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
         click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--threads", default=None, type=click.IntRange(min=1),
+                     help="Torch CPU threads of this process (teacher fine-tuning, compression) [default: torch's "
+                          "choice]. Search trials use --cpus-per-trial threads each."),
     ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+    @functools.wraps(fn)
+    def with_threads(*args, threads=None, **kwargs):
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        return fn(*args, **kwargs)
+
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), with_threads)
 
 
 def train_options(fn):

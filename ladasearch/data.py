@@ -104,13 +104,18 @@ class Split:
 
 @dataclass(frozen=True)
 class TaskData:
-    """Train and dev data of one task, with where it came from and a cache key."""
+    """Train and dev data of one task, with where it came from and cache keys.
+
+    ``fingerprint`` identifies both splits; ``train_fingerprint`` the train rows alone (what a teacher's
+    fine-tuning depends on, so a different dev subset reuses the same cached teacher).
+    """
 
     task: TaskSpec
     train: Split
     dev: Split
     source: str
     fingerprint: str
+    train_fingerprint: str
 
 
 # --------------------------------------------------------------------------- local TSV format
@@ -326,22 +331,25 @@ def load_task(
     _check_max("max_dev", max_dev)
     root = resolve_data_dir(data_dir)
     if root is None:
-        train, dev, source, identity = _load_hub(spec, split)
+        train, dev, source, identity, train_identity = _load_hub(spec, split)
     else:
-        train, dev, source, identity = _load_local(spec, split, root)
+        train, dev, source, identity, train_identity = _load_local(spec, split, root)
     eff_train, eff_dev = _effective(max_train, train), _effective(max_dev, dev)
     fingerprint = _fingerprint(spec.name, split, identity, eff_train, eff_dev,
                                seed if (eff_train or eff_dev) else None)
+    train_fingerprint = _fingerprint(spec.name, "train", train_identity, eff_train, seed if eff_train else None)
     return TaskData(
         task=spec,
         train=train.subset(eff_train, seed),
         dev=dev.subset(eff_dev, seed),
         source=source,
         fingerprint=fingerprint,
+        train_fingerprint=train_fingerprint,
     )
 
 
-def _load_local(spec: TaskSpec, split: str, root: pathlib.Path) -> tuple[Split, Split, str, Any]:
+def _load_local(spec: TaskSpec, split: str, root: pathlib.Path) -> tuple[Split, Split, str, Any, Any]:
+    """(train, dev, source, identity of both splits, identity of the train rows)."""
     folder = find_task_dir(root, spec)
     train_path = _find_file(folder, "train")
     if train_path is None:
@@ -354,20 +362,22 @@ def _load_local(spec: TaskSpec, split: str, root: pathlib.Path) -> tuple[Split, 
     if dev_path is not None:
         dev = read_tsv(dev_path, spec)
         files = (_file_identity(train_path), _file_identity(dev_path))
+        train_files = files[:1]
     elif spec.dev_splits == ("dev",):
         train, dev = _holdout(train)
         notes.append("dev held out from train")
         files = (_file_identity(train_path), ("holdout", HOLDOUT_FRACTION, _HOLDOUT_SEED))
+        train_files = files  # the held-out rows leave train
     else:
         raise LadaError(f"{spec.name} split {split!r} is not available: file {split}.tsv is "
                         f"missing in folder {folder} and cannot be derived from train; "
                         f"use another dev split ({', '.join(o for o in spec.dev_splits if o != split)}) "
                         "or load from the hub")
     source = str(folder) + (f" ({'; '.join(notes)})" if notes else "")
-    return train, dev, source, ("local",) + files
+    return train, dev, source, ("local",) + files, ("local",) + train_files
 
 
-def _load_hub(spec: TaskSpec, split: str) -> tuple[Split, Split, str, Any]:
+def _load_hub(spec: TaskSpec, split: str) -> tuple[Split, Split, str, Any, Any]:
     hub_split = _HUB_SPLITS[split]
     try:
         import datasets
@@ -383,7 +393,8 @@ def _load_hub(spec: TaskSpec, split: str) -> tuple[Split, Split, str, Any]:
             f"could not load GLUE task {spec.name} from the Hugging Face hub "
             f"({type(exc).__name__}: {reason}); pass --data-dir or set {ENV_DATA_DIR} "
             "to a local GLUE folder") from None
-    return train, dev, f"hub:{HUB_DATASET}", ("hub", HUB_DATASET, spec.name, hub_split)
+    return (train, dev, f"hub:{HUB_DATASET}", ("hub", HUB_DATASET, spec.name, hub_split),
+            ("hub", HUB_DATASET, spec.name))
 
 
 def _hub_split(table: Any, spec: TaskSpec) -> Split:

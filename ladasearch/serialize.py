@@ -104,19 +104,25 @@ def load_compressed(path: str | Path, keep_masks: bool = True, device: str | tor
     path = Path(path)
     meta = read_meta(path)
     config = transformers.AutoConfig.from_pretrained(path)
-    model = getattr(transformers, meta["architecture"])._from_config(config, attn_implementation="eager")
-    # torch.nn.utils.prune masks and re-factorized layers replace modules; build the same structure
+    # The skeleton is built on the meta device (no memory), its factorized layers swapped in, and only then
+    # allocated: loading never holds the dense model, only the compressed one.
+    with torch.device("meta"):
+        model = getattr(transformers, meta["architecture"])._from_config(config, attn_implementation="eager")
+        for name, layer in meta["layers"].items():
+            old = model.get_submodule(name)
+            if layer["type"] == "factorized_linear":
+                new = FactorizedLinear(old.in_features, old.out_features, layer["rank"], bias=old.bias is not None)
+            elif layer["type"] == "factorized_embedding":
+                new = FactorizedEmbedding(old.num_embeddings, old.embedding_dim, layer["rank"], old.padding_idx)
+            else:
+                continue
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+    model.to_empty(device="cpu")
+    for module in model.modules():  # buffers the file does not hold (e.g. position_ids): the model's own init
+        if module._non_persistent_buffers_set:
+            model._init_weights(module)
     state = load_file(str(path / WEIGHTS))
-    for name, layer in meta["layers"].items():
-        old = model.get_submodule(name)
-        if layer["type"] == "factorized_linear":
-            new = FactorizedLinear(old.in_features, old.out_features, layer["rank"], bias=old.bias is not None)
-        elif layer["type"] == "factorized_embedding":
-            new = FactorizedEmbedding(old.num_embeddings, old.embedding_dim, layer["rank"], old.padding_idx)
-        else:
-            new = old
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
     masks = {}
     for key in [k for k in state if k.endswith("::mask")]:
         tensor_name = key.removesuffix("::mask")
@@ -128,7 +134,6 @@ def load_compressed(path: str | Path, keep_masks: bool = True, device: str | tor
         state[tensor_name] = dense
         masks[tensor_name] = mask
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise LadaError(f"{path} does not match its architecture: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if keep_masks:

@@ -1,7 +1,9 @@
 """The teacher: a model fine-tuned on the task, cached so every trial and every later run reuses it.
 
-Cache key = model identity + data fingerprint (source, subset, seed) + max_length + TeacherConfig.
-A teacher folder given by the user is used as is (only evaluated).
+Cache key = model identity + train-data fingerprint (source, train subset, seed) + max_length + TeacherConfig.
+The dev data is not part of the key: a cached teacher met with another dev set (say a different --max-dev)
+is evaluated on it and its score for that dev set is added to the cache.  A teacher folder given by the
+user is used as is (only evaluated).
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ class Teacher:
 
 
 def teacher_key(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig) -> str:
-    ident = {"model": model_fingerprint(model_name), "data": data.fingerprint, "max_length": data_cfg.max_length,
+    ident = {"model": model_fingerprint(model_name), "data": data.train_fingerprint, "max_length": data_cfg.max_length,
              "teacher": asdict(cfg)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
 
 
 def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression: bool, device,
@@ -85,8 +93,14 @@ def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
     if (folder / "teacher.json").is_file():
         info = json.loads((folder / "teacher.json").read_text())
         model = load_classifier(str(folder), task.num_labels, task.is_regression).to(device).eval()
-        log(f"teacher: cached at {folder} (dev {task.main_metric} {info['score']:.4f})")
-        return Teacher(model, folder, info["metrics"], info["score"], cached=True)
+        scores = info.setdefault("dev_scores", {})
+        if data.fingerprint not in scores:  # first met with this dev set: evaluate once, remember
+            metrics = evaluate(model, dev, task, device=device)
+            scores[data.fingerprint] = {"metrics": metrics, "score": main_score(task, metrics)}
+            _write_json_atomic(folder / "teacher.json", info)
+        metrics, score = scores[data.fingerprint]["metrics"], scores[data.fingerprint]["score"]
+        log(f"teacher: cached at {folder} (dev {task.main_metric} {score:.4f})")
+        return Teacher(model, folder, metrics, score, cached=True)
 
     model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
     torch.manual_seed(cfg.seed)
@@ -99,8 +113,9 @@ def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
     model.save_pretrained(partial)
     load_tokenizer(model_name).save_pretrained(partial)
     (partial / "teacher.json").write_text(json.dumps(
-        {"model": model_name, "task": task.name, "data": data.source, "metrics": metrics, "score": score,
-         "config": asdict(cfg), "max_length": data_cfg.max_length}, indent=2))
+        {"model": model_name, "task": task.name, "data": data.source, "config": asdict(cfg),
+         "max_length": data_cfg.max_length, "dev_scores": {data.fingerprint: {"metrics": metrics, "score": score}}},
+        indent=2))
     folder.parent.mkdir(parents=True, exist_ok=True)
     if folder.exists():  # another process finished first; keep theirs
         shutil.rmtree(partial, ignore_errors=True)

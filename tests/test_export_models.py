@@ -94,6 +94,20 @@ def test_fast_path_merges_when_factors_cost_more(make_tiny):
     assert logits_diff(pruned, fast) < 1e-4
 
 
+def test_fast_path_times_sparse_kernels_of_a_pruned_model_loaded_without_masks(make_tiny, tmp_path):
+    teacher = make_tiny(0)
+    counts = count_parameters(teacher)
+    student = compressed(teacher, solve(counts, 2.0, method="prune", embedding=0.5))
+    save_compressed(student, tmp_path / "p", {})
+    plain = load_compressed(tmp_path / "p", keep_masks=False)  # what `ladasearch measure` times
+    assert not any(n.endswith("_mask") for n, _ in plain.named_buffers())
+    fast, report = optimize_for_inference(plain, mode="measure", tokens=64, runs=2, max_sparse_density=1.0)
+    linear = {k: v for k, v in report["layers"].items() if v["kind"] == "linear"}
+    assert linear and all(set(v["ms"]) == {"dense", "sparse"} and v["ms"]["sparse"] > 0 for v in linear.values())
+    assert all(v["density"] < 1.0 for v in linear.values())
+    assert logits_diff(student, fast) < 1e-4
+
+
 def test_10x_model_file_is_at_most_a_sixth_of_the_teacher(make_tiny, ratios_for, tmp_path):
     teacher = make_tiny(0, vocab_size=3000, hidden_size=128, num_attention_heads=4, intermediate_size=512)
     counts = count_parameters(teacher)

@@ -14,7 +14,8 @@ import pytest
 
 from ladasearch.compress import budget, count_parameters, Ratios
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
-from ladasearch.search import SearchConfig, run_search
+from ladasearch.errors import LadaError
+from ladasearch.search import SearchConfig, _sampler, run_search, startup_trials
 from ladasearch.space import SearchSpace
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
@@ -42,6 +43,20 @@ def _args(tiny_dir, tmp_path, name, trials, extra=()):
             "--steps-per-round", "3", "--final-steps", "2", "--trials", str(trials), "--name", name,
             "--space", "ratios", "--storage", str(tmp_path / "runs"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
+@pytest.mark.parametrize("trials, startup", [(1, 2), (3, 2), (8, 2), (16, 5), (30, 10), (200, 10)])
+def test_model_based_samplers_start_after_a_third_of_the_budget(trials, startup):
+    assert startup_trials(trials) == startup
+    assert _sampler("tpe", 0, False, trials)._n_startup_trials == startup
+    assert _sampler("gp", 0, False, trials)._n_startup_trials == startup
+    assert _sampler("tpe", 0, False, trials, startup=7)._n_startup_trials == 7
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_bad_startup_trials(value):
+    with pytest.raises(LadaError, match="startup_trials must be an integer >= 1"):
+        SearchConfig(name="x", target=5.0, startup_trials=value)
 
 
 def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, monkeypatch):
@@ -114,6 +129,39 @@ def test_killed_search_resumes_without_losing_or_duplicating_runs(tiny_dir, tmp_
     assert all(c.info.status == "FINISHED" for c in children)
     state = json.loads((tmp_path / "runs" / "k.ladasearch.json").read_text())
     assert state["parent_run_id"] == parents[0].info.run_id
+
+
+def test_ctrl_c_marks_the_search_killed_and_resume_completes_it(tiny_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "ladasearch.cli"]
+    first = subprocess.Popen(cli + _args(tiny_dir, tmp_path, "c", 3, ["--scheduler", "fifo", "--concurrency", "1",
+                                                                     "--steps-per-round", "15"]),
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        time.sleep(1)
+        try:
+            _, children = _runs(uri, "c")
+        except Exception:  # the store is not there yet
+            continue
+        if any(c.info.status == "FINISHED" for c in children):
+            break
+    assert first.poll() is None, first.communicate()[0][-2000:]
+    first.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+    out = first.communicate(timeout=180)[0]
+    assert first.returncode == 130, out[-2000:]
+    assert "interrupted after" in out and "ladasearch resume c" in out and "Traceback" not in out
+    parents, children = _runs(uri, "c")
+    assert parents[0].info.status == "KILLED"
+
+    done = subprocess.run(cli + ["resume", "c", "--storage", str(tmp_path / "runs")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parents, children = _runs(uri, "c")
+    ids = [c.data.tags["ladasearch.trial_id"] for c in children]
+    assert parents[0].info.status == "FINISHED" and len(ids) == len(set(ids)) == 3
 
 
 def test_search_runs_on_a_two_node_ray_cluster(tiny_dir, tmp_path, monkeypatch):

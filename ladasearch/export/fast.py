@@ -259,8 +259,10 @@ def optimize_for_inference(model: nn.Module, *, mode: str = "auto", plan: dict[s
         reference = copy_model(model)
     model.eval()
     reference.eval()
-    pruned = {name for name, (_, module) in compressible_modules(model).items() if masks_of(module)}
     fold_masks(model)
+    # pruned linear layers: masked ones (now folded) and those loaded with their masks folded (stored zeros)
+    pruned = {name for name, (_, module) in compressible_modules(model).items()
+              if type(module) is nn.Linear and _density(module.weight) < 1.0}
     layers: dict[str, dict] = {}
     macs_before = macs_after = 0
     gen = torch.Generator().manual_seed(0)
