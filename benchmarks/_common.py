@@ -73,6 +73,8 @@ def add_train_args(p: argparse.ArgumentParser, *, rounds: int = 3, steps_per_rou
     g.add_argument("--final-steps", type=int, default=final_steps)
     g.add_argument("--lr", type=float, default=lr)
     g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="forward passes of teacher fine-tuning and students (bf16 = autocast)")
 
 
 def _none_if_zero(value):
@@ -90,14 +92,16 @@ def data_config(args, *, max_dev="args"):
 def teacher_config(args):
     from ladasearch.config import TeacherConfig
 
-    return TeacherConfig(steps=args.teacher_steps, learning_rate=args.teacher_lr, seed=args.seed)
+    return TeacherConfig(steps=args.teacher_steps, learning_rate=args.teacher_lr, seed=args.seed,
+                         precision=getattr(args, "precision", "fp32"))
 
 
 def train_config(args, **override):
     from ladasearch.config import TrainConfig
 
     cfg = TrainConfig(rounds=args.rounds, steps_per_round=args.steps_per_round, final_steps=args.final_steps,
-                      learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed)
+                      learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      precision=getattr(args, "precision", "fp32"))
     return replace(cfg, **override)
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from .cli_common import data_config, data_options, method_option, teacher_config, train_config, train_options, \
-    user_errors
+from .cli_common import OneLineErrors, data_config, data_options, method_option, teacher_config, train_config, \
+    train_options, user_errors
 from .cli_export import register as register_export_commands
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="ladasearch")
 def main():
     """Find the best LadaBERT compression of a BERT classifier at a target size, and produce it."""

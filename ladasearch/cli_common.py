@@ -10,12 +10,34 @@ import click
 from .compress.budget import METHODS
 from .config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .errors import LadaError
+from .precision import PRECISIONS
 
 
 def fail(message: str) -> None:
     """One-line error, exit code 2."""
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+class OneLineErrors(click.Group):
+    """Click's usage errors (bad option values, missing or unknown options) as one ``error:`` line, exit 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `ladasearch`: the help, as click prints it
+            click.echo(exc.format_message())
+            sys.exit(2)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else self.name
+            fail(f"{exc.format_message()} (see `{where} --help`)")
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def user_errors(fn):
@@ -94,6 +116,9 @@ def train_options(fn):
         click.option("--temperature", default=1.0, show_default=True, type=float),
         click.option("--loss-weights", default=None, help="e.g. embedding=1,attention=1,hidden=1,logits=1"),
         click.option("--no-distill", is_flag=True, help="Ablation: train the student on gold labels only."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                     help="Training forward passes of teacher fine-tuning and students: fp32, or bf16 autocast "
+                          "(GPU tensor cores; weights and losses stay fp32)."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
@@ -104,14 +129,15 @@ def data_config(kw: dict) -> DataConfig:
 
 
 def teacher_config(kw: dict) -> TeacherConfig:
-    return TeacherConfig(steps=kw["teacher_steps"], learning_rate=kw["teacher_lr"], seed=kw["seed"])
+    return TeacherConfig(steps=kw["teacher_steps"], learning_rate=kw["teacher_lr"], seed=kw["seed"],
+                         precision=kw.get("precision", "fp32"))
 
 
 def train_config(kw: dict) -> TrainConfig:
     return TrainConfig(rounds=kw["rounds"], steps_per_round=kw["steps_per_round"], final_steps=kw["final_steps"],
                        batch_size=kw["batch_size"], learning_rate=kw["lr"], temperature=kw["temperature"],
                        loss_weights=parse_loss_weights(kw["loss_weights"]), distill=not kw["no_distill"],
-                       seed=kw["seed"])
+                       seed=kw["seed"], precision=kw["precision"])
 
 
 method_option = click.option("--method", type=click.Choice(METHODS), default="hybrid", show_default=True,

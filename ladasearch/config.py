@@ -8,6 +8,13 @@ from dataclasses import dataclass, field, fields
 from .errors import LadaError
 
 
+def _check_precision(owner: str, value) -> None:
+    from .precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        raise LadaError(f"{owner}.precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+
+
 def _positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not math.isnan(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
@@ -44,8 +51,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_batch_size: int = 64
     seed: int = 0
+    precision: str = "fp32"       # "bf16": forward passes under autocast (see ladasearch.precision)
 
     def __post_init__(self):
+        _check_precision("train", self.precision)
         for name in ("rounds", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -67,8 +76,10 @@ class TeacherConfig:
     batch_size: int = 32
     learning_rate: float = 5e-5
     seed: int = 0
+    precision: str = "fp32"       # "bf16": forward passes under autocast (see ladasearch.precision)
 
     def __post_init__(self):
+        _check_precision("teacher", self.precision)
         if not isinstance(self.steps, int) or self.steps < 0:
             raise LadaError(f"teacher.steps must be an integer >= 0, got {self.steps!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:

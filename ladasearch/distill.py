@@ -20,14 +20,15 @@ TERMS = ("embedding", "attention", "hidden", "logits")
 
 
 def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE over positions where ``mask`` (batch, seq) is 1; trailing dims are averaged."""
+    """MSE over positions where ``mask`` (batch, seq) is 1; trailing dims are averaged (in float32)."""
+    student, teacher = student.float(), teacher.float()
     per_position = (student - teacher).pow(2).flatten(2).mean(-1) if student.dim() > 2 else (student - teacher).pow(2)
     return (per_position * mask).sum() / mask.sum().clamp(min=1)
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
     return kl * temperature**2
 
@@ -44,7 +45,7 @@ def distill_losses(student: SequenceClassifierOutput, teacher: SequenceClassifie
     # attention: (batch, heads, query, key) -> average over heads and keys, mask over queries
     attention = [_masked_mse(s.transpose(1, 2), t.transpose(1, 2), mask)
                  for s, t in zip(student.attentions, teacher.attentions)]
-    logits = (F.mse_loss(student.logits, teacher.logits) if regression
+    logits = (F.mse_loss(student.logits.float(), teacher.logits.float()) if regression
               else soft_cross_entropy(student.logits, teacher.logits, temperature))
     return {
         "embedding": _masked_mse(student.hidden_states[0], teacher.hidden_states[0], mask),

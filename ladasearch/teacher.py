@@ -26,6 +26,7 @@ from .distill import task_loss
 from .evaluate import evaluate
 from .features import Features, train_batches
 from .models import load_classifier, load_tokenizer, model_fingerprint
+from .precision import autocast
 
 
 def default_cache_dir() -> Path:
@@ -42,8 +43,9 @@ class Teacher:
 
 
 def teacher_key(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig) -> str:
+    teacher = {k: v for k, v in asdict(cfg).items() if not (k == "precision" and v == "fp32")}  # keys made before
     ident = {"model": model_fingerprint(model_name), "data": data.train_fingerprint, "max_length": data_cfg.max_length,
-             "teacher": asdict(cfg)}
+             "teacher": teacher}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -66,7 +68,9 @@ def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression:
     for step in range(1, cfg.steps + 1):
         batch = next(batches)
         labels = batch.pop("labels")
-        loss = task_loss(model(**batch).logits, labels, regression)
+        with autocast(cfg.precision, device):
+            logits = model(**batch).logits
+        loss = task_loss(logits.float(), labels, regression)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

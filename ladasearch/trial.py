@@ -28,6 +28,7 @@ from .data import TaskSpec, main_score
 from .distill import TERMS, distill_losses, task_loss
 from .evaluate import evaluate
 from .features import Features, train_batches
+from .precision import autocast
 
 
 class TrialFailed(RuntimeError):
@@ -77,13 +78,16 @@ def _train(student: nn.Module, teacher: nn.Module, batches, steps: int, cfg: Tra
         batch = next(batches)
         labels = batch.pop("labels")
         if cfg.distill:
-            with torch.no_grad():
-                t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
-            s_out = student(**batch, output_hidden_states=True, output_attentions=True)
+            with autocast(cfg.precision, labels.device):
+                with torch.no_grad():
+                    t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
+                s_out = student(**batch, output_hidden_states=True, output_attentions=True)
             terms = distill_losses(s_out, t_out, batch["attention_mask"], cfg.temperature, task.is_regression)
             loss = sum(getattr(cfg.loss_weights, name) * terms[name] for name in TERMS)
         else:
-            terms = {"task": task_loss(student(**batch).logits, labels, task.is_regression)}
+            with autocast(cfg.precision, labels.device):
+                logits = student(**batch).logits
+            terms = {"task": task_loss(logits.float(), labels, task.is_regression)}
             loss = terms["task"]
         if not math.isfinite(loss.item()):
             raise TrialFailed(f"loss became {loss.item()} at step {step + 1}")

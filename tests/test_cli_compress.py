@@ -171,3 +171,23 @@ def test_exit_code_through_real_entry_point(tmp_path):
     assert proc.stderr.strip() == (
         "error: target 'abc' is not a reduction factor; write it like '10x' or '2.5x'")
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compress", "--task", "sst2", "--target", "5x", "--method", "foo"], "Invalid value for '--method': 'foo'"),
+    (["compress", "--task", "sst2", "--target", "5x", "--precision", "fp16"], "Invalid value for '--precision'"),
+    (["compress", "--task", "sst2", "--target", "5x", "--threads", "0"], "Invalid value for '--threads': 0"),
+    (["run", "--task", "sst2", "--target", "5x", "--trials", "many"], "Invalid value for '--trials': 'many'"),
+    (["compress", "--target", "5x"], "Missing option '--task'"),
+    (["compress", "--task", "sst2", "--bogus", "1"], "No such option '--bogus'"),
+    (["compres"], "No such command 'compres'"),
+])
+def test_usage_errors_are_one_line(runner, args, message):
+    line = _assert_user_error(runner.invoke(main, args), message)
+    assert "--help`" in line
+
+
+def test_help_and_version_exit_0(runner):
+    assert runner.invoke(main, ["compress", "--help"]).exit_code == 0
+    version = runner.invoke(main, ["--version"])
+    assert version.exit_code == 0 and ", version " in version.output

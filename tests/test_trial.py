@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -175,3 +176,20 @@ def test_summary_holds_ratios_and_history(tiny_model, tiny_features, ratios5):
     assert summary["history"] == result.history
     assert summary["ranks"]["bert.encoder.layer.0.attention.self.query"] == 16  # 64*64*0.5/128
     assert len(summary["ranks"]) == 14
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_bf16_autocast_trains_with_fp32_weights(tiny_model, tiny_features, ratios5, distill):
+    fp32 = _run(copy.deepcopy(tiny_model), tiny_features, ratios5, distill=distill)
+    bf16 = _run(tiny_model, tiny_features, ratios5, distill=distill, precision="bf16")
+    assert {p.dtype for p in bf16.student.parameters()} == {torch.float32}
+    first, first_bf16 = fp32.history[0]["loss"], bf16.history[0]["loss"]
+    assert math.isfinite(first_bf16) and first_bf16 != first  # the forward passes really ran in bf16
+    assert first_bf16 == pytest.approx(first, rel=0.05)
+    assert bf16.student_params.total == fp32.student_params.total
+
+
+@pytest.mark.parametrize("value", ["fp16", "", None])
+def test_unknown_precision(value):
+    with pytest.raises(LadaError, match="train.precision must be one of fp32, bf16"):
+        TrainConfig(precision=value)
