@@ -34,9 +34,9 @@ class OneLineErrors(click.Group):
             fail(f"{exc.format_message()} (see `{where} --help`)")
         except click.ClickException as exc:
             fail(exc.format_message())
-        except click.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(1)
+        except click.Abort:  # Ctrl-C outside a running search (which handles it itself)
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -456,7 +456,8 @@ def _finish(cfg: SearchConfig, grid, tracker, parent_id: str, tokenizer, log) ->
         tracker.log_metrics(parent_id, {"best_score": row["score"], "best_achieved_factor": row["achieved_factor"],
                                         "best_latency_ms": row["latency_ms"] or math.nan})
         tracker.set_tags(parent_id, {"ladasearch.best_trial": row["trial_id"]})
-        log(f"best {'so far' if interrupted else 'trial'} {row['trial_id']}: {best_summary['main_metric']} {row['score']:.4f} at "
+        label = "best trial so far" if interrupted else "best trial"
+        log(f"{label} {row['trial_id']}: {best_summary['main_metric']} {row['score']:.4f} at "
             f"{row['achieved_factor']:.3f}x (teacher {best_summary.get('teacher_score', float('nan')):.4f}); "
             f"model in {best_model}")
     else:
