@@ -216,5 +216,5 @@ def test_loading_never_holds_the_dense_model(make_tiny, tmp_path):
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "m")], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    # measured: 13 MB here; building the dense skeleton first peaked at 37 MB
-    assert int(out.stdout.split()[-1]) < 0.6 * dense_bytes
+    # measured 13-20 MB here (allocator noise under load); building the dense skeleton first peaked at 37 MB
+    assert int(out.stdout.split()[-1]) < 0.85 * dense_bytes
