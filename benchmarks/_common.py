@@ -53,6 +53,7 @@ def add_data_args(p: argparse.ArgumentParser, *, max_train: int | None = 4000, m
     g.add_argument("--max-length", type=int, default=64)
     g.add_argument("--max-train", type=int, default=max_train, help="train subset (0 = all rows)")
     g.add_argument("--max-dev", type=int, default=max_dev, help="dev subset (0 = all rows)")
+    g.add_argument("--dev-split", default=None, help="mnli: dev_matched (default) or dev_mismatched")
     g.add_argument("--teacher-steps", type=int, default=400)
     g.add_argument("--teacher-lr", type=float, default=5e-5)
     g.add_argument("--teacher", dest="teacher_path", default=None,
@@ -73,36 +74,36 @@ def add_train_args(p: argparse.ArgumentParser, *, rounds: int = 3, steps_per_rou
     g.add_argument("--final-steps", type=int, default=final_steps)
     g.add_argument("--lr", type=float, default=lr)
     g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--loss-weights", default=None, help="e.g. embedding=1,attention=1,hidden=1,logits=1")
+    g.add_argument("--no-distill", action="store_true", help="train the student on gold labels only")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="forward passes of teacher fine-tuning and students (bf16 = autocast)")
 
+
+# The configs come from the CLI's own builders (ladasearch.cli_common): the options above carry the CLI's names.
 
 def _none_if_zero(value):
     return None if not value else value
 
 
 def data_config(args, *, max_dev="args"):
-    from ladasearch.config import DataConfig
+    from ladasearch.cli_common import data_config as build
 
-    return DataConfig(task=args.task, data_dir=args.data_dir, max_length=args.max_length,
-                      max_train=_none_if_zero(args.max_train),
-                      max_dev=_none_if_zero(args.max_dev if max_dev == "args" else max_dev), seed=args.seed)
+    return build({**vars(args), "max_train": _none_if_zero(args.max_train),
+                  "max_dev": _none_if_zero(args.max_dev if max_dev == "args" else max_dev)})
 
 
 def teacher_config(args):
-    from ladasearch.config import TeacherConfig
+    from ladasearch.cli_common import teacher_config as build
 
-    return TeacherConfig(steps=args.teacher_steps, learning_rate=args.teacher_lr, seed=args.seed,
-                         precision=getattr(args, "precision", "fp32"))
+    return build(vars(args))
 
 
 def train_config(args, **override):
-    from ladasearch.config import TrainConfig
+    from ladasearch.cli_common import train_config as build
 
-    cfg = TrainConfig(rounds=args.rounds, steps_per_round=args.steps_per_round, final_steps=args.final_steps,
-                      learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
-                      precision=getattr(args, "precision", "fp32"))
-    return replace(cfg, **override)
+    return replace(build(vars(args)), **override)
 
 
 def set_threads(args) -> int:
@@ -207,8 +208,8 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def hybrid_ratios(counts, target: float, embedding: float, split: float):
-    """The search space's rule (encoder ratio from the budget, split between SVD and pruning) for one point."""
-    from ladasearch.space import SearchSpace
+def hybrid_ratios(counts, target: float, embedding: float, split: float, method: str = "hybrid"):
+    """A search space's point (encoder ratio from the budget, split between SVD and pruning) as Ratios."""
+    from ladasearch.compress.budget import split_ratios
 
-    return SearchSpace(name="benchmark").ratios({"embedding_ratio": embedding, "svd_split": split}, counts, target)
+    return split_ratios(counts, target, embedding, split, method)

@@ -66,22 +66,23 @@ def ratio_dict(r) -> dict:
 
 
 def run_variant(label: str, teacher, prepared, ratios, cfg, device) -> dict:
-    from ladasearch.api import round_line
-    from ladasearch.trial import TrialFailed, compress_model
+    from ladasearch.compress_job import round_line
+    from ladasearch.ladabert import LoopHooks, TrialFailed, compress_model
 
     task = prepared.data.task
     C.log(f"{label}: start - embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f} "
           f"({ratios.method}, distill={cfg.distill})")
     started = time.perf_counter()
     try:
-        result = compress_model(teacher.model, prepared.train, prepared.dev, task, ratios, cfg, device,
-                                callback=lambda row: C.log(f"{label}: " + round_line(row, cfg.rounds,
-                                                                                      task.main_metric)))
+        hooks = LoopHooks(after_eval=lambda record: C.log(f"{label}: " + round_line(record, cfg.rounds,
+                                                                                     task.main_metric)))
+        result = compress_model(teacher.model, prepared.train, prepared.dev, task, ratios, cfg, device, hooks=hooks)
     except TrialFailed as exc:
         return {"status": "failed", "error": str(exc), "ratios": ratio_dict(ratios)}
     return {"status": "done", "ratios": ratio_dict(ratios), "score": result.score, "metrics": result.metrics,
             "achieved_factor": result.achieved_factor, "params": result.student_params.total,
-            "seconds": time.perf_counter() - started, "distill": cfg.distill, "history": result.history}
+            "seconds": time.perf_counter() - started, "distill": cfg.distill,
+            "history": [record.to_json() for record in result.history]}
 
 
 # ---- the single runs (paper ratios, ablations) go to a pool of worker processes, so they overlap the searches
@@ -147,8 +148,7 @@ def run_search_for(target: float, args, teacher_dir, prepared, device, work: Pat
     """The searched row of one target: (result dict, best Ratios or None)."""
     from ladasearch.compress import Ratios
     from ladasearch.errors import LadaError
-    from ladasearch.search import SearchConfig, run_search
-    from ladasearch.space import SearchSpace
+    from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 
     cfg = C.train_config(args)
     C.log(f"{target:g}x: search, {args.trials} trials ({args.sampler}, {args.scheduler}), space {args.space}")
@@ -163,18 +163,20 @@ def run_search_for(target: float, args, teacher_dir, prepared, device, work: Pat
     t0 = time.perf_counter()
     best_ratios = None
     try:
-        outcome = run_search(C.data_config(args), args.model, C.teacher_config(args), cfg,
-                             SearchSpace.load(args.space), scfg, teacher_path=teacher_dir, device=args.device,
-                             log=C.log)
-        trials = [{k: r.get(k) for k in ("trial_id", "status", "score", "achieved_factor", "config")}
+        settings = SearchSettings(C.data_config(args), args.model, scfg, SearchSpace.load(args.space),
+                                  C.teacher_config(args), cfg, teacher_path=teacher_dir, device=args.device)
+        outcome = run_search(settings, log=C.log)
+        trials = [{k: r.to_json()[k] for k in ("trial_id", "status", "score", "achieved_factor", "config")}
                   for r in outcome.trials]
-        best = outcome.best
+        best = outcome.best.to_json() if outcome.best is not None else None
         search = {"status": "done" if best else "no trial finished", "name": name,
                   "seconds": time.perf_counter() - t0, "trials": trials, "parent_run_id": outcome.parent_run_id}
         if best:
             r = best["ratios"]
             best_ratios = Ratios(embedding=r["embedding"], svd=r["svd"], weight=r["weight"], method=r["method"])
-            search.update({"ratios": r, "score": best["score"], "metrics": best["metrics"],
+            # chosen on validation rows; the dev score (the table's number) is measured for the chosen model only
+            search.update({"ratios": r, "score": best["dev_score"], "metrics": best["dev_metrics"],
+                           "val_score": best["score"],
                            "achieved_factor": best["achieved_factor"],
                            "params": best["student_params"]["total"], "history": best["history"],
                            "config": best.get("config"), "teacher_score_in_search": best.get("teacher_score")})
@@ -254,7 +256,7 @@ def main(argv=None) -> dict:
 
     from ladasearch.compress import count_parameters
     from ladasearch.models import pick_device
-    from ladasearch.search import _init_ray
+    from ladasearch.search import init_ray
 
     started = time.perf_counter()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ladasearch-bench-accuracy-"))
@@ -273,7 +275,7 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "accuracy", "command": C.command_line(), "args": vars(args), "machine": C.machine(),
                "task": task.name, "main_metric": task.main_metric, "model": args.model,
                "train_rows": len(prepared.train), "dev_rows": len(prepared.dev), "teacher": teacher_dir,
-               "teacher_score": teacher.score, "teacher_params": counts.as_dict(),
+               "teacher_score": teacher.score, "teacher_params": counts.to_json(),
                "train_config": {k: v for k, v in vars(C.train_config(args)).items() if k != "loss_weights"},
                "work_dir": str(work), "tracking_uri": tracking, "complete": False,
                "targets": [{"target": t, "variants": {}} for t in targets]}
@@ -313,7 +315,7 @@ def main(argv=None) -> dict:
 
     pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                initargs=(vars(args), teacher_dir, threads))
-    _init_ray(None)  # one local Ray for all searches (run_search leaves a running Ray alone)
+    init_ray(None)  # one local Ray for all searches (run_search leaves a running Ray alone)
     try:
         if "paper" not in skip:  # the paper's ratios do not depend on the search: queue them first
             for target in targets:

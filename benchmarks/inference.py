@@ -1,33 +1,41 @@
-"""Inference cost of compressed MiniLM models vs the teacher: latency (batch 1 and 32, seq 128), memory, file size.
+"""Inference cost of compressed MiniLM models vs the teacher: latency (batch 1 and 32, seq 128), memory, file size,
+in PyTorch and as deployed (HF folder, ONNX fp32, ONNX int8) with the dev score of each, and a profile split.
 
-Students are made by ``compress_model`` with one compression round and no training (latency, memory
-and file size depend on the structure - ranks and kept-entry counts - not on the trained values; a
-multi-round trial ends in the same structure).  Default students: the hybrid method at 2.5x, 5x,
-7.5x and 10x, plus pruning only and SVD only at 5x (same embedding ratio), so the table shows which
-kind of compression turns into speed on a CPU.  ``--ratios-from`` takes the best searched ratios per
-target from an ``accuracy.py`` result instead of the default ratios.
+Students: by default made here by ``compress_model``, one compression round and NO training (latency,
+memory and file size depend on the structure - ranks and kept-entry counts - not on the trained values; a
+multi-round trial ends in the same structure), so their dev scores are not meaningful and the tables say
+so; ``--train`` distills them with the training options instead, and ``--students DIR,...`` measures
+existing ``ladasearch compress --out`` folders (or a search's best model folder).  Default students: the
+hybrid method at ``--targets`` (2.5x, 5x, 7.5x, 10x), plus pruning only and SVD only at 5x (same embedding
+ratio); ``--student-specs`` and ``--ratios-from`` (an ``accuracy.py`` result) choose other ratios.
 
-Each student is measured with ``ladasearch.export.measure.compare`` in one run with the teacher:
-weights-file bytes; RSS increase after loading in a fresh subprocess; CPU latency as the median of
-``--runs`` runs after warm-up at a fixed thread count, teacher and student runs interleaved; for the
-model as loaded (``plain``: PyTorch eager, pruning masks folded into dense zeros) and for ladasearch's
-fast path (``fast``: per layer dense/factored/sparse, chosen by timing, plus SDPA attention).
+Sections (``--sections``, all by default):
+    fast     ``ladasearch.inference.measure.compare`` per student, teacher interleaved: weights-file bytes, RSS
+             after loading in a fresh subprocess, latency of the model as loaded (``plain``: PyTorch eager, masks
+             folded into dense zeros) and of ladasearch's fast path (``fast``: per layer dense/factored/sparse)
+    deploy   teacher and students in torch, ONNX fp32 and ONNX int8 (``_deployment``): file size, peak RSS of a
+             fresh serving process (batch 32 x seq), latency at each batch size, dev score and the int8 drop
+    profile  ``torch.profiler`` split of one forward pass (matmul / attention / other) of the teacher and the
+             most compressed student, as deployed in torch
 
     python benchmarks/inference.py --data-dir /work/shared/data/glue
-    python benchmarks/inference.py --ratios-from benchmarks/results/accuracy-sst2.json
+    python benchmarks/inference.py --students compressed/sst2-10x,compressed/sst2-5x --sections deploy,profile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _deployment as D  # noqa: E402
 
 # (label, target, method, embedding ratio, svd split) - the split only matters for hybrid
 DEFAULT_STUDENTS = [
@@ -38,34 +46,47 @@ DEFAULT_STUDENTS = [
     ("prune only 5x", 5.0, "prune", 0.2, 0.0),
     ("SVD only 5x", 5.0, "svd", 0.2, 1.0),
 ]
+SECTIONS = ("fast", "deploy", "profile")
 MIB = 1024 ** 2
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    C.add_data_args(p, max_dev=64, threads=1)
+    C.add_data_args(p, max_dev=0, threads=1)
+    C.add_train_args(p)
     g = p.add_argument_group("this benchmark")
-    g.add_argument("--students", default=None,
-                   help="semicolon-separated 'label:target:method:embedding_ratio:svd_split' (default: the built-in set)")
+    g.add_argument("--students", default=None, help="comma-separated existing ladasearch model folders (`compress "
+                   "--out`, a search's best model) to measure instead of compressing students here")
+    g.add_argument("--targets", default="2.5,5,7.5,10", help="targets of the students made here")
+    g.add_argument("--train", action="store_true", help="distill the students made here (the training options) "
+                   "instead of compressing them untrained; without it their dev scores are not meaningful")
+    g.add_argument("--student-specs", default=None, help="semicolon-separated "
+                   "'label:target:method:embedding_ratio:svd_split' (default: the built-in set at --targets)")
     g.add_argument("--ratios-from", default=None, help="an accuracy.py result JSON: measure its best searched "
                    "ratios per target (and its prune/SVD-only ablations) instead of the default students")
-    g.add_argument("--student-dirs", default=None, help="comma-separated existing ladasearch model folders to "
-                   "measure as well (e.g. a search's best model)")
+    g.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
     g.add_argument("--seq-len", type=int, default=128)
     g.add_argument("--batch-sizes", default="1,32")
-    g.add_argument("--runs-b1", type=int, default=30, help="timed runs at batch 1 (after 5 warm-up runs)")
-    g.add_argument("--runs-large", type=int, default=7, help="timed runs at larger batches (after 2 warm-up runs)")
+    g.add_argument("--runs", type=int, default=None, help="timed runs at every batch size and in every section "
+                   "(default: --runs-b1 / --runs-large, and 10 in the deploy section)")
+    g.add_argument("--runs-b1", type=int, default=30, help="fast section: timed runs at batch 1")
+    g.add_argument("--runs-large", type=int, default=7, help="fast section: timed runs at larger batches")
     g.add_argument("--fast-mode", default="measure", choices=("measure", "macs"))
-    g.add_argument("--keep-dir", default=None, help="keep the student folders here (default: a temp folder)")
+    g.add_argument("--keep-dir", default=None, help="keep the student and export folders here (default: a temp "
+                   "folder)")
     g.add_argument("--name", default=None)
     g.add_argument("--out-dir", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = set(args.sections.split(",")) - set(SECTIONS)
+    if bad:
+        p.error(f"--sections: unknown {', '.join(sorted(bad))}; allowed: {', '.join(SECTIONS)}")
+    return args
 
 
 def students_from(args) -> list[tuple]:
-    if args.students:
+    if args.student_specs:
         out = []
-        for item in args.students.split(";"):
+        for item in args.student_specs.split(";"):
             label, target, method, emb, split = item.split(":")
             out.append((label, float(target), method, float(emb), float(split)))
         return out
@@ -78,7 +99,8 @@ def students_from(args) -> list[tuple]:
                 if r:
                     out.append((f"{label} {t['target']:g}x", t["target"], r["method"], r["embedding"], r))
         return out
-    return DEFAULT_STUDENTS
+    targets = {float(t) for t in args.targets.split(",")}
+    return [s for s in DEFAULT_STUDENTS if s[1] in targets]
 
 
 def make_ratios(counts, target, method, emb, split):
@@ -91,66 +113,71 @@ def make_ratios(counts, target, method, emb, split):
     return C.hybrid_ratios(counts, target, emb, split)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    threads = C.set_threads(args)
+def make_students(args, keep: Path, teacher_dir: str) -> list[tuple[str, Path, dict]]:
+    """(label, folder, info) of every student: the given folders, or compressed here."""
+    if args.students:
+        from ladasearch.serialize import saved_summary
+
+        out = []
+        for d in args.students.split(","):
+            folder = Path(d.strip())
+            summary = saved_summary(folder)
+            if summary is None:
+                raise SystemExit(f"--students: {folder} has no compression record (a `compress --out` folder?)")
+            out.append((folder.name, folder, {"target": summary.target, "achieved_factor": summary.achieved_factor,
+                                              "ratios": summary.ratios.to_json(), "trained": True, "given": True}))
+        return out
     from ladasearch.compress import count_parameters
     from ladasearch.config import TrainConfig
-    from ladasearch.export.measure import compare
+    from ladasearch.ladabert import compress_model
     from ladasearch.serialize import save_compressed
-    from ladasearch.trial import compress_model
 
-    started = time.perf_counter()
-    teacher_dir, _ = C.teacher_folder(args)
     prepared, teacher = C.load_job(args, teacher_dir)
-    task = prepared.data.task
     counts = count_parameters(teacher.model)
-    keep = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="ladasearch-bench-inference-"))
-    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    runs = {b: args.runs_b1 if b == 1 else args.runs_large for b in batch_sizes}
-    cfg = TrainConfig(rounds=1, steps_per_round=0, final_steps=0)
-
-    folders: list[tuple[str, Path, dict]] = []
+    cfg = C.train_config(args) if args.train else TrainConfig(rounds=1, steps_per_round=0, final_steps=0)
+    out = []
     for label, target, method, emb, split in students_from(args):
         ratios = make_ratios(counts, target, method, emb, split)
-        result = compress_model(teacher.model, prepared.train, prepared.dev, task, ratios, cfg)
-        folder = keep / label.replace(" ", "_")
-        save_compressed(result.student, folder, {**result.summary(), "target": target, "task": task.name},
-                        prepared.tokenizer)
-        info = {"target": target, "ratios": result.summary()["ratios"], "achieved_factor": result.achieved_factor}
-        folders.append((label, folder, info))
-        C.log(f"{label}: {result.achieved_factor:.2f}x, ranks/keeps from {ratios}; saved {folder}")
-    for d in (args.student_dirs or "").split(","):
-        if d.strip():
-            folders.append((Path(d).name, Path(d.strip()), {}))
+        result = compress_model(teacher.model, prepared.train, prepared.dev, prepared.data.task, ratios, cfg)
+        folder = keep / "students" / label.replace(" ", "_")
+        summary = result.summary(target=target, teacher=teacher_dir, teacher_score=teacher.score)
+        save_compressed(result.student, folder, summary, prepared.tokenizer)
+        out.append((label, folder, {"target": target, "ratios": summary.ratios.to_json(),
+                                    "achieved_factor": result.achieved_factor, "trained": args.train}))
+        C.log(f"{label}: {result.achieved_factor:.2f}x ({'distilled' if args.train else 'untrained'}), "
+              f"from {ratios}; saved {folder}")
+    return out
 
+
+# ---- section: fast (the model as loaded vs ladasearch's fast path, teacher interleaved) ----------------------
+
+def fast_section(args, teacher_dir, students, batch_sizes, threads) -> tuple[list[dict], str]:
+    from ladasearch.inference.measure import compare
+
+    runs = {b: args.runs or (args.runs_b1 if b == 1 else args.runs_large) for b in batch_sizes}
     measured = []
-    for label, folder, info in folders:
-        C.log(f"measuring {label} against the teacher ({threads} threads)")
+    for label, folder, info in students:
+        C.log(f"fast: {label} against the teacher ({threads} threads)")
         res = compare(teacher_dir, folder, seq_len=args.seq_len, batch_sizes=batch_sizes, runs=runs,
                       threads=threads, fast_mode=args.fast_mode, write=False, log=lambda m: C.log("  " + m))
         measured.append({"label": label, "folder": str(folder), **info, "result": res})
 
-    # ---- table (teacher numbers: median over its measurements in every compare run)
     def lat(side, variant, b):
         return side["latency_ms"][variant][str(b)]["median_ms"]
 
-    import statistics
     t_rows = [m["result"]["teacher"] for m in measured]
-    teacher_row = {
-        "params": t_rows[0]["params"], "file": t_rows[0]["file_bytes"],
-        "rss_plain": statistics.median(t["rss"]["plain"]["rss_bytes"] for t in t_rows),
-        "rss_fast": statistics.median(t["rss"]["fast"]["rss_bytes"] for t in t_rows),
-        **{f"{v}_b{b}": statistics.median(lat(t, v, b) for t in t_rows) for v in ("plain", "fast")
-           for b in batch_sizes}}
+    teacher = {"params": t_rows[0]["params"], "file": t_rows[0]["file_bytes"],
+               "rss_plain": statistics.median(t["rss"]["plain"]["rss_bytes"] for t in t_rows),
+               "rss_fast": statistics.median(t["rss"]["fast"]["rss_bytes"] for t in t_rows),
+               **{f"{v}_b{b}": statistics.median(lat(t, v, b) for t in t_rows) for v in ("plain", "fast")
+                  for b in batch_sizes}}
     headers = ["model", "params", "weights MiB", "RSS MiB (plain / fast)"]
     for b in batch_sizes:
         headers += [f"b{b} ms plain", f"b{b} ms fast", f"b{b} speed-up*"]
-    rows = [["teacher (dense MiniLM)", f"{teacher_row['params']:,}", f"{teacher_row['file'] / MIB:.1f}",
-             f"{teacher_row['rss_plain'] / MIB:.0f} / {teacher_row['rss_fast'] / MIB:.0f}"]
-            + sum(([f"{teacher_row[f'plain_b{b}']:.1f}", f"{teacher_row[f'fast_b{b}']:.1f}",
-                    f"{teacher_row[f'plain_b{b}'] / teacher_row[f'fast_b{b}']:.2f}x"]
-                   for b in batch_sizes), [])]
+    rows = [["teacher (dense)", f"{teacher['params']:,}", f"{teacher['file'] / MIB:.1f}",
+             f"{teacher['rss_plain'] / MIB:.0f} / {teacher['rss_fast'] / MIB:.0f}"]
+            + sum(([f"{teacher[f'plain_b{b}']:.1f}", f"{teacher[f'fast_b{b}']:.1f}",
+                    f"{teacher[f'plain_b{b}'] / teacher[f'fast_b{b}']:.2f}x"] for b in batch_sizes), [])]
     for m in measured:
         s, t = m["result"]["student"], m["result"]["teacher"]
         row = [m["label"], f"{s['params']:,}", f"{s['file_bytes'] / MIB:.1f}",
@@ -159,23 +186,150 @@ def main(argv=None) -> dict:
             row += [f"{lat(s, 'plain', b):.1f}", f"{lat(s, 'fast', b):.1f}",
                     f"{lat(t, 'plain', b) / lat(s, 'fast', b):.2f}x"]
         rows.append(row)
-    counts_rows = [[m["label"], m["result"]["student"]["fast_path"]["counts"].get("factored", 0),
-                    m["result"]["student"]["fast_path"]["counts"].get("dense", 0),
-                    m["result"]["student"]["fast_path"]["counts"].get("sparse", 0),
-                    f"{m['result']['loadavg_before'][0]:.1f} / {m['result']['loadavg_after'][0]:.1f}"]
-                   for m in measured]
-    wall = time.perf_counter() - started
-    text = (f"Inference, {args.model} ({task.name} head), sequence length {args.seq_len}, {threads} torch threads, "
-            f"CPU: {C.machine()['cpu']}. Latency = median of "
-            f"{', '.join(f'{n} timed runs at batch {b}' for b, n in runs.items())} after warm-up (teacher and student interleaved in "
-            f"each measurement; teacher columns = median over the {len(measured)} measurements). "
-            f"*speed-up = teacher plain / this model's fast path, in the same measurement (teacher row: its own fast path). Wall time {C.fmt_time(wall)}.\n\n"
+    counts = [[m["label"], *(m["result"]["student"]["fast_path"]["counts"].get(k, 0) for k in ("factored", "dense",
+                                                                                              "sparse")),
+               f"{m['result']['loadavg_before'][0]:.1f} / {m['result']['loadavg_after'][0]:.1f}"] for m in measured]
+    text = (f"Latency = median of {', '.join(f'{n} timed runs at batch {b}' for b, n in runs.items())} after warm-up, "
+            f"teacher and student interleaved in each measurement (teacher columns: median over the {len(measured)} "
+            f"measurements). *speed-up = teacher plain / this model's fast path, in the same measurement.\n\n"
             + C.md_table(headers, rows) + "\n\nFast path of each student (layers kept factored / merged dense / "
             "sparse) and the 1-min load average before / after its measurement:\n\n"
-            + C.md_table(["model", "factored", "dense", "sparse", "load avg"], counts_rows) + "\n")
-    print(text)
+            + C.md_table(["model", "factored", "dense", "sparse", "load avg"], counts) + "\n")
+    return measured, text
+
+
+# ---- section: deploy (torch / ONNX fp32 / ONNX int8 folders) ---------------------------------------------------
+
+def deploy_section(args, teacher_dir, students, batch_sizes, threads, keep, task) -> tuple[dict, str]:
+    from transformers import AutoTokenizer
+
+    from ladasearch.deploy.export import DevData
+    from ladasearch.deploy.formats import Timed
+    from ladasearch.deploy.scoring import load_dev
+
+    timed = Timed(batches=batch_sizes, seq_len=args.seq_len, runs=args.runs or 10, threads=threads)
+    dev_data = DevData(data_dir=args.data_dir, dev_split=args.dev_split, max_dev=args.max_dev or None,
+                       max_length=args.max_length, seed=args.seed)
+    dev = load_dev(dev_data.for_task(task), AutoTokenizer.from_pretrained(teacher_dir))
+    C.log(f"deploy: teacher, dev {dev.rows} rows from {dev.source}")
+    teacher = D.teacher_rows(teacher_dir, keep / "deploy", dev, timed, C.log)
+    models = [{"label": "teacher (dense)", "trained": True, "achieved_factor": 1.0, "rows": teacher}]
+    for label, folder, info in students:
+        C.log(f"deploy: {label}")
+        models.append({"label": label, **info, "source": str(folder),
+                       "rows": D.student_rows(folder, keep / "deploy" / folder.name, dev_data, timed, C.log)})
+    base = teacher[0]  # the dense teacher in PyTorch: what every speed-up and file ratio is against
+    headers = ["model", "runtime", "file MiB", "file vs teacher", "peak RSS MiB", "over runtime MiB"]
+    headers += [f"b{b} ms" for b in batch_sizes] + [f"b{b} speed-up" for b in batch_sizes]
+    headers += ["dev score", "int8 drop (points)"]
+    table = []
+    for m in models:
+        for r in m["rows"]:
+            meaningful = m["trained"]
+            score = f"{100 * r['score']:.1f}" if meaningful else "n/a (untrained)"
+            drop = f"{r['int8_drop_points']:.2f}" if "int8_drop_points" in r and meaningful else ""
+            table.append([m["label"], r["runtime"], f"{r['file_bytes'] / MIB:.1f}",
+                          f"1/{base['file_bytes'] / r['file_bytes']:.1f}", f"{r['peak_rss_bytes'] / MIB:.0f}",
+                          f"{r['model_rss_bytes'] / MIB:.0f}"]
+                         + [f"{r['latency_ms'][str(b)]['median_ms']:.1f}" for b in batch_sizes]
+                         + [f"{base['latency_ms'][str(b)]['median_ms'] / r['latency_ms'][str(b)]['median_ms']:.2f}x"
+                            for b in batch_sizes] + [score, drop])
+    aim = _aim(models, base, max(batch_sizes))
+    text = (f"Dev score on {dev.rows} dev rows ({dev.source}, length {args.max_length}); latency = median of "
+            f"{timed.runs} timed runs after 2 warm-up runs, sequence length {args.seq_len}, {threads} thread(s) "
+            f"(torch and onnxruntime); peak RSS of a fresh process that loads the folder and classifies one batch of "
+            f"{max(batch_sizes)} x {args.seq_len} (plain transformers / onnxruntime, no ladasearch import; 'over "
+            f"runtime' = that peak minus the process's RSS once the runtime is imported: weights plus the batch's "
+            f"activations, which dominate at this batch size). Speed-up "
+            f"and file ratio against the dense teacher in PyTorch. int8 drop = dev score of the fp32 graph minus "
+            f"the int8 graph's (the export's accuracy gate).\n\n" + C.md_table(headers, table) + "\n\n" + aim + "\n")
+    return {"dev_rows": dev.rows, "dev_source": dev.source, "timed": asdict(timed), "models": models, "aim": aim}, text
+
+
+def _aim(models, base, batch) -> str:
+    """The issue's aim for the most compressed student: >= 3x faster than the teacher in PyTorch at the largest
+    batch in its fastest runtime, <= 1 point dev drop (that runtime vs the student in torch), file <= 1/10."""
+    if len(models) < 2:
+        return ""
+    m = max(models[1:], key=lambda s: s["achieved_factor"])
+    best = min(m["rows"], key=lambda r: r["latency_ms"][str(batch)]["median_ms"])
+    speed = base["latency_ms"][str(batch)]["median_ms"] / best["latency_ms"][str(batch)]["median_ms"]
+    ratio = base["file_bytes"] / best["file_bytes"]
+    torch_row = next(r for r in m["rows"] if r["runtime"] == "torch")
+    drop = 100 * (torch_row["score"] - best["score"])
+    drop_text = f"{drop:.2f} points vs the student in torch" if m["trained"] else "not meaningful (untrained student)"
+    return (f"Aim (most compressed student, {m['label']}, {m['achieved_factor']:.2f}x, fastest runtime at batch "
+            f"{batch}: {best['runtime']}): {speed:.2f}x faster than the teacher in PyTorch (aim >= 3x: "
+            f"{'met' if speed >= 3 else 'not met'}); file 1/{ratio:.1f} of the teacher's (aim <= 1/10: "
+            f"{'met' if ratio >= 10 else 'not met'}); dev drop {drop_text}"
+            + ("" if not m["trained"] else f" (aim <= 1: {'met' if drop <= 1 else 'not met'})") + ".")
+
+
+# ---- section: profile ------------------------------------------------------------------------------------------
+
+def profile_section(args, teacher_dir, students, batch_sizes, threads, keep) -> tuple[list[dict], str]:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from ladasearch.deploy.export import ExportSettings, export_model
+    from ladasearch.deploy.hf import load_hf_folder
+
+    torch.set_num_threads(threads)
+    label, folder, info = max(students, key=lambda s: s[2]["achieved_factor"])
+    hf = keep / "deploy" / folder.name / "torch"
+    if not (hf / "config.json").is_file():  # the deploy section did not run
+        export_model(folder, "hf", hf, ExportSettings(measure=False, overwrite=True), log=lambda m: None)
+    models = [("teacher (dense)", AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()),
+              (f"{label} ({info['achieved_factor']:.2f}x)", load_hf_folder(hf))]
+    runs = min(args.runs or 3, 10)
+    out, table = [], []
+    for name, model in models:
+        for b in batch_sizes:
+            C.log(f"profile: {name}, batch {b}")
+            split = D.profile_split(model, b, args.seq_len, runs)
+            out.append({"model": name, **split})
+            shares = [f"{split[f'{k}_ms']:.1f} ({100 * split[f'{k}_share']:.0f}%)"
+                      for k in ("matmul", "attention", "other")]
+            table.append([name, b, f"{split['total_ms']:.1f}", *shares])
+    text = (f"torch.profiler, self CPU time per forward pass (mean of {runs} after a warm-up; profiler overhead "
+            f"included), as deployed in torch (SDPA attention): matmul = linear layers (factorized ones: two "
+            f"matmuls), attention = scaled_dot_product_attention, other = embeddings, LayerNorm, GELU, adds, "
+            f"copies.\n\n" + C.md_table(["model", "batch", "total ms", "matmul ms", "attention ms", "other ms"], table)
+            + "\n")
+    return out, text
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    threads = C.set_threads(args)
+    sections = args.sections.split(",")
+    started = time.perf_counter()
+    teacher_dir, _ = C.teacher_folder(args)
+    keep = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="ladasearch-bench-inference-"))
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    students = make_students(args, keep, teacher_dir)
+    from ladasearch.serialize import saved_summary
+
+    task = saved_summary(students[0][1]).task
     payload = {"benchmark": "inference", "command": C.command_line(), "args": vars(args), "machine": C.machine(),
-               "teacher": teacher_dir, "teacher_summary": teacher_row, "students": measured, "wall_s": wall}
+               "teacher": teacher_dir, "students": [{"label": s[0], "folder": str(s[1]), **s[2]} for s in students]}
+    untrained = [s[0] for s in students if not s[2]["trained"]]
+    parts = [f"Inference, {args.model} ({task} head), sequence length {args.seq_len}, {threads} thread(s), CPU: "
+             f"{C.machine()['cpu']}." + (f" Students compressed without training ({', '.join(untrained)}): their "
+                                         f"latency, memory and size are those of a trained student of the same "
+                                         f"structure; their dev scores are not meaningful." if untrained else "")]
+    if "fast" in sections:
+        payload["fast"], text = fast_section(args, teacher_dir, students, batch_sizes, threads)
+        parts.append("### PyTorch: as loaded vs fast path\n\n" + text)
+    if "deploy" in sections:
+        payload["deploy"], text = deploy_section(args, teacher_dir, students, batch_sizes, threads, keep, task)
+        parts.append("### Deployed: torch, ONNX fp32, ONNX int8\n\n" + text)
+    if "profile" in sections:
+        payload["profile"], text = profile_section(args, teacher_dir, students, batch_sizes, threads, keep)
+        parts.append("### Where the time goes (torch)\n\n" + text)
+    payload["wall_s"] = time.perf_counter() - started
+    text = "\n\n".join(parts) + f"\n\nWall time {C.fmt_time(payload['wall_s'])}; folders in {keep}.\n"
+    print(text)
     C.write_result(args.name or "inference", payload, text, args.out_dir)
     return payload
 

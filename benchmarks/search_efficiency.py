@@ -70,8 +70,7 @@ def main(argv=None) -> dict:
     C.set_threads(args)
     import torch
 
-    from ladasearch.search import SearchConfig, _init_ray, run_search
-    from ladasearch.space import SearchSpace
+    from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, init_ray, run_search
 
     started = time.perf_counter()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ladasearch-bench-search-"))
@@ -85,7 +84,7 @@ def main(argv=None) -> dict:
     cpus = args.cpus_per_trial or float(args.threads or os.cpu_count() or 1)
     gpus = 1.0 / args.concurrency if torch.cuda.is_available() and args.device != "cpu" else 0.0
     runs = []
-    _init_ray(None)
+    init_ray(None)
     try:
         for seed in seeds:
             for sampler in samplers:
@@ -96,13 +95,15 @@ def main(argv=None) -> dict:
                                     sampler=sampler, scheduler="fifo", seed=seed, storage=str(work / "ray"),
                                     tracking_uri=tracking, experiment="benchmarks-search-efficiency")
                 t0 = time.perf_counter()
-                outcome = run_search(C.data_config(args), args.model, C.teacher_config(args), cfg,
-                                     SearchSpace.load(args.space), scfg, teacher_path=teacher_dir,
-                                     device=args.device, log=C.log)
-                trials = sorted(outcome.trials, key=lambda r: trial_order(r["trial_id"]))
-                scores = [r["score"] if r["status"] == "completed" else None for r in trials]
+                settings = SearchSettings(C.data_config(args), args.model, scfg, SearchSpace.load(args.space),
+                                          C.teacher_config(args), cfg, teacher_path=teacher_dir, device=args.device)
+                outcome = run_search(settings, log=C.log)
+                trials = sorted((r.to_json() for r in outcome.trials), key=lambda r: trial_order(r["trial_id"]))
+                # validation scores at the target size: what the search itself ranks (dev is scored for the best only)
+                scores = [r["score_at_target"] if r["status"] == "completed" else None for r in trials]
                 runs.append({"sampler": sampler, "seed": seed, "name": name, "seconds": time.perf_counter() - t0,
-                             "trials": [{"trial_id": r["trial_id"], "status": r["status"], "score": r["score"],
+                             "trials": [{"trial_id": r["trial_id"], "status": r["status"],
+                                         "score": r["score_at_target"],
                                          "embedding_ratio": (r.get("config") or {}).get("embedding_ratio"),
                                          "svd_split": (r.get("config") or {}).get("svd_split")} for r in trials],
                              "best_so_far": best_so_far(scores)})
@@ -144,7 +145,7 @@ def main(argv=None) -> dict:
             f"{task.main_metric} {100 * teacher.score:.1f} on {len(prepared.dev)} dev rows; each trial "
             f"{cfg.rounds} rounds x {cfg.steps_per_round} + {cfg.final_steps} steps at batch {cfg.batch_size}, "
             f"lr {cfg.learning_rate:g}; FIFO, {args.concurrency} trial(s) at a time. Wall time {C.fmt_time(wall)}."
-            f"\n\nBest dev {task.main_metric} % after k trials:\n\n"
+            f"\n\nBest val {task.main_metric} % (at the target size) after k trials:\n\n"
             + C.md_table(headers, rows) + "\n\nTrials in order:\n\n"
             + C.md_table(["sampler", "seed", "#", "embedding ratio", "svd split", "score %", "status"], trial_rows,
                          align="lrrrrrl") + "\n")

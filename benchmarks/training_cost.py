@@ -1,19 +1,20 @@
 """What one LadaBERT trial costs: distillation vs plain fine-tuning throughput, and time to 99% of the final score.
 
-1. One trial (``ladasearch.trial.compress_model``, unchanged) at a fixed target and fixed ratios.  The benchmark
-   wraps three of the trial's helpers in this process only (nothing in the package is edited):
-     - ``make_plan``     to get hold of the student the trial trains,
-     - ``train_batches`` to evaluate that student on dev every ``--eval-every`` optimizer steps (between two
+1. One trial (``ladasearch.ladabert.compress_model``, unchanged) at a fixed target and fixed ratios, observed
+   through its ``LoopHooks``:
+     - ``after_compress`` hands over the student the trial trains, ``before_compress``/``after_compress``
+                         time the compression steps,
+     - ``after_step``    evaluates that student on dev every ``--eval-every`` optimizer steps (between two
                          steps, in eval mode, under no_grad; evaluation draws no random numbers, so the
                          training run itself is the same as without it),
-     - ``evaluate`` / ``compress_step`` to time the trial's own evaluations and compression steps,
+     - ``after_eval``    times the trial's own evaluations (from the end of the round's last step),
    so the curve's clock counts training time only (compression and all evaluations are timed apart).
    Time to 99%: the training time until the first evaluation at the final (target) size that scores
    >= 99% of the trial's final score (and, for reference, the first at any size).
 2. Throughput of the trained student, measured in one run, alternating blocks: LadaBERT distillation
    (teacher forward + student forward/backward with hidden states and attentions, the trial's
-   ``_train(distill=True)``) vs plain fine-tuning of the same compressed student on gold labels
-   (``_train(distill=False)``) vs plain fine-tuning of the dense teacher; same batches for all.
+   ``train_steps`` with distill=True) vs plain fine-tuning of the same compressed student on gold labels
+   (distill=False) vs plain fine-tuning of the dense teacher; same batches for all.
 
     python benchmarks/training_cost.py --data-dir /work/shared/data/glue
 """
@@ -51,25 +52,26 @@ def parse_args(argv=None):
 
 
 def solve_ratios(counts, target: float, method: str, embedding: float, split: float):
-    from ladasearch.compress import solve
+    from ladasearch.compress import get_method
 
-    if method != "hybrid":
-        return solve(counts, target, method=method, embedding=embedding)
-    return C.hybrid_ratios(counts, target, embedding, split)
+    method_ = get_method(method)
+    return C.hybrid_ratios(counts, target, embedding, split if method_.free_split else method_.default_split, method)
 
 
 def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
     """Run compress_model with evaluation every ``eval_every`` steps; returns (result, curve, timings)."""
-    from ladasearch import trial as T
     from ladasearch.compress import count_parameters
     from ladasearch.data import main_score
+    from ladasearch.evaluate import evaluate
+    from ladasearch.ladabert import LoopHooks, compress_model
 
     task = prepared.data.task
     state = {"student": None, "steps": 0, "eval_s": 0.0, "compress_s": 0.0, "compressions": 0,
-             "t0": None, "round_eval_s": 0.0}
+             "t0": None, "round_eval_s": 0.0, "mark": None}
     curve: list[dict] = []
-    orig = {"make_plan": T.make_plan, "train_batches": T.train_batches, "evaluate": T.evaluate,
-            "compress_step": T.compress_step}
+    # the last step of each training phase: the trial evaluates there itself
+    phase_ends = {r * cfg.steps_per_round for r in range(1, cfg.rounds + 1)} | {
+        cfg.rounds * cfg.steps_per_round + cfg.final_steps}
 
     def sync():
         if device.type == "cuda":
@@ -84,61 +86,44 @@ def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
         clock = train_clock()
         started = time.perf_counter()
         if metrics is None:
-            metrics = orig["evaluate"](state["student"], prepared.dev, task, cfg.eval_batch_size, device)
+            metrics = evaluate(state["student"], prepared.dev, task, cfg.eval_batch_size, device)
             state["eval_s"] += time.perf_counter() - started
         params = count_parameters(state["student"]).total
         curve.append({"step": state["steps"], "samples": state["steps"] * cfg.batch_size, "kind": kind,
                       "round": state["compressions"], "at_target": state["compressions"] == cfg.rounds,
                       "params": params, "score": main_score(task, metrics), "train_s": clock})
 
-    def make_plan(model, r):
-        state["student"] = model
-        return orig["make_plan"](model, r)
-
-    def train_batches(*a, **k):
-        inner = orig["train_batches"](*a, **k)
-
-        def wrapped():
-            while True:
-                s = state["steps"]
-                same = curve and curve[-1]["step"] == s and curve[-1]["round"] == state["compressions"]
-                if s % eval_every == 0 and not same:
-                    point("after compression step" if s % max(cfg.steps_per_round, 1) == 0 and
-                          s < cfg.rounds * cfg.steps_per_round else "during training")
-                batch = next(inner)
-                state["steps"] += 1
-                yield batch
-        return wrapped()
-
-    def evaluate(model, features, task_, batch_size=64, device_="cpu"):  # the trial's round-end evaluation
-        started = time.perf_counter()
-        metrics = orig["evaluate"](model, features, task_, batch_size, device_)
-        state["eval_s"] += time.perf_counter() - started
-        state["round_eval_s"] += time.perf_counter() - started
-        # record it as a curve point (replacing a point of ours at the same step)
-        if curve and curve[-1]["step"] == state["steps"] and curve[-1]["round"] == state["compressions"]:
-            curve.pop()
-        point("end of round" if state["steps"] <= cfg.rounds * cfg.steps_per_round else "end of final steps",
-              metrics)
-        return metrics
-
-    def compress_step(model, plans, fraction):
+    def before_compress(number, student):
         sync()
-        started = time.perf_counter()
-        orig["compress_step"](model, plans, fraction)
-        sync()
-        state["compress_s"] += time.perf_counter() - started
-        state["compressions"] += 1
+        state["mark"] = time.perf_counter()
 
-    T.make_plan, T.train_batches, T.evaluate, T.compress_step = make_plan, train_batches, evaluate, compress_step
-    try:
-        state["t0"] = time.perf_counter()
-        wall0 = time.perf_counter()
-        result = T.compress_model(teacher, prepared.train, prepared.dev, task, ratios, cfg, device)
-        wall = time.perf_counter() - wall0
-    finally:
-        T.make_plan, T.train_batches, T.evaluate, T.compress_step = (orig["make_plan"], orig["train_batches"],
-                                                                      orig["evaluate"], orig["compress_step"])
+    def after_compress(number, student):
+        sync()
+        state["compress_s"] += time.perf_counter() - state["mark"]
+        state["student"], state["compressions"] = student, number
+        if state["steps"] % eval_every == 0:
+            point("after compression step")
+        state["mark"] = time.perf_counter()
+
+    def after_step(step, losses):
+        state["steps"] = step
+        if step % eval_every == 0 and step not in phase_ends:
+            point("during training")
+        sync()
+        state["mark"] = time.perf_counter()
+
+    def after_eval(record):  # the trial's own round-end evaluation, since the end of its last step
+        sync()
+        own = time.perf_counter() - state["mark"]
+        state["eval_s"] += own
+        state["round_eval_s"] += own
+        point("end of round" if record.round <= cfg.rounds else "end of final steps", record.metrics)
+
+    hooks = LoopHooks(before_compress=before_compress, after_compress=after_compress, after_step=after_step,
+                      after_eval=after_eval)
+    state["t0"] = time.perf_counter()
+    result = compress_model(teacher, prepared.train, prepared.dev, task, ratios, cfg, device, hooks=hooks)
+    wall = time.perf_counter() - state["t0"]
     timings = {"wall_s": wall, "compress_s": state["compress_s"], "eval_s_all": state["eval_s"],
                "eval_s_trial_own": state["round_eval_s"], "extra_evals_s": state["eval_s"] - state["round_eval_s"],
                "train_s": wall - state["eval_s"] - state["compress_s"], "steps": state["steps"]}
@@ -148,8 +133,9 @@ def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
 
 def throughput(student, teacher, prepared, cfg, device, blocks: int, block_steps: int) -> dict:
     """Samples/s of distillation, fine-tuning of the student, fine-tuning of the dense teacher, interleaved."""
+    from ladasearch.compress import MagnitudeScore
     from ladasearch.features import train_batches
-    from ladasearch.trial import _train
+    from ladasearch.ladabert import LoopHooks, TrainingPhase, train_steps
 
     task = prepared.data.task
     modes = {
@@ -158,13 +144,15 @@ def throughput(student, teacher, prepared, cfg, device, blocks: int, block_steps
         "fine-tuning (dense teacher, gold labels)": (copy.deepcopy(teacher), replace(cfg, distill=False)),
     }
     batches = {name: train_batches(prepared.train, cfg.batch_size, cfg.seed + 1, device) for name in modes}
-    for name, (model, mcfg) in modes.items():  # warm-up: one step each
-        _train(model, teacher, batches[name], 1, mcfg, task)
+    phases = {name: TrainingPhase(model, teacher, mcfg, task, LoopHooks(), MagnitudeScore())
+              for name, (model, mcfg) in modes.items()}
+    for name, phase in phases.items():  # warm-up: one step each
+        train_steps(phase, batches[name], 1, 0)
     times = {name: [] for name in modes}
     for _ in range(blocks):
-        for name, (model, mcfg) in modes.items():
+        for name, phase in phases.items():
             started = time.perf_counter()
-            _train(model, teacher, batches[name], block_steps, mcfg, task)
+            train_steps(phase, batches[name], block_steps, 0)
             if device.type == "cuda":
                 import torch
                 torch.cuda.synchronize()
@@ -234,11 +222,11 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "training_cost", "command": C.command_line(), "args": vars(args), "machine": C.machine(),
                "task": task.name, "train_rows": len(prepared.train), "dev_rows": len(prepared.dev),
                "teacher": teacher_dir, "teacher_score": teacher.score, "target": args.target,
-               "ratios": result.summary()["ratios"], "achieved_factor": result.achieved_factor,
+               "ratios": result.summary().ratios.to_json(), "achieved_factor": result.achieved_factor,
                "train_config": {k: v for k, v in vars(cfg).items() if k != "loss_weights"},
                "final_score": final, "trial_timings": timings, "curve": curve,
                "time_to_99pct_at_target": hit, "time_to_99pct_any_size": hit_any, "throughput": rates,
-               "history": result.history, "wall_s": time.perf_counter() - started}
+               "history": [record.to_json() for record in result.history], "wall_s": time.perf_counter() - started}
     C.write_result(args.name or f"training_cost-{task.name}", payload, text, args.out_dir)
     C.log(f"total wall time {C.fmt_time(payload['wall_s'])}")
     return payload

@@ -7,15 +7,21 @@ import sys
 
 import click
 
-from .compress.budget import METHODS
-from .config import DataConfig, LossWeights, TeacherConfig, TrainConfig
+from .compress.methods import METHOD_NAMES, get_method
+from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .errors import LadaError
 from .precision import PRECISIONS
 
 
+MAX_ERROR_CHARS = 300   # a message quoting a huge input (a 50 MB YAML key, a 100k-character name) stays one short line
+
+
 def fail(message: str) -> None:
-    """One-line error, exit code 2."""
-    click.echo(f"error: {message}", err=True)
+    """One-line error (at most MAX_ERROR_CHARS characters of message), exit code 2."""
+    line = " ".join(str(message).splitlines())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[:MAX_ERROR_CHARS - 3] + "..."
+    click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
 
@@ -70,7 +76,8 @@ def parse_loss_weights(text: str | None) -> LossWeights:
     return LossWeights(**values)
 
 
-def data_options(fn):
+def job_options(fn):
+    """What every job needs besides its training: the task data, the model and its teacher, device, seed, threads."""
     options = [
         click.option("--task", required=True, help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb."),
         click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
@@ -79,6 +86,12 @@ def data_options(fn):
         click.option("--max-length", default=64, show_default=True, type=int, help="Tokens per example."),
         click.option("--max-train", default=None, type=int, help="Use a random subset of this many train rows."),
         click.option("--max-dev", default=None, type=int, help="Use a random subset of this many dev rows."),
+        click.option("--val-size", default="0.1", show_default=True, callback=_val_size,
+                     help="Validation rows held out of the train file before --max-train (every choice is made on "
+                          "them; dev is scored only for the chosen model): a fraction (at most 1000 rows) or a "
+                          "row count."),
+        click.option("--val-file", default=None,
+                     help="A TSV of validation rows in the task's train layout, instead of --val-size."),
         click.option("--model", default="minilm", show_default=True,
                      help="Base model: hub id (bert-base-uncased), local folder, or 'minilm' (offline MiniLM-L6)."),
         click.option("--teacher", "teacher_path", default=None,
@@ -123,9 +136,20 @@ def train_options(fn):
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
+def _val_size(ctx, param, value) -> float | int:
+    """'0.1' -> 0.1 (a fraction), '500' -> 500 (rows); checked by DataConfig."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a number (a fraction like 0.1 or a row count like 500)") from None
+    return int(number) if number >= 1 and number == int(number) else number
+
+
 def data_config(kw: dict) -> DataConfig:
+    val_size = kw.get("val_size")  # scripts that build their options themselves may leave it out
     return DataConfig(task=kw["task"], data_dir=kw["data_dir"], max_length=kw["max_length"],
-                      max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"])
+                      max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"],
+                      **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"))
 
 
 def teacher_config(kw: dict) -> TeacherConfig:
@@ -140,5 +164,24 @@ def train_config(kw: dict) -> TrainConfig:
                        seed=kw["seed"], precision=kw["precision"])
 
 
-method_option = click.option("--method", type=click.Choice(METHODS), default="hybrid", show_default=True,
-                             help="hybrid = LadaBERT; svd = SVD only; prune = pruning only.")
+def compression_options(fn):
+    """The compression plug-ins (``ladasearch.compress.registry``); names are checked by CompressionConfig."""
+    options = [
+        click.option("--factorizer", default="svd", show_default=True,
+                     help="How matrices are factorized (a registered factorizer, e.g. svd)."),
+        click.option("--prune-score", default="magnitude", show_default=True,
+                     help="How entries are scored for pruning (a registered pruning score, e.g. magnitude)."),
+        click.option("--calibration-batches", default=16, show_default=True, type=int,
+                     help="Train batches through the teacher when the factorizer or score needs statistics."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def compression_config(kw: dict) -> CompressionConfig:
+    return CompressionConfig(factorizer=kw["factorizer"], prune_score=kw["prune_score"],
+                             calibration_batches=kw["calibration_batches"])
+
+
+method_option = click.option(
+    "--method", type=click.Choice(METHOD_NAMES), default="hybrid", show_default=True,
+    help="; ".join(f"{name} = {get_method(name).description}" for name in METHOD_NAMES) + ".")

@@ -1,4 +1,4 @@
-"""CLI commands of the export package: ``export`` (ratio table), ``report`` (plots + table), ``measure``.
+"""CLI commands of the report and inference packages: ``export`` (ratio table), ``report`` (plots + table), ``measure``.
 
 The main group adds them with ``register(main)``:
 
@@ -28,7 +28,7 @@ def _quiet_mlflow() -> None:
 
 
 def _load(sources, tracking_uri):
-    from .export.sources import load_all
+    from .report.sources import load_all
 
     _quiet_mlflow()
     return load_all(list(sources), tracking_uri)
@@ -43,7 +43,7 @@ def _load(sources, tracking_uri):
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @user_errors
 def export_command(sources, fmt, out, all_trials, tracking_uri):
-    from .export.table import format_table, ratio_table
+    from .report.table import format_table, ratio_table
 
     text = format_table(ratio_table(_load(sources, tracking_uri), best_only=not all_trials), fmt)
     if out:
@@ -64,9 +64,10 @@ def export_command(sources, fmt, out, all_trials, tracking_uri):
 @click.option("--no-log", is_flag=True, help="Do not log the plots to the MLflow parent run(s).")
 @user_errors
 def report_command(sources, out, top_k, tracking_uri, no_log):
-    from .export.plots import learning_curves, pareto_plot, ratio_split
-    from .export.sources import mlflow_client, parent_runs
-    from .export.table import format_table, ratio_table
+    from .report.plots import learning_curves, pareto_plot, ratio_split
+    from .report.sources import parent_runs
+    from .report.table import format_table, ratio_table
+    from .tracking import Tracker
 
     summaries = _load(sources, tracking_uri)
     out = Path(out)
@@ -85,9 +86,9 @@ def report_command(sources, out, top_k, tracking_uri, no_log):
     if not no_log:
         for parent_id, uri in parent_runs(summaries).items():
             try:
-                client = mlflow_client(uri)
+                tracker = Tracker.existing(uri)
                 for png in pngs:
-                    client.log_artifact(parent_id, str(png), "plots")
+                    tracker.log_artifact(parent_id, png, "plots")
                 click.echo(f"logged {len(pngs)} plots to MLflow run {parent_id} under plots/")
             except Exception as exc:  # noqa: BLE001 - the local files are written; say what failed
                 click.echo(f"warning: could not log the plots to MLflow run {parent_id}: "
@@ -129,7 +130,7 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 @user_errors
 def measure_command(teacher_dir, student_dir, with_onnx, onnx_dir, seq_len, batch_sizes, runs, threads, fast_mode,
                     no_write, as_json):
-    from .export.measure import compare, format_comparison
+    from .inference.measure import compare, format_comparison
     from .models import quiet_transformers
 
     quiet_transformers()

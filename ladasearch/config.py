@@ -39,9 +39,9 @@ class LossWeights:
 class TrainConfig:
     """How a student is trained between and after the compression rounds."""
 
-    rounds: int = 4
+    rounds: int = 4               # compression steps; the last one lands on the target size
     steps_per_round: int = 100
-    final_steps: int = 100
+    final_steps: int = 100        # distillation at the target size, after the last round
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -98,11 +98,38 @@ class DataConfig:
     max_dev: int | None = None
     dev_split: str | None = None
     seed: int = 0
+    val_size: float | int = 0.1      # held out of train for every choice: a fraction (capped) or a row count
+    val_file: str | None = None      # a TSV of validation rows instead (train is then used whole)
 
     def __post_init__(self):
+        from .data.validation import check_val_size
+
+        check_val_size(self.val_size)
         if not isinstance(self.max_length, int) or not 8 <= self.max_length <= 512:
             raise LadaError(f"data.max_length must be an integer in [8, 512], got {self.max_length!r}")
         for name in ("max_train", "max_dev"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise LadaError(f"data.{name} must be an integer >= 1 or unset, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Which plug-ins compress the matrices (``ladasearch.compress.registry``), and how much data they may read.
+
+    ``calibration_batches`` train batches go through the teacher once when the factorizer or the pruning
+    score needs statistics (activations, gradients); plain SVD and magnitude read none.
+    """
+
+    factorizer: str = "svd"
+    prune_score: str = "magnitude"
+    calibration_batches: int = 16
+
+    def __post_init__(self):
+        from .compress.registry import get_factorizer, get_pruning_score
+
+        get_factorizer(self.factorizer)  # LadaError naming the registered ones
+        get_pruning_score(self.prune_score)
+        value = self.calibration_batches
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LadaError(f"compression.calibration_batches must be an integer >= 1, got {value!r}")

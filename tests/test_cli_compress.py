@@ -115,6 +115,16 @@ def test_paper_ratios_not_fitting(runner, glue_dir, tiny_cli_model):
     _assert_user_error(result, "the paper gives ratios for 2.5x, 5x, 7.5x, 10x, not 3x")
 
 
+@pytest.mark.parametrize("option, message", [
+    ("--factorizer", "unknown factorizer 'nope'; allowed: "),
+    ("--prune-score", "unknown pruning score 'nope'; allowed: "),
+])
+def test_unknown_plugin(runner, glue_dir, tiny_cli_model, option, message):
+    result = runner.invoke(main, _base(glue_dir, tiny_cli_model, "--target", "5x", option, "nope"))
+    line = _assert_user_error(result, message)
+    assert ("svd" if option == "--factorizer" else "magnitude") in line
+
+
 def test_bad_train_option(runner, glue_dir, tiny_cli_model):
     result = runner.invoke(main, _base(glue_dir, tiny_cli_model, "--target", "5x", "--rounds", "0"))
     _assert_user_error(result, "train.rounds must be an integer >= 1, got 0")
@@ -129,7 +139,7 @@ def test_compress_tiny_model_end_to_end(runner, glue_dir, tiny_cli_model, tmp_pa
     assert result.exit_code == 0, (result.output, result.exception)
     lines = result.stdout.strip().splitlines()
     assert sum(line.startswith("round ") for line in lines) == 2
-    assert any(line.startswith("final: dev accuracy") for line in lines)
+    assert any(line.startswith("final: val accuracy") for line in lines)  # rounds are scored on validation rows
     assert any(line.startswith(f"saved {out} (achieved 5.000x, dev accuracy") for line in lines)
     printed = json.loads(lines[-1])
     assert printed["ratios"]["embedding"] == 0.19 and printed["ratios"]["svd"] == 0.8
@@ -139,6 +149,12 @@ def test_compress_tiny_model_end_to_end(runner, glue_dir, tiny_cli_model, tmp_pa
     assert summary["achieved_factor"] == printed["achieved_factor"] and summary["score"] == printed["score"]
     assert summary["task"] == "sst2" and summary["target"] == 5.0 and summary["distill"] is True
     assert len(summary["history"]) == 3
+    assert (summary["factorizer"], summary["prune_score"]) == ("svd", "magnitude")
+    assert summary["data"]["train_rows"] == 20 and summary["data"]["task"] == "sst2"
+    assert (summary["data"]["val_rows"], summary["data"]["dev_rows"], summary["data"]["dev_split"]) == (1000, 10, "dev")
+    assert summary["score_split"] == "val" and summary["dev_score"] == printed["dev_score"] == summary["dev_metrics"][
+        "accuracy"]
+    assert ladasearch.TrialSummary.from_json(summary).achieved_factor == summary["achieved_factor"]
     assert (cache_dir / "teachers").is_dir()  # the teacher was fine-tuned into the tmp cache
 
     student = ladasearch.load(out)
@@ -160,8 +176,8 @@ def test_no_distill_flag(runner, glue_dir, tiny_cli_model, tmp_path):
     assert result.exit_code == 0, (result.output, result.exception)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distill"] is False
-    assert set(summary["history"][0]) >= {"loss", "loss_task"}
-    assert "loss_logits" not in summary["history"][0]
+    assert set(summary["history"][0]["losses"]) >= {"loss", "loss_task"}
+    assert "loss_logits" not in summary["history"][0]["losses"]
 
 
 def test_exit_code_through_real_entry_point(tmp_path):

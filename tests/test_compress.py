@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -18,10 +19,19 @@ from ladasearch.compress import (
     make_plan,
     planned_count,
     refactor,
+    replace_module,
     svd_rank,
     truncated_factors,
 )
-from ladasearch.compress.prune import keep_largest, kept_count, masks_of
+from ladasearch.compress.prune import kept_count, masks_of, prune_by_score, top_mask
+from ladasearch.compress.registry import Factorizer, PruningScore
+from ladasearch.compress.scores import MagnitudeScore
+from ladasearch.errors import LadaError
+
+
+def keep_largest(module: nn.Module, names: tuple[str, ...], keep: int) -> None:
+    """Magnitude pruning to exactly ``keep`` entries, as the loop does with the default score."""
+    prune_by_score(module, names, keep, MagnitudeScore())
 
 
 def rank_r(weight: torch.Tensor, r: int) -> torch.Tensor:
@@ -102,7 +112,8 @@ def test_factorized_embedding_equals_truncated_svd_table(rank):
     layer.B.data.copy_(b)
     ids = torch.randint(0, 100, (4, 9))
     expected = F.embedding(ids, rank_r(dense.weight.detach(), rank))
-    torch.testing.assert_close(layer(ids), expected, atol=1e-5, rtol=0)
+    # float32 SVD against a float64 one: entries differ by up to ~2e-5 here (N(0, 1) table)
+    torch.testing.assert_close(layer(ids), expected, atol=5e-5, rtol=0)
 
 
 def test_factorized_embedding_full_rank_reproduces_dense_table():
@@ -212,7 +223,7 @@ def test_count_dense_model_is_sum_of_numel(tiny_model):
     # per layer: Q, K, V, attention output (64x64) + intermediate and output (64x128), plus the pooler
     assert counts.encoder == 2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 64
     assert counts.dense == counts.total - counts.embedding - counts.encoder
-    assert counts.as_dict() == {"embedding": 64000, "encoder": 69632, "dense": counts.dense, "total": counts.total}
+    assert counts.to_json() == {"embedding": 64000, "encoder": 69632, "dense": counts.dense, "total": counts.total}
 
 
 def test_count_groups_cover_classifier_as_dense(tiny_model):
@@ -385,3 +396,68 @@ def test_compress_step_rejects_bad_fraction(tiny_model, ratios_for, fraction):
     plans = make_plan(tiny_model, ratios_for(count_parameters(tiny_model), 5.0))
     with pytest.raises(ValueError, match="fraction"):
         compress_step(tiny_model, plans, fraction)
+
+
+# --------------------------------------------------------------------------- pruning by score, module replacement
+
+
+@pytest.mark.parametrize("keep, expected", [
+    (1, [0, 0, 1, 0, 0, 0]),      # the single highest
+    (2, [1, 0, 1, 0, 0, 0]),      # a tie at 0.5 between positions 0, 3, 5: the first wins
+    (4, [1, 0, 1, 1, 0, 1]),      # the whole tie
+    (5, [1, 1, 1, 1, 0, 1]),      # tie at 0.1 between 1 and 4
+    (6, [1, 1, 1, 1, 1, 1]),
+])
+def test_top_mask_keeps_exact_count_ties_by_position(keep, expected):
+    scores = torch.tensor([0.5, 0.1, 0.9, 0.5, 0.1, 0.5])
+    assert top_mask(scores, keep).tolist() == [bool(v) for v in expected]
+
+
+class _FixedScore(PruningScore):
+    name = "fixed"
+
+    def __init__(self, make):
+        self.make = make
+
+    def scores(self, module, names, stats):
+        return {n: self.make(getattr(module, n)) for n in names}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: torch.zeros(3), "pruning score 'fixed' gave shape torch.Size([3]) for A, expected (16, 6)"),
+    (lambda t: torch.full_like(t, float("nan")), "pruning score 'fixed' gave non-finite scores for A, B"),
+])
+def test_prune_by_score_rejects_bad_scores(make, message):
+    with pytest.raises(LadaError, match=re.escape(message)):
+        prune_by_score(_factorized(), ("A", "B"), 10, _FixedScore(make))
+
+
+def test_prune_by_score_keeps_highest_scores_not_largest_values():
+    layer = _factorized(3)
+    prune_by_score(layer, ("A", "B"), 50, _FixedScore(lambda t: -t.abs()))  # smallest magnitudes score highest
+    values = torch.cat([layer.A_orig.detach().abs().flatten(), layer.B_orig.detach().abs().flatten()])
+    mask = torch.cat([masks_of(layer)["A"].flatten(), masks_of(layer)["B"].flatten()]).bool()
+    assert int(mask.sum()) == 50 and values[mask].max() <= values[~mask].min()
+
+
+class _WrongRank(Factorizer):
+    name = "wrong-rank"
+
+    def factorize(self, weight, rank, stats):
+        return truncated_factors(weight, rank + 1)
+
+
+def test_compress_step_rejects_factors_of_the_wrong_shape(tiny_model, ratios_for):
+    plans = make_plan(tiny_model, ratios_for(count_parameters(tiny_model), 5.0, "svd"))
+    with pytest.raises(LadaError, match=r"factorizer 'wrong-rank' gave factors of shapes \(1000, \d+\) and "
+                                        r"\(64, \d+\) for bert.embeddings.word_embeddings; expected"):
+        compress_step(tiny_model, plans, 1.0, factorizer=_WrongRank())
+
+
+def test_replace_module_swaps_a_nested_module(tiny_model):
+    new = nn.Linear(64, 64)
+    replace_module(tiny_model, "bert.encoder.layer.1.attention.self.key", new)
+    assert tiny_model.bert.encoder.layer[1].attention.self.key is new
+    head = nn.Linear(64, 2)
+    replace_module(tiny_model, "classifier", head)
+    assert tiny_model.classifier is head

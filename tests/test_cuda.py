@@ -13,9 +13,9 @@ import torch
 from ladasearch.compress import count_parameters
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
+from ladasearch.ladabert import compress_model
 from ladasearch.serialize import load_compressed, save_compressed
 from ladasearch.teacher import fine_tune
-from ladasearch.trial import compress_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -37,10 +37,10 @@ def test_compression_rounds_run_on_the_gpu(both):
     cpu, gpu = both
     assert {p.device.type for p in gpu.student.parameters()} == {"cuda"}
     assert gpu.achieved_factor == pytest.approx(5.0, rel=0.01)
-    assert [r["params"] for r in gpu.history] == [r["params"] for r in cpu.history]  # same counting rule
+    assert [r.params for r in gpu.history] == [r.params for r in cpu.history]  # same counting rule
     # (the losses differ from the CPU run's by a few %: the two SVD routines pick different bases of
     # near-equal singular values, so magnitude pruning keeps different entries of A and B)
-    assert all(0.0 <= r["score"] <= 1.0 and r["loss"] > 0 for r in gpu.history)
+    assert all(0.0 <= r.score <= 1.0 and r.losses["loss"] > 0 for r in gpu.history)
     # the trained student computes the same logits on either device
     ids = torch.randint(1, 1000, (3, 12), device="cuda")
     student = gpu.student.eval()

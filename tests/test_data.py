@@ -76,6 +76,26 @@ def test_task_table():
     assert TASKS["qqp"].glue_dir == "QQP" and TASKS["cola"].glue_dir == "CoLA"
 
 
+@pytest.mark.parametrize("task, names", [
+    ("sst2", ("negative", "positive")), ("mnli", ("entailment", "neutral", "contradiction")),
+    ("qnli", ("entailment", "not_entailment")), ("qqp", ("not_duplicate", "duplicate")),
+    ("mrpc", ("not_equivalent", "equivalent")), ("rte", ("entailment", "not_entailment")),
+    ("cola", ("unacceptable", "acceptable")), ("stsb", ()),
+])
+def test_label_names_match_the_head(task, names):
+    spec = TASKS[task]
+    assert spec.label_names == names
+    assert spec.num_labels == max(1, len(names)) and len(spec.tsv_labels) == len(names)
+    assert spec.main_metric in spec.metrics
+
+
+@needs_data
+@pytest.mark.parametrize("task", ["sst2", "mnli", "rte"])
+def test_tsv_labels_read_as_class_ids(task):
+    data = _load(task)
+    assert set(data.train.labels) == set(range(TASKS[task].num_labels))
+
+
 @pytest.mark.parametrize("bad", ["wnli", "mnli-m", "", "sst"])
 def test_get_task_unknown(bad):
     with pytest.raises(LadaError) as exc:

@@ -12,9 +12,9 @@ from ladasearch.compress import Ratios
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.features import Features
-from ladasearch.search import SearchConfig, run_search
-from ladasearch.space import SearchSpace
-from ladasearch.trial import compress_model
+from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
+from ladasearch.ladabert import compress_model
+from ladasearch.summary import RoundRecord
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
@@ -36,8 +36,8 @@ def _features(n: int, seed: int) -> Features:
     return Features(ids, mask, torch.zeros_like(ids), torch.randint(0, 2, (n,), generator=g))
 
 
-def _comparable(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+def _comparable(history: tuple[RoundRecord, ...]) -> list[RoundRecord]:
+    return [replace(row, seconds=0.0) for row in history]
 
 
 def test_compress_model_is_deterministic_for_a_seed():
@@ -53,8 +53,8 @@ def test_compress_model_is_deterministic_for_a_seed():
     other = compress_model(teacher, train, dev, TASKS["sst2"], ratios, replace(cfg, seed=8))
 
     assert _comparable(first.history) == _comparable(second.history)
-    assert [row["round"] for row in first.history] == [1, 2, 3]
-    assert all(row["loss"] > 0 for row in first.history)
+    assert [row.round for row in first.history] == [1, 2, 3]
+    assert all(row.losses["loss"] > 0 for row in first.history)
     assert first.score == second.score
     a, b = first.student.state_dict(), second.student.state_dict()
     assert a.keys() == b.keys()
@@ -63,7 +63,7 @@ def test_compress_model_is_deterministic_for_a_seed():
     # the seed matters: another seed trains differently (so the equality above is not vacuous)
     c = other.student.state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a if k in c and a[k].dtype.is_floating_point)
-    assert _comparable(first.history)[0]["loss"] != _comparable(other.history)[0]["loss"]
+    assert _comparable(first.history)[0].losses["loss"] != _comparable(other.history)[0].losses["loss"]
     # and the teacher was left as it was
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
 
@@ -72,10 +72,12 @@ def _search(tiny_dir, root: Path, name: str, uri: str):
     """One 3-trial TPE search (seed 3, one trial at a time, no early stopping), storage and teacher cache in root."""
     cfg = SearchConfig(name=name, target=5.0, num_samples=3, max_concurrent=1, sampler="tpe", scheduler="fifo",
                        seed=3, storage=str(root / "runs"), tracking_uri=uri)
-    outcome = run_search(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64, seed=3), str(tiny_dir),
-                         TeacherConfig(steps=5, seed=3), TrainConfig(rounds=2, steps_per_round=3, final_steps=2,
-                                                                     seed=3),
-                         SearchSpace.load("default"), cfg, cache_dir=str(root / "cache"), log=lambda s: None)
+    settings = SearchSettings(data=DataConfig("sst2", str(GLUE), max_train=200, max_dev=64, seed=3),
+                              model=str(tiny_dir), search=cfg, space=SearchSpace.load("default"),
+                              teacher=TeacherConfig(steps=5, seed=3),
+                              train=TrainConfig(rounds=2, steps_per_round=3, final_steps=2, seed=3),
+                              cache_dir=str(root / "cache"))
+    outcome = run_search(settings, log=lambda s: None)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -83,8 +85,9 @@ def _search(tiny_dir, root: Path, name: str, uri: str):
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
     rows = []
     for child in sorted(children, key=lambda c: c.info.start_time):
+        # every metric of the trial (per-round scores, losses, sizes), each with its steps
         history = {key: [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)]
-                   for key in ("score", "loss", "achieved_factor")}
+                   for key in sorted(child.data.metrics)}
         rows.append({"config": {k: v for k, v in child.data.params.items() if k.startswith("config.")},
                      "ratios": {k: child.data.params[k] for k in ("embedding_ratio", "svd_ratio", "weight_ratio")},
                      "outcome": child.data.tags["ladasearch.outcome"], "history": history})
@@ -110,7 +113,8 @@ def test_search_is_deterministic_for_a_seed(tiny_dir, tmp_path, monkeypatch):
         assert a["config"] == b["config"]
         assert a["ratios"] == b["ratios"]
         assert a["history"] == b["history"]
-        assert [step for step, _ in a["history"]["score"]] == [1, 2, 3]
-    assert [t["config"] for t in one.trials] == [t["config"] for t in two.trials]
-    assert [t["score"] for t in one.trials] == [t["score"] for t in two.trials]
-    assert one.best["score"] == two.best["score"] and one.best["config"] == two.best["config"]
+        assert {"val_score", "loss", "achieved_factor"} <= set(a["history"])
+        assert [step for step, _ in a["history"]["val_score"]] == [1, 2, 3]
+    assert [t.config for t in one.trials] == [t.config for t in two.trials]
+    assert [t.score for t in one.trials] == [t.score for t in two.trials]
+    assert one.best.score == two.best.score and one.best.config == two.best.config

@@ -1,4 +1,5 @@
-"""Export of compressed models: ONNX, the fast inference path, file size on disk, and measure.compare."""
+"""Inference of compressed models: random inputs, the timer, ONNX, the fast path, file size on disk, and
+measure.compare."""
 
 from __future__ import annotations
 
@@ -6,10 +7,27 @@ import copy
 import json
 
 import pytest
+import torch
 
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
-from ladasearch.export.fast import SparseFactorizedLinear, SparseLinear, logits_diff, optimize_for_inference
+from ladasearch.errors import LadaError
+from ladasearch.inference.fast import logits_diff, optimize_for_inference
+from ladasearch.inference.sparse import SparseFactorizedLinear, SparseLinear
 from ladasearch.serialize import load_compressed, save_compressed
+from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
+
+
+def params(counts) -> ParamRecord:
+    return ParamRecord(counts.embedding, counts.encoder, counts.dense)
+
+
+def summary_of(teacher, student, ratios, target: float, score: float = 0.5) -> TrialSummary:
+    teacher_counts, student_counts = count_parameters(teacher), count_parameters(student)
+    return TrialSummary(
+        task="sst2", main_metric="accuracy", ratios=RatioRecord("hybrid", ratios.embedding, ratios.svd, ratios.weight),
+        achieved_factor=teacher_counts.total / student_counts.total, teacher_params=params(teacher_counts),
+        student_params=params(student_counts), matrices=(), score=score, metrics={"accuracy": score}, history=(),
+        target=target)
 
 
 def compressed(model, ratios, rounds: int = 2):
@@ -30,18 +48,16 @@ def tiny_pair(tmp_path_factory):
     ratios = feasible_ratios(counts, 5.0)
     student = compressed(teacher, ratios)
     root = tmp_path_factory.mktemp("export_models")
-    summary = {"ratios": {"method": "hybrid", "embedding": ratios.embedding, "svd": ratios.svd,
-                          "weight": ratios.weight}, "student_params": count_parameters(student).as_dict(),
-               "teacher_params": counts.as_dict(), "score": 0.5, "target": 5.0}
+    summary = summary_of(teacher, student, ratios, 5.0)
     save_compressed(student, root / "student", summary)
-    (root / "student" / "summary.json").write_text(json.dumps(summary))
+    (root / "student" / "summary.json").write_text(json.dumps(summary.to_json()))
     teacher.save_pretrained(root / "teacher")
     return root / "teacher", root / "student", teacher, load_compressed(root / "student")
 
 
 def test_onnx_export_matches_torch_logits(tiny_pair, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from ladasearch.export.onnx import check_onnx, export_onnx
+    from ladasearch.inference.onnx import check_onnx, export_onnx
 
     _, _, _, student = tiny_pair
     path = export_onnx(student, tmp_path / "m.onnx", seq_len=16)
@@ -98,7 +114,7 @@ def test_fast_path_times_sparse_kernels_of_a_pruned_model_loaded_without_masks(m
     teacher = make_tiny(0)
     counts = count_parameters(teacher)
     student = compressed(teacher, solve(counts, 2.0, method="prune", embedding=0.5))
-    save_compressed(student, tmp_path / "p", {})
+    save_compressed(student, tmp_path / "p")
     plain = load_compressed(tmp_path / "p", keep_masks=False)  # what `ladasearch measure` times
     assert not any(n.endswith("_mask") for n, _ in plain.named_buffers())
     fast, report = optimize_for_inference(plain, mode="measure", tokens=64, runs=2, max_sparse_density=1.0)
@@ -125,7 +141,7 @@ def test_10x_model_file_is_at_most_a_sixth_of_the_teacher(make_tiny, ratios_for,
 
 
 def test_compare_measures_and_writes_the_summary(tiny_pair):
-    from ladasearch.export.measure import compare, file_bytes, format_comparison
+    from ladasearch.inference.measure import compare, file_bytes, format_comparison
 
     teacher_dir, student_dir, _, _ = tiny_pair
     result = compare(teacher_dir, student_dir, seq_len=16, batch_sizes=(1, 4), runs={1: 2, 4: 2},
@@ -147,3 +163,64 @@ def test_compare_measures_and_writes_the_summary(tiny_pair):
     assert summary["score"] == 0.5  # the rest of the summary is kept
     load_compressed(student_dir)  # still loadable
     assert "latency plain b4" in format_comparison(result)
+
+
+def test_fast_path_difference_names_the_layer(tiny_pair):
+    _, _, _, student = tiny_pair
+    _, report = optimize_for_inference(student, mode="macs")
+    linear = [name for name, layer in report["layers"].items() if layer["kind"] == "linear"]
+    with pytest.raises(LadaError, match=r"changes the logits by .* \(allowed: < 0\); largest layer difference: "
+                                        r"bert\..* \(dense\) by "):
+        optimize_for_inference(student, mode="plan", plan=dict.fromkeys(linear, "dense"), atol=0.0)
+    with pytest.raises(LadaError, match="no layer was replaced"):
+        optimize_for_inference(student, mode="plan", plan={}, attention=None, atol=0.0)
+
+
+def test_compare_rejects_a_hand_edited_summary(tiny_pair, tmp_path):
+    import shutil
+
+    from ladasearch.inference.measure import write_inference
+
+    _, student_dir, _, _ = tiny_pair
+    folder = tmp_path / "edited"
+    shutil.copytree(student_dir, folder)
+    data = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**data, "student_params": {"embedding": "many"}}))
+    with pytest.raises(LadaError, match=r"summary.json.student_params.embedding must be int, got 'many'"):
+        write_inference(folder, {"seq_len": 16})
+    (folder / "summary.json").unlink()
+    assert write_inference(folder, {"seq_len": 16}) == [folder / "ladasearch.json"]
+    assert json.loads((folder / "ladasearch.json").read_text())["summary"]["inference"] == {"seq_len": 16}
+
+
+@pytest.mark.parametrize("batch, seq_len, padded", [(1, 8, False), (3, 16, True), (2, 64, True)])
+def test_random_inputs(make_tiny, batch, seq_len, padded):
+    from ladasearch.inference.inputs import INPUT_NAMES, random_inputs
+
+    model = make_tiny(0)
+    inputs = random_inputs(model, batch, seq_len, seed=3, padded=padded)
+    assert tuple(inputs) == INPUT_NAMES
+    assert all(t.shape == (batch, seq_len) and t.dtype == torch.int64 for t in inputs.values())
+    assert int(inputs["input_ids"].max()) < model.config.vocab_size
+    assert torch.equal(inputs["input_ids"], random_inputs(model, batch, seq_len, seed=3)["input_ids"])
+    padding = int((inputs["attention_mask"] == 0).sum())
+    assert padding == (seq_len - seq_len // 2 if padded else 0)
+    assert int(inputs["token_type_ids"].sum()) == (seq_len - seq_len // 2 if padded and batch > 1 else 0)
+    with pytest.raises(LadaError, match="above the model's maximum of 64"):
+        random_inputs(model, batch, 65)
+
+
+def test_timer_counts_and_orders_runs(make_tiny):
+    import time
+
+    from ladasearch.inference.timing import forward_latency, latency_ms, time_interleaved
+
+    calls = []
+    timings = time_interleaved({"fast": lambda: calls.append("f"),
+                                "slow": lambda: (calls.append("s"), time.sleep(0.004))}, runs=3, warmup=1)
+    assert calls == ["f", "s", "f", "s", "f", "s", "f", "s"]  # warm-up, then interleaved
+    assert timings["slow"].runs == 3 and timings["slow"].min_ms >= 4.0 > timings["fast"].median_ms
+    assert timings["fast"].min_ms <= timings["fast"].median_ms
+    model = make_tiny(0)
+    assert 0 < latency_ms(model, 16, "cpu", repeats=3)
+    assert forward_latency(model, 2, 16, runs=4).runs == 4

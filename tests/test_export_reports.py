@@ -10,10 +10,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ladasearch.compress import Ratios
 from ladasearch.errors import LadaError
-from ladasearch.export.sources import load_summaries
-from ladasearch.export.table import format_table, ratio_table
+from ladasearch.report.records import LoadedTrial, Source
+from ladasearch.report.sources import load_summaries
+from ladasearch.report.table import format_table, ratio_table
+from ladasearch.summary import MatrixRecord, ParamRecord, RatioRecord, RoundRecord, TrialSummary
 
 RANK_NAMES = ["bert.embeddings.word_embeddings"] + [
     f"bert.encoder.layer.{i}.{part}" for i in range(2)
@@ -22,34 +23,34 @@ RANK_NAMES = ["bert.embeddings.word_embeddings"] + [
 
 
 def fake_summary(target: float, embedding: float, svd: float, weight: float, score: float, rounds: int = 3,
-                 teacher_params: int = 1_000_000, ranks=(40, 10, 20)) -> dict:
-    """A trial summary shaped like CompressionResult.summary() + the keys compress/search add."""
-    ratios = Ratios(embedding, svd, weight)
+                 teacher_params: int = 1_000_000, ranks=(40, 10, 20), status: str = "completed") -> dict:
+    """The summary.json of a trial: a TrialSummary with 1 embedding and 13 encoder matrices, as JSON."""
     student = round(teacher_params / (target * 1.01))
+    student_params = ParamRecord(embedding=student // 3, encoder=student - student // 3 - 50_000, dense=50_000)
     emb_rank, low, high = ranks
     encoder_ranks = [low + (i * (high - low)) // 12 for i in range(13)]
-    history = [{"round": r, "final": r == rounds + 1, "score": score - 0.05 * (rounds + 1 - r),
-                "achieved_factor": target ** (r / rounds) if r <= rounds else target * 1.01,
-                "params": student} for r in range(1, rounds + 2)]
-    return {
-        "ratios": {"method": "hybrid", "embedding": embedding, "svd": svd, "weight": weight,
-                   "encoder": ratios.encoder},
-        "reduction_factors": ratios.reduction_factors(), "achieved_factor": target * 1.01,
-        "teacher_params": {"embedding": 400_000, "encoder": 550_000, "dense": 50_000, "total": teacher_params},
-        "student_params": {"total": student}, "ranks": dict(zip(RANK_NAMES, [emb_rank] + encoder_ranks)),
-        "score": score, "metrics": {"accuracy": score}, "history": history, "task": "sst2",
-        "main_metric": "accuracy", "target": target, "teacher_score": 0.9,
-    }
+    matrices = (MatrixRecord(RANK_NAMES[0], "embedding", (1000, 64), emb_rank),) + tuple(
+        MatrixRecord(name, "encoder", (64, 64), rank) for name, rank in zip(RANK_NAMES[1:], encoder_ranks))
+    history = tuple(RoundRecord(round=r, final=r == rounds + 1, score=score - 0.05 * (rounds + 1 - r),
+                                metrics={"accuracy": score - 0.05 * (rounds + 1 - r)}, params=student_params,
+                                achieved_factor=target ** (r / rounds) if r <= rounds else target * 1.01,
+                                losses={"loss": 1.0 / r}, seconds=1.0) for r in range(1, rounds + 2))
+    return TrialSummary(
+        task="sst2", main_metric="accuracy", ratios=RatioRecord("hybrid", embedding, svd, weight),
+        achieved_factor=target * 1.01, teacher_params=ParamRecord(400_000, 550_000, 50_000),
+        student_params=student_params, matrices=matrices, score=score, metrics={"accuracy": score}, history=history,
+        status=status, target=target, teacher_score=0.9).to_json()
 
 
 SUMMARIES = [fake_summary(5.0, 0.25, 0.5, 0.4, 0.85), fake_summary(5.0, 0.2, 0.6, 0.35, 0.83),
              fake_summary(10.0, 0.1, 0.4, 0.25, 0.8, ranks=(16, 6, 12))]
+TRIALS = [LoadedTrial(TrialSummary.from_json(s)) for s in SUMMARIES]
 
 
 def test_table_numbers_in_every_format():
-    rows = ratio_table(SUMMARIES)
+    rows = ratio_table(TRIALS)
     assert [(r["target"], r["score"]) for r in rows] == [(5.0, 0.85), (10.0, 0.8)]  # best per target
-    assert len(ratio_table(SUMMARIES, best_only=False)) == 3
+    assert len(ratio_table(TRIALS, best_only=False)) == 3
     best5 = rows[0]
     assert best5["embedding"] == pytest.approx(1 / 0.25) and best5["svd"] == pytest.approx(2.0)
     assert best5["weight"] == pytest.approx(2.5) and best5["encoder"] == pytest.approx(5.0)
@@ -78,11 +79,12 @@ def test_table_numbers_in_every_format():
 
 
 def test_plots_write_pngs(tmp_path):
-    from ladasearch.export.plots import learning_curves, pareto_front, pareto_plot, ratio_split
+    from ladasearch.report.pareto import pareto_front
+    from ladasearch.report.plots import learning_curves, pareto_plot, ratio_split
 
     assert pareto_front([(5.0, 0.8), (5.0, 0.85), (10.0, 0.8), (7.0, 0.7)]) == [1, 2]
     for fn, name in ((pareto_plot, "pareto.png"), (learning_curves, "curves.png"), (ratio_split, "split.png")):
-        path = fn(SUMMARIES, tmp_path / "plots" / name)
+        path = fn(TRIALS, tmp_path / "plots" / name)
         assert path == tmp_path / "plots" / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     with pytest.raises(LadaError):
@@ -100,13 +102,39 @@ def test_summaries_from_folders(tmp_path):
     write_folder(tmp_path / "runs" / "sst2-10x", SUMMARIES[2])
     (tmp_path / "runs" / "notes").mkdir()
     got = load_summaries(one)
-    assert len(got) == 1 and got[0]["score"] == 0.85
-    assert got[0]["source"] == {"kind": "folder", "label": "sst2-5x", "path": str(one)}
-    assert sorted(s["target"] for s in load_summaries(tmp_path / "runs")) == [5.0, 10.0]
+    assert len(got) == 1 and got[0].summary.score == 0.85
+    assert got[0].source == Source("folder", "sst2-5x", path=str(one))
+    assert sorted(s.summary.target for s in load_summaries(tmp_path / "runs")) == [5.0, 10.0]
     with pytest.raises(LadaError, match="no summary.json"):
         load_summaries(tmp_path / "runs" / "notes")
     with pytest.raises(LadaError, match="neither"):
         load_summaries(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("achieved_factor", "five", r"summary.json.achieved_factor must be float, got 'five'"),
+    ("score", [0.8], r"summary.json.score must be float"),
+    ("ratios", {"method": "hybrid", "embedding": 2.0, "svd": 0.5, "weight": 0.5}, r"ratios.embedding must be"),
+    ("matrices", [{"name": "m", "group": "decoder", "shape": [4, 4]}], r"group 'decoder' is not one of"),
+])
+def test_hand_edited_summary_is_one_error_line(tmp_path, key, value, message):
+    folder = write_folder(tmp_path / "edited", {**SUMMARIES[0], key: value})
+    with pytest.raises(LadaError, match=message):
+        load_summaries(folder)
+    result = CliRunner().invoke(cli(), ["export", str(folder)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("points, maximize, front", [
+    ([(5.0, 0.8), (5.0, 0.85), (10.0, 0.8), (7.0, 0.7)], (True, True), [1, 2]),
+    ([(3.0, 0.8), (1.0, 0.7), (2.0, 0.9), (4.0, 0.9)], (False, True), [1, 2]),  # latency (lower), score
+    ([(1.0, 0.5), (1.0, 0.5)], (True, True), [0, 1]),  # equal points do not dominate each other
+    ([], (True, True), []),
+])
+def test_pareto_front(points, maximize, front):
+    from ladasearch.report.pareto import pareto_front
+
+    assert pareto_front(points, maximize) == front
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +153,8 @@ def mlflow_store(tmp_path_factory):
     parent = client.create_run(exp, run_name="sst2-search", tags={
         "ladasearch.role": "search", "ladasearch.search": "sst2-search", "ladasearch.task": "sst2",
         "ladasearch.target": "5.0"}).info.run_id
-    trials = [SUMMARIES[0], SUMMARIES[1], {"history": SUMMARIES[0]["history"][:1], "stopped_early": True,
-                                           "score": 0.5, "achieved_factor": 1.7}, SUMMARIES[1]]
+    stopped = fake_summary(5.0, 0.25, 0.5, 0.4, 0.5, rounds=1, status="stopped_early")
+    trials = [SUMMARIES[0], SUMMARIES[1], stopped, SUMMARIES[1]]
     for i, summary in enumerate(trials):
         run = client.create_run(exp, run_name=f"trial-{i}", tags={
             "ladasearch.role": "trial", "mlflow.parentRunId": parent, "ladasearch.trial_id": f"t{i}"}).info.run_id
@@ -141,10 +169,10 @@ def test_summaries_from_mlflow(mlflow_store, monkeypatch):
     uri, parent, other = mlflow_store
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     by_name = load_summaries("sst2-search", uri)
-    assert sorted(s["score"] for s in by_name) == [0.83, 0.85]
-    assert all(s["source"]["parent_run_id"] == parent and s["source"]["label"] == "sst2-search" for s in by_name)
+    assert sorted(s.summary.score for s in by_name) == [0.83, 0.85]
+    assert all(s.source.parent_run_id == parent and s.source.label == "sst2-search" for s in by_name)
     by_id = load_summaries(parent, uri)
-    assert sorted(s["source"]["run_id"] for s in by_id) == sorted(s["source"]["run_id"] for s in by_name)
+    assert sorted(s.source.run_id for s in by_id) == sorted(s.source.run_id for s in by_name)
     assert len(load_summaries("sst2-search", uri, include_incomplete=True)) == 3  # + the stopped trial
     assert load_summaries("other", uri) == []
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the environment variable is used without --tracking-uri
@@ -152,7 +180,7 @@ def test_summaries_from_mlflow(mlflow_store, monkeypatch):
     with pytest.raises(LadaError, match="neither a folder"):
         load_summaries("no-such-search", uri)
     with pytest.raises(LadaError, match="not a search"):
-        load_summaries(by_name[0]["source"]["run_id"], uri)
+        load_summaries(by_name[0].source.run_id, uri)
     with pytest.raises(LadaError, match="no MLflow store"):
         load_summaries("sst2-search", "sqlite:////nonexistent/dir/mlflow.db")
 

@@ -17,8 +17,7 @@ from click.testing import CliRunner
 
 from ladasearch.cli import main
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
-from ladasearch.search import SearchConfig, run_search
-from ladasearch.space import SearchSpace
+from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
@@ -86,10 +85,10 @@ def test_diverging_trial_fails_alone(tiny_dir, tmp_path, uri, monkeypatch):
     # RandomSampler(seed=10) draws 1e-4, 1e12, 1e-4 for the three trials: both values, certainly
     cfg = SearchConfig(name="nan", target=5.0, num_samples=3, max_concurrent=2, sampler="random", scheduler="fifo",
                        seed=10, storage=str(tmp_path / "runs"), tracking_uri=uri)
-    outcome = run_search(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir),
-                         TeacherConfig(steps=5), TrainConfig(rounds=2, steps_per_round=3, final_steps=2),
-                         SearchSpace.load(str(space_file)), cfg, cache_dir=str(tmp_path / "cache"),
-                         log=lambda s: None)
+    settings = SearchSettings(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir), cfg,
+                              SearchSpace.load(str(space_file)), TeacherConfig(steps=5),
+                              TrainConfig(rounds=2, steps_per_round=3, final_steps=2), cache_dir=str(tmp_path / "cache"))
+    outcome = run_search(settings, log=lambda s: None)
 
     parents, children = _runs(uri, "nan")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -107,15 +106,15 @@ def test_diverging_trial_fails_alone(tiny_dir, tmp_path, uri, monkeypatch):
         else:
             assert child.info.status == "FINISHED", (child.info.status, tags.get("ladasearch.error"))
             assert tags["ladasearch.outcome"] == "completed"
-            assert 0.0 <= child.data.metrics["score"] <= 1.0
+            assert 0.0 <= child.data.metrics["val_score"] <= 1.0
             assert child.data.params["train.learning_rate"] == "0.0001"
     assert parents[0].data.metrics["trials_failed"] == len(huge)
     assert parents[0].data.metrics["trials_completed"] == len(normal)
 
-    statuses = sorted(t["status"] for t in outcome.trials)
+    statuses = sorted(t.status for t in outcome.trials)
     assert statuses == sorted(["failed"] * len(huge) + ["completed"] * len(normal))
-    assert all(t["config"]["learning_rate"] == HUGE_LR for t in outcome.trials if t["status"] == "failed")
-    assert outcome.best is not None and outcome.best["config"]["learning_rate"] == 1.0e-4
+    assert all(t.config["learning_rate"] == HUGE_LR for t in outcome.trials if t.status == "failed")
+    assert outcome.best is not None and outcome.best.config["learning_rate"] == 1.0e-4
     assert (outcome.best_model / "ladasearch.json").is_file()
 
 
@@ -180,7 +179,7 @@ def test_killed_trial_process_fails_that_trial_only(tiny_dir, tmp_path, uri):
     for child in rest:
         assert child.info.status == "FINISHED", (child.data.tags, output[-2000:])
         assert child.data.tags["ladasearch.outcome"] == "completed"
-        assert 0.0 <= child.data.metrics["score"] <= 1.0
+        assert 0.0 <= child.data.metrics["val_score"] <= 1.0
     assert parents[0].data.metrics["trials_failed"] == 1 and parents[0].data.metrics["trials_completed"] == 2
     assert "search oom: 2 trials completed, 0 stopped early, 1 failed" in output
 

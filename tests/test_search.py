@@ -8,15 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ladasearch.compress import budget, count_parameters, Ratios
-from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
+from ladasearch.config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from ladasearch.errors import LadaError
-from ladasearch.search import SearchConfig, _sampler, run_search, startup_trials
-from ladasearch.space import SearchSpace
+from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace, run_search
+from ladasearch.search.samplers import make_sampler, startup_trials
+from ladasearch.summary import TrialSummary
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
@@ -48,9 +50,9 @@ def _args(tiny_dir, tmp_path, name, trials, extra=()):
 @pytest.mark.parametrize("trials, startup", [(1, 2), (3, 2), (8, 2), (16, 5), (30, 10), (200, 10)])
 def test_model_based_samplers_start_after_a_third_of_the_budget(trials, startup):
     assert startup_trials(trials) == startup
-    assert _sampler("tpe", 0, False, trials)._n_startup_trials == startup
-    assert _sampler("gp", 0, False, trials)._n_startup_trials == startup
-    assert _sampler("tpe", 0, False, trials, startup=7)._n_startup_trials == 7
+    assert make_sampler("tpe", 0, False, trials)._n_startup_trials == startup
+    assert make_sampler("gp", 0, False, trials)._n_startup_trials == startup
+    assert make_sampler("tpe", 0, False, trials, startup=7)._n_startup_trials == 7
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5])
@@ -59,15 +61,137 @@ def test_bad_startup_trials(value):
         SearchConfig(name="x", target=5.0, startup_trials=value)
 
 
+@pytest.mark.parametrize("sampler", ["cmaes", "gp"])
+def test_single_objective_sampler_refused_with_latency(sampler):
+    with pytest.raises(LadaError, match=f"sampler '{sampler}' is single-objective; use tpe, random, qmc, nsga2"):
+        SearchConfig(name="x", target=5.0, sampler=sampler, objectives=("score", "latency_ms"))
+
+
+@pytest.mark.parametrize("space", ["default", "ratios", "paper", "prune_only"])
+def test_settings_come_back_from_the_spec_file_as_they_were(tmp_path, space):
+    settings = SearchSettings(DataConfig("sst2", "/data/glue", max_train=200, max_dev=64, seed=3), "minilm",
+                              SearchConfig(name="s", target=7.5, num_samples=3, sampler="random", seed=4,
+                                           objectives=("score", "latency_ms"), storage=str(tmp_path / "runs")),
+                              SearchSpace.load(space), TeacherConfig(steps=7),
+                              TrainConfig(rounds=3, learning_rate=2e-4, loss_weights=LossWeights(hidden=0.5)),
+                              teacher_path="/teachers/t1", device="cpu", cache_dir="/cache")
+    path = SavedSearch(settings, "f" * 32).write()
+    assert path == tmp_path / "runs" / "s.ladasearch.json"
+    assert json.loads(path.read_text())["parent_run_id"] == "f" * 32
+    saved = SavedSearch.read(path)
+    assert saved.settings == settings and saved.parent_run_id == "f" * 32
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "could not read the search spec"),
+    ('{"model": "minilm"}', "has no MLflow parent run id"),
+    ('{"parent_run_id": "abc", "model": "minilm"}', "has no 'train'"),
+])
+def test_broken_spec_file(tmp_path, text, message):
+    path = tmp_path / "s.ladasearch.json"
+    path.write_text(text)
+    with pytest.raises(LadaError, match=message):
+        SavedSearch.read(path)
+
+
+def test_tracking_uri_resolver_creates_the_store_only_when_asked(tmp_path, monkeypatch):
+    from ladasearch.tracking import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert resolve_tracking_uri(create=False) == default and not (tmp_path / "mlruns").exists()
+    assert resolve_tracking_uri() == default and (tmp_path / "mlruns").is_dir()
+    assert resolve_tracking_uri("sqlite:////x/y.db", create=False) == "sqlite:////x/y.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:///elsewhere")
+    assert resolve_tracking_uri() == resolve_tracking_uri(create=False) == "file:///elsewhere"
+
+
+def _loop(tiny_model, tiny_features, target=5.0):
+    """(payload, ratios, plans, records, ranks after each compression) of a 2-round run on the tiny model."""
+    from ladasearch.compress import compressible_modules, make_plan
+    from ladasearch.config import CompressionConfig
+    from ladasearch.data import TASKS
+    from ladasearch.ladabert import LoopHooks, compress_model
+    from ladasearch.search.worker import SummaryContext, TrialPayload
+
+    counts = count_parameters(tiny_model)
+    space = SearchSpace.load("ratios").bounded(counts, target)
+    low, high = space.embedding_ratio.low, space.embedding_ratio.high
+    ratios = space.ratios({"embedding_ratio": (low + high) / 2, "svd_split": 0.5}, counts, target)
+    train_cfg = TrainConfig(rounds=2, steps_per_round=1, final_steps=1, batch_size=8)
+    payload = TrialPayload(None, {}, *tiny_features, TASKS["sst2"], counts, space, train_cfg, CompressionConfig(), 1,
+                           16, ("score",), SummaryContext(target, "tiny", "/teacher", 0.5, data={"source": "x"},
+                                                          space="ratios"))
+    records, ranks = [], []
+
+    def after_compress(number, student):
+        ranks.append({n: m.rank for n, (_, m) in compressible_modules(student).items() if hasattr(m, "rank")})
+
+    compress_model(tiny_model, *tiny_features, TASKS["sst2"], ratios, train_cfg,
+                   hooks=LoopHooks(after_compress=after_compress, after_eval=records.append))
+    return payload, ratios, make_plan(tiny_model, ratios), records, ranks
+
+
+def test_a_trial_stopped_after_a_round_has_a_full_summary(tiny_model, tiny_features):
+    """The summary every report carries: status stopped_early, the matrices at that round's size, valid JSON."""
+    from ladasearch.search.worker import RoundReporter
+
+    payload, ratios, plans, records, ranks = _loop(tiny_model, tiny_features)
+    reporter = RoundReporter(payload, {"embedding_ratio": ratios.embedding, "svd_split": 0.5}, ratios, plans,
+                             payload.counts, payload.train_cfg, {})
+    reporter.history.append(records[0])
+    summary = reporter.so_far(records[0])
+    assert summary.status == "stopped_early" and not summary.completed
+    assert summary.ranks == ranks[0] and summary.ranks != ranks[1]   # round 1's ranks, not the final ones
+    assert summary.achieved_factor == records[0].achieved_factor < 5.0
+    assert summary.history == (records[0],) and summary.score == records[0].score
+    assert (summary.target, summary.teacher_score, summary.space) == (5.0, 0.5, "ratios")
+    assert TrialSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
+
+
+def test_mlflow_trial_runs_get_the_task_metrics_and_the_stopped_summary(tiny_model, tiny_features, tmp_path):
+    """Per-round MLflow metrics carry whatever the task measures (here a metric no list names), and a trial the
+    scheduler stops keeps its typed summary; the tracker reads both back for the reports."""
+    from types import SimpleNamespace
+
+    from ladasearch.search.callbacks import MlflowTrials
+    from ladasearch.search.worker import SUMMARY_KEY, RoundReporter
+    from ladasearch.tracking import Tracker
+
+    payload, ratios, plans, records, _ = _loop(tiny_model, tiny_features)
+    reporter = RoundReporter(payload, {}, ratios, plans, payload.counts, payload.train_cfg, {})
+    odd = [replace(r, metrics={**r.metrics, "balanced_accuracy": 0.25 * r.round}) for r in records]
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_search("s9", {"ladasearch.task": "sst2"}, {"target": 5.0})
+    callback = MlflowTrials(tracker, parent, {"ladasearch.task": "sst2"}, {"target": 5.0})
+    trial = SimpleNamespace(trial_id="t1", config={"embedding_ratio": ratios.embedding}, last_result=None)
+    for record in odd[:2]:
+        reporter.history.append(record)
+        trial.last_result = {**record.flat(), SUMMARY_KEY: json.dumps(reporter.so_far(record).to_json())}
+        callback.on_trial_result(0, [], trial, trial.last_result)
+    callback.on_trial_complete(0, [], trial)
+
+    found = Tracker.existing(tracker.tracking_uri).find_search("s9")
+    assert found is not None and found.run_id == parent
+    (run,) = tracker.trial_runs(found)
+    history = tracker.client.get_metric_history(run.run_id, "balanced_accuracy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.25), (2, 0.5)]
+    assert run.tags["ladasearch.outcome"] == "stopped_early" and run.status == "FINISHED"
+    summary = TrialSummary.from_json(tracker.read_summary(run.run_id))
+    assert summary.status == "stopped_early" and summary.history == tuple(odd[:2])
+    assert tracker.read_summary(parent) is None
+
+
 def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = SearchConfig(name="s1", target=5.0, num_samples=4, max_concurrent=2, storage=str(tmp_path / "runs"),
                        tracking_uri=uri)
     train = TrainConfig(rounds=2, steps_per_round=3, final_steps=2)
-    outcome = run_search(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir),
-                         TeacherConfig(steps=5), train, SearchSpace.load("ratios"), cfg,
-                         cache_dir=str(tmp_path / "cache"), log=lambda s: None)
+    outcome = run_search(SearchSettings(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir), cfg,
+                                        SearchSpace.load("ratios"), TeacherConfig(steps=5), train,
+                                        cache_dir=str(tmp_path / "cache")), log=lambda s: None)
 
     parents, children = _runs(uri, "s1")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -85,12 +209,21 @@ def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, mo
         last = client.get_metric_history(child.info.run_id, "achieved_factor")[-1].value
         if child.data.tags.get("ladasearch.outcome") == "completed":
             assert last == pytest.approx(5.0, rel=0.01)
-            assert 0.0 <= child.data.metrics["score"] <= 1.0
+            assert 0.0 <= child.data.metrics["val_score"] <= 1.0
     best = outcome.best
-    assert best is not None and best["achieved_factor"] == pytest.approx(5.0, rel=0.01)
+    assert best is not None and best.achieved_factor == pytest.approx(5.0, rel=0.01)
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
     assert "best_model" in artifacts and "best_summary.json" in artifacts
     assert (outcome.best_model / "ladasearch.json").is_file()
+    assert {"trials.json", "plots", "search_space.json"} <= set(artifacts)
+    from ladasearch.tracking import Tracker
+
+    tracker = Tracker(uri)
+    for child in children:  # a trial stopped early still has its typed summary, up to the round it reached
+        summary = TrialSummary.from_json(tracker.read_summary(child.info.run_id))
+        assert summary.status == child.data.tags["ladasearch.outcome"]
+        assert summary.history[-1].round == int(child.data.metrics["round"])
+    assert sorted(t.status for t in outcome.trials) == sorted(c.data.tags["ladasearch.outcome"] for c in children)
 
 
 def test_killed_search_resumes_without_losing_or_duplicating_runs(tiny_dir, tmp_path):
@@ -175,13 +308,15 @@ def test_search_runs_on_a_two_node_ray_cluster(tiny_dir, tmp_path, monkeypatch):
         cfg = SearchConfig(name="c", target=5.0, num_samples=2, max_concurrent=2, storage=str(tmp_path / "runs"),
                            tracking_uri=uri, address=cluster.address, objectives=("score", "latency_ms"),
                            sampler="random")
-        outcome = run_search(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir),
-                             TeacherConfig(steps=5), TrainConfig(rounds=2, steps_per_round=20, final_steps=2),
-                             SearchSpace.load("ratios"), cfg, cache_dir=str(tmp_path / "cache"), log=lambda s: None)
+        settings = SearchSettings(DataConfig("sst2", str(GLUE), max_train=200, max_dev=64), str(tiny_dir), cfg,
+                                  SearchSpace.load("ratios"), TeacherConfig(steps=5),
+                                  TrainConfig(rounds=2, steps_per_round=20, final_steps=2),
+                                  cache_dir=str(tmp_path / "cache"))
+        outcome = run_search(settings, log=lambda s: None)
     finally:
         cluster.shutdown()
     _, children = _runs(uri, "c")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     nodes = {c.data.params["ray.node_id"] for c in children}
     assert len(nodes) == 2  # one CPU per node, two trials at once: one trial on each node
-    assert outcome.pareto and all(r["latency_ms"] > 0 for r in outcome.pareto)
+    assert outcome.pareto and all(r.latency_ms > 0 for r in outcome.pareto)

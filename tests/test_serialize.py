@@ -12,7 +12,15 @@ import ladasearch
 from ladasearch.compress import FactorizedEmbedding, FactorizedLinear, compress_step, count_parameters, make_plan
 from ladasearch.compress.prune import masks_of
 from ladasearch.errors import LadaError
-from ladasearch.serialize import META, WEIGHTS, layer_structure, load_compressed, save_compressed
+from ladasearch.serialize import META, WEIGHTS, layer_structure, load_compressed, save_compressed, saved_summary
+from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
+
+
+def _summary(score: float, target: float = 5.0) -> TrialSummary:
+    return TrialSummary(task="sst2", main_metric="accuracy", ratios=RatioRecord("hybrid", 0.5, 0.5, 0.4),
+                        achieved_factor=target, teacher_params=ParamRecord(500, 400, 100),
+                        student_params=ParamRecord(50, 40, 10), matrices=(), score=score,
+                        metrics={"accuracy": score}, history=(), target=target)
 
 
 def _inputs():
@@ -49,7 +57,7 @@ def student(request, tiny_model, ratios_for):
 
 
 def test_round_trip_identical_logits_and_counts(student, tmp_path):
-    path = save_compressed(student, tmp_path / "out", summary={"score": 0.5})
+    path = save_compressed(student, tmp_path / "out", summary=_summary(0.5))
     loaded = ladasearch.load(path)
     assert torch.equal(_logits(loaded), _logits(student))
     assert count_parameters(loaded) == count_parameters(student)
@@ -97,11 +105,13 @@ def test_file_holds_only_kept_entries(student, tmp_path):
 
 def test_meta_records_layers_and_summary(tmp_path, tiny_model, ratios_for):
     student = _trained_student(tiny_model, ratios_for(count_parameters(tiny_model), 5.0, "hybrid"), steps=0)
-    path = save_compressed(student, tmp_path / "out", summary={"score": 0.75, "target": 5.0})
+    path = save_compressed(student, tmp_path / "out", summary=_summary(0.75, 5.0))
     meta = json.loads((path / META).read_text())
     assert meta["format"] == 1
     assert meta["architecture"] == "BertForSequenceClassification"
-    assert meta["summary"] == {"score": 0.75, "target": 5.0}
+    assert meta["summary"] == _summary(0.75, 5.0).to_json()
+    assert saved_summary(path) == _summary(0.75, 5.0)
+    assert not list(path.glob("*.tmp"))  # written through a temporary file, renamed
     layers = meta["layers"]
     assert layers == layer_structure(student)
     assert layers["bert.embeddings.word_embeddings"]["type"] == "factorized_embedding"
@@ -218,3 +228,37 @@ def test_loading_never_holds_the_dense_model(make_tiny, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     # measured 13-20 MB here (allocator noise under load); building the dense skeleton first peaked at 37 MB
     assert int(out.stdout.split()[-1]) < 0.85 * dense_bytes
+
+
+def test_summary_must_be_typed(tiny_model, tmp_path):
+    with pytest.raises(TypeError, match="summary must be a TrialSummary, got dict"):
+        save_compressed(tiny_model, tmp_path / "out", summary={"score": 0.5})
+    assert saved_summary(save_compressed(tiny_model, tmp_path / "none")) is None
+
+
+def test_one_loader_for_every_model_folder(tiny_model, make_tiny, ratios_for, tmp_path):
+    from ladasearch.models import load_classifier
+
+    student = _trained_student(tiny_model, ratios_for(count_parameters(tiny_model), 5.0, "hybrid"), steps=0)
+    compressed = load_classifier(save_compressed(student, tmp_path / "compressed"), 2)
+    assert torch.equal(_logits(compressed), _logits(student))
+    assert any(masks_of(m) for m in compressed.modules())
+    assert not any(masks_of(m) for m in load_classifier(tmp_path / "compressed", keep_masks=False).modules())
+    dense = make_tiny(0)
+    dense.save_pretrained(tmp_path / "hf")
+    assert torch.equal(_logits(load_classifier(tmp_path / "hf")), _logits(dense))
+    with pytest.raises(LadaError, match="has 2 labels, the task needs 3"):
+        load_classifier(tmp_path / "compressed", 3)
+    with pytest.raises(LadaError, match="is not a folder"):
+        load_classifier(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("payload", [{"a": 1, "b": [1.5, None]}, [1, 2], {"x": torch.tensor(0.25).item()}])
+def test_write_json_atomic(tmp_path, payload):
+    from ladasearch.io import write_json_atomic
+
+    path = tmp_path / "f.json"
+    path.write_text("old")
+    assert write_json_atomic(path, payload) == path
+    assert json.loads(path.read_text()) == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

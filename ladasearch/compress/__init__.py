@@ -1,13 +1,23 @@
-"""Compression ops: SVD factorization, magnitude pruning, factorized layers, parameter accounting."""
+"""Compression ops: the budget of eq. 7, the methods, SVD factorization and pruning behind plug-in registries,
+factorized layers, parameter accounting."""
 
+from . import data_scores, weighted_svd  # noqa: F401  (the data-aware plug-ins register themselves on import)
 from .accounting import GROUPS, ParamCount, compressible_modules, count_parameters
-from .budget import METHODS, PAPER_TABLE2, Ratios, budget, paper_ratios, parse_target, solve
-from .factorized import FactorizedEmbedding, FactorizedLinear
-from .plan import MatrixPlan, compress_step, make_plan, planned_count
-from .svd import refactor, svd_rank, truncated_factors
+from .budget import (PAPER_TABLE2, Ratios, budget, encoder_ratio, feasible_embedding, paper_ratios, parse_target,
+                     solve, split_ratios)
+from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
+from .factorizers import SvdFactorizer, refactor, truncated_factors
+from .methods import METHOD_NAMES, CompressionMethod, get_method
+from .plan import MatrixPlan, compress_step, make_plan, planned_count, svd_rank
+from .registry import (Factorizer, PruningScore, get_factorizer, get_pruning_score, register_factorizer,
+                       register_pruning_score)
+from .scores import MagnitudeScore
 
 __all__ = [
-    "GROUPS", "METHODS", "PAPER_TABLE2", "FactorizedEmbedding", "FactorizedLinear", "MatrixPlan", "ParamCount",
-    "Ratios", "budget", "compress_step", "compressible_modules", "count_parameters", "make_plan", "paper_ratios",
-    "parse_target", "planned_count", "refactor", "solve", "svd_rank", "truncated_factors",
+    "GROUPS", "METHOD_NAMES", "PAPER_TABLE2", "CompressionMethod", "FactorizedEmbedding", "FactorizedLinear",
+    "Factorizer", "MagnitudeScore", "MatrixPlan", "ParamCount", "PruningScore", "Ratios", "SvdFactorizer", "budget",
+    "compress_step", "compressible_modules", "count_parameters", "encoder_ratio", "feasible_embedding",
+    "get_factorizer", "get_method", "get_pruning_score", "make_plan", "paper_ratios", "parse_target",
+    "planned_count", "refactor", "register_factorizer", "register_pruning_score", "replace_module", "solve",
+    "split_ratios", "svd_rank", "truncated_factors",
 ]

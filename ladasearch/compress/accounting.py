@@ -16,9 +16,9 @@ Groups (the terms of the paper's eq. 7):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
+
+from ..summary import ParamRecord
 
 from .factorized import FactorizedEmbedding, FactorizedLinear
 from .prune import kept_count
@@ -26,18 +26,8 @@ from .prune import kept_count
 GROUPS = ("embedding", "encoder", "dense")
 
 
-@dataclass(frozen=True)
-class ParamCount:
-    embedding: int
-    encoder: int
-    dense: int
-
-    @property
-    def total(self) -> int:
-        return self.embedding + self.encoder + self.dense
-
-    def as_dict(self) -> dict[str, int]:
-        return {"embedding": self.embedding, "encoder": self.encoder, "dense": self.dense, "total": self.total}
+# A model's size per group is the record summary.json keeps: one class for both.
+ParamCount = ParamRecord
 
 
 def matrix_names(module: nn.Module) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The parameter budget (paper eq. 7) and the solver for the fine-grained ratios.
+"""The parameter budget (paper eq. 7) and the solvers for the fine-grained ratios.
 
     P * |theta| = P_embd * |theta_embd| + P_svd * P_weight * |theta_encd| + |theta_dense|
 
@@ -6,6 +6,11 @@ P = 1 / target is the overall retention; P_embd, P_svd and P_weight are retentio
 ratios in (0, 1]: the share of the embedding kept (by SVD), the share of each encoder
 matrix kept as SVD factors, and the share of factor entries kept by pruning.  The
 paper's Table 2 gives reduction factors, i.e. 1 / ratio.
+
+Two ways to pick a point: ``solve`` takes two of the three ratios (the `compress` command);
+``split_ratios`` takes the embedding ratio and the share of the encoder's reduction done by SVD
+(search spaces), with ``feasible_embedding`` the embedding ratios that can meet a target.
+Every solver here is the only place eq. 7 is solved.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import re
 from dataclasses import dataclass
 
 from ..errors import LadaError
+from ..summary import RatioRecord
 from .accounting import ParamCount
+from .methods import get_method
 
-METHODS = ("hybrid", "svd", "prune")
+MIN_ENCODER_RATIO = 0.005
 
 # Table 2 of the paper: reduction factors (embedding, matrix factorization, weight pruning).
 PAPER_TABLE2 = {2.5: (1.43, 2.0, 1.56), 5.0: (2.05, 2.0, 3.41), 7.5: (5.0, 2.0, 4.33), 10.0: (5.0, 2.5, 5.45)}
@@ -25,7 +32,7 @@ PAPER_TABLE2 = {2.5: (1.43, 2.0, 1.56), 5.0: (2.05, 2.0, 3.41), 7.5: (5.0, 2.0, 
 
 @dataclass(frozen=True)
 class Ratios:
-    """Retention ratios in (0, 1].  ``svd`` is 1 for pruning only, ``weight`` is 1 for SVD only."""
+    """Retention ratios in (0, 1] and the name of the method (``methods.get_method``) that uses them."""
 
     embedding: float
     svd: float
@@ -33,22 +40,21 @@ class Ratios:
     method: str = "hybrid"
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise LadaError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        method = get_method(self.method)
         for name in ("embedding", "svd", "weight"):
             check_ratio(name, getattr(self, name))
-        if self.method == "svd" and self.weight != 1.0:
-            raise LadaError(f"method 'svd' prunes nothing, so the weight ratio must be 1, got {self.weight}")
-        if self.method == "prune" and self.svd != 1.0:
-            raise LadaError(f"method 'prune' factorizes nothing, so the svd ratio must be 1, got {self.svd}")
+        method.check(self)
 
     @property
     def encoder(self) -> float:
         return self.svd * self.weight
 
+    def record(self) -> RatioRecord:
+        """These ratios as summary.json keeps them."""
+        return RatioRecord(self.method, self.embedding, self.svd, self.weight)
+
     def reduction_factors(self) -> dict[str, float]:
-        return {"embedding": 1 / self.embedding, "svd": 1 / self.svd, "weight": 1 / self.weight,
-                "encoder": 1 / self.encoder}
+        return self.record().reduction_factors()
 
 
 def check_ratio(name: str, value: float) -> float:
@@ -74,6 +80,42 @@ def budget(counts: ParamCount, ratios: Ratios) -> float:
     return ratios.embedding * counts.embedding + ratios.encoder * counts.encoder + counts.dense
 
 
+def _compressible_budget(counts: ParamCount, target: float) -> float:
+    """What eq. 7 leaves to the embedding and the encoder at ``target``: |theta|/target - |theta_dense|."""
+    return counts.total / target - counts.dense
+
+
+def encoder_ratio(counts: ParamCount, target: float, embedding: float) -> float:
+    """Eq. 7 solved for P_encd = P_svd * P_weight, given the embedding ratio (may fall outside (0, 1])."""
+    return (_compressible_budget(counts, target) - embedding * counts.embedding) / counts.encoder
+
+
+def feasible_embedding(counts: ParamCount, target: float,
+                       min_encoder: float = MIN_ENCODER_RATIO) -> tuple[float, float]:
+    """Embedding ratios that leave the encoder a ratio in [min_encoder, 1] at ``target``."""
+    allowed = _compressible_budget(counts, target)
+    low = max((allowed - counts.encoder) / counts.embedding, 1e-6)
+    high = min((allowed - min_encoder * counts.encoder) / counts.embedding, 1.0)
+    if allowed <= 0 or high < low:
+        raise LadaError(f"target {target:g}x is unreachable for this model: the dense part alone is "
+                        f"{counts.dense:,} of a {counts.total / target:,.0f}-parameter budget")
+    return low, high
+
+
+def split_ratios(counts: ParamCount, target: float, embedding: float, svd_split: float, method: str) -> Ratios:
+    """The ratios of a search-space point: the encoder ratio from eq. 7, split between SVD and pruning.
+
+        P_svd = P_encd ** svd_split,  P_weight = P_encd ** (1 - svd_split)
+    (in log terms, ``svd_split`` of the encoder's reduction is done by SVD: 1 = SVD only, 0 = pruning only).
+    """
+    encoder = encoder_ratio(counts, target, embedding)
+    if not 0 < encoder <= 1 + 1e-9:
+        raise LadaError(f"embedding ratio {embedding:.4f} leaves the encoder ratio {encoder:.4f} at {target:g}x, "
+                        f"outside (0, 1]")
+    encoder = min(encoder, 1.0)
+    return Ratios(embedding=embedding, svd=encoder ** svd_split, weight=encoder ** (1 - svd_split), method=method)
+
+
 def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embedding: float | None = None,
           svd: float | None = None, weight: float | None = None) -> Ratios:
     """Return the ratios that meet ``target`` given two of (embedding, svd, weight).
@@ -81,9 +123,8 @@ def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embeddin
     Method 'svd' fixes weight=1 and method 'prune' fixes svd=1, so one more ratio is enough.
     Raises LadaError naming why the target cannot be reached.
     """
-    if method not in METHODS:
-        raise LadaError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-    fixed = {"svd": {"weight": 1.0}, "prune": {"svd": 1.0}}.get(method, {})
+    fixes = get_method(method).fixes
+    fixed = {fixes: 1.0} if fixes else {}
     given = {k: v for k, v in {"embedding": embedding, "svd": svd, "weight": weight}.items() if v is not None}
     for k, v in fixed.items():
         if given.get(k, v) != v:
@@ -94,14 +135,14 @@ def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embeddin
     if len(given) != 2:
         need = "one of embedding, svd, weight" if fixed else "two of embedding, svd, weight"
         raise LadaError(f"give exactly {need} to solve for the other (got {sorted(k for k in given if k not in fixed)})")
-    allowed = counts.total / target - counts.dense
+    allowed = _compressible_budget(counts, target)
     if allowed <= 0:
         raise LadaError(
             f"target {target:g}x is unreachable: the parameters kept dense ({counts.dense:,}) already exceed "
             f"the budget of {counts.total / target:,.0f} (total {counts.total:,} / {target:g}); "
             f"the largest reachable target is below {counts.total / counts.dense:.2f}x")
     if "embedding" in given:
-        encoder = (allowed - given["embedding"] * counts.embedding) / counts.encoder
+        encoder = encoder_ratio(counts, target, given["embedding"])
         if encoder <= 0:
             raise LadaError(
                 f"target {target:g}x is unreachable with embedding ratio {given['embedding']:g}: the embedding alone "

@@ -54,4 +54,7 @@ class FactorizedEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}"
 
 
-FACTORIZED = (FactorizedLinear, FactorizedEmbedding)
+def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    """Put ``new`` where ``model.get_submodule(qualified_name)`` is (``setattr`` on its parent)."""
+    parent_name, _, child = qualified_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

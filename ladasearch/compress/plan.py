@@ -4,21 +4,44 @@ Each round r of R compresses every matrix to ``final_ratio ** (r / R)`` of its
 original size, so the last round lands exactly on the plan.  Rank and kept-entry
 counts are integers; in hybrid mode the rank is rounded up and pruning keeps
 exactly ``round(ratio * m * n)`` factor entries, so the achieved size matches the
-budget to a handful of parameters.
+budget to a handful of parameters.  How a matrix is factorized and which entries
+survive pruning are the plug-ins of ``registry`` (plain SVD and magnitude by default).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..errors import LadaError
 from .accounting import compressible_modules, matrix_names
 from .budget import Ratios
-from .factorized import FactorizedEmbedding, FactorizedLinear
-from .prune import keep_largest, unprune
-from .svd import refactor, svd_rank, truncated_factors
+from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
+from .factorizers import SvdFactorizer
+from .methods import get_method
+from .prune import prune_by_score, unprune
+from .registry import Factorizer, PruningScore
+from .scores import MagnitudeScore
+
+if TYPE_CHECKING:
+    from .calibration import CalibrationStats
+
+
+def svd_rank(m: int, n: int, svd_ratio: float, round_up: bool = True) -> int:
+    """Rank r that keeps ``svd_ratio`` of an m x n matrix as factors: r*(m+n) ~= m*n*svd_ratio.
+
+    The paper's rule r = m*n*P_svd/(m+n).  Rounded up when pruning follows (it then removes
+    the rounding excess exactly), to the nearest integer otherwise.  At least 1, at most min(m, n).
+    """
+    if not 0.0 < svd_ratio <= 1.0:
+        raise ValueError(f"svd_ratio must be in (0, 1], got {svd_ratio}")
+    exact = m * n * svd_ratio / (m + n)
+    rank = math.ceil(exact - 1e-9) if round_up else round(exact)
+    return max(1, min(min(m, n), rank))
 
 
 @dataclass(frozen=True)
@@ -43,21 +66,13 @@ class MatrixPlan:
 
 
 def make_plan(model: nn.Module, ratios: Ratios) -> list[MatrixPlan]:
-    """hybrid: embedding by SVD (pruning only trims the rank rounding), encoder by SVD then pruning.
-    svd: SVD alone.  prune: magnitude pruning of the dense matrices alone."""
+    """One plan per compressible matrix; the method (``ratios.method``) says what each matrix keeps."""
+    method = get_method(ratios.method)
     plans = []
     for name, (group, module) in compressible_modules(model).items():
         if not isinstance(module, (nn.Linear, nn.Embedding)):
             raise ValueError(f"plan a dense model: {name} is already {type(module).__name__}")
-        shape = tuple(module.weight.shape)
-        share = ratios.embedding if group == "embedding" else ratios.encoder
-        svd_share = ratios.embedding if group == "embedding" else ratios.svd
-        if ratios.method == "hybrid":
-            plans.append(MatrixPlan(name, group, shape, svd_share, share))
-        elif ratios.method == "svd":
-            plans.append(MatrixPlan(name, group, shape, share, None))
-        else:
-            plans.append(MatrixPlan(name, group, shape, None, share))
+        plans.append(MatrixPlan(name, group, tuple(module.weight.shape), *method.matrix_shares(group, ratios)))
     return plans
 
 
@@ -68,15 +83,6 @@ def planned_count(plans: list[MatrixPlan]) -> int:
         keep, rank = p.keep(), p.rank()
         total += keep if keep is not None else rank * sum(p.shape)
     return total
-
-
-def _effective(module: nn.Module) -> tuple[torch.Tensor, ...]:
-    return tuple(getattr(module, n).detach() for n in matrix_names(module))
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 def _factorized_like(old: nn.Module, rank: int, a: torch.Tensor, b: torch.Tensor) -> nn.Module:
@@ -92,26 +98,46 @@ def _factorized_like(old: nn.Module, rank: int, a: torch.Tensor, b: torch.Tensor
     return new.to(device=like.device, dtype=like.dtype)
 
 
+def _checked(factorizer: Factorizer, plan: MatrixPlan, rank: int,
+             factors: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = factors
+    (m, n), got = plan.shape, (tuple(a.shape), tuple(b.shape))
+    if got != ((m, rank), (n, rank)):
+        raise LadaError(f"factorizer {factorizer.name!r} gave factors of shapes {got[0]} and {got[1]} for "
+                        f"{plan.name}; expected ({m}, {rank}) and ({n}, {rank})")
+    return a, b
+
+
 @torch.no_grad()
-def compress_step(model: nn.Module, plans: list[MatrixPlan], fraction: float) -> None:
-    """Shrink every planned matrix of ``model`` (in place) to ``final ratio ** fraction``, 0 < fraction <= 1."""
+def compress_step(model: nn.Module, plans: list[MatrixPlan], fraction: float, *,
+                  factorizer: Factorizer | None = None, scorer: PruningScore | None = None,
+                  stats: CalibrationStats | None = None) -> None:
+    """Shrink every planned matrix of ``model`` (in place) to ``final ratio ** fraction``, 0 < fraction <= 1.
+
+    ``factorizer`` and ``scorer`` default to plain SVD and magnitude; ``stats`` hands each of them the
+    calibration statistics of the layer it works on (``stats.layer(name)``, None when there are none).
+    """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    factorizer = factorizer or SvdFactorizer()
+    scorer = scorer or MagnitudeScore()
     modules = {name: module for name, (_, module) in compressible_modules(model).items()}
     for plan in plans:
         module = modules[plan.name]
+        layer_stats = stats.layer(plan.name) if stats is not None else None
         rank, keep = plan.rank(fraction), plan.keep(fraction)
+        unprune(module)  # masks folded in: every tensor below is the effective (pruned = zero) one
         if rank is not None:
-            factors = _effective(module)
+            factors = tuple(getattr(module, n).detach() for n in matrix_names(module))
             if len(factors) == 1:
-                a, b = truncated_factors(factors[0], rank)
+                a, b = _checked(factorizer, plan, rank, factorizer.factorize(factors[0], rank, layer_stats))
             elif rank < module.rank or keep is None:
-                a, b = refactor(*factors, min(rank, module.rank))
+                rank = min(rank, module.rank)
+                a, b = _checked(factorizer, plan, rank, factorizer.refactor(*factors, rank, layer_stats))
             else:
                 a, b = factors
             module = _factorized_like(module, a.shape[1], a, b)
-            _replace(model, plan.name, module)
+            replace_module(model, plan.name, module)
+            scorer.carry(plan.name, module)
         if keep is not None:
-            keep_largest(module, matrix_names(module), keep)
-        elif rank is None:
-            unprune(module)
+            prune_by_score(module, matrix_names(module), keep, scorer, layer_stats)

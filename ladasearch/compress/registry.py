@@ -64,6 +64,9 @@ class PruningScore:
     def reset(self) -> None:
         """Forget what ``observe`` accumulated (called after each pruning step)."""
 
+    def carry(self, module_name: str, new: nn.Module) -> None:
+        """``module_name`` was just replaced by ``new`` (re-factorized); move what was learned into its basis."""
+
     @property
     def learns_from_training(self) -> bool:
         return type(self).observe is not PruningScore.observe

@@ -1,0 +1,152 @@
+"""Deployment measurements of ``inference.py``: the teacher and the students as a user deploys them.
+
+Three runtimes per model, each written as its deployable folder and measured the same way:
+
+    torch      the teacher's own folder / the student's ``export-model --format hf`` folder, loaded by plain
+               transformers (SDPA attention), timed in PyTorch
+    onnx       model.onnx (fp32): the student's ``--format onnx`` folder; the teacher through
+               ``ladasearch.inference.onnx.export_onnx``; timed in onnxruntime (CPU)
+    onnx-int8  that graph dynamically quantized (``quantize_int8``): the baseline a user would pick for the
+               teacher, and the student's ``--format onnx-int8`` folder
+
+Per row: weights-file bytes, peak RSS of a fresh serving process (``deployment_memory``: load the folder,
+tokenize and classify one batch), latency per batch size (``measure_latency``, the export's own timer), and
+the dev score on the same dev rows (torch: the model's logits; ONNX: onnxruntime's; the int8 drop is the
+fp32 graph's score minus the int8 graph's, as the export's accuracy gate measures it).
+
+``profile_split`` times one forward pass under ``torch.profiler`` and splits the self CPU time into the weight
+matmuls (linear layers, factorized ones included), attention (``scaled_dot_product_attention``) and the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+FORMAT = {"torch": "hf", "onnx": "onnx", "onnx-int8": "onnx-int8"}
+MATMUL_OPS = {"aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "aten::bmm", "aten::baddbmm"}
+
+
+def torch_score(model, dev, batch_size: int = 64) -> float:
+    """The task's main metric of a torch classifier on ``dev`` (a ``ladasearch.deploy.scoring.DevSet``)."""
+    from ladasearch.data import compute_metrics, main_score
+    from ladasearch.features import eval_batches
+
+    logits = []
+    for batch in eval_batches(dev.features, batch_size):
+        batch.pop("labels")
+        with torch.no_grad():
+            logits.append(model(**batch).logits.float().numpy())
+    return main_score(dev.task, compute_metrics(dev.task, np.concatenate(logits), dev.features.labels.numpy()))
+
+
+def _row(runtime: str, folder: Path, file_bytes: int, latency, memory, score: float | None) -> dict:
+    return {"runtime": runtime, "folder": str(folder), "file_bytes": file_bytes,
+            "latency_ms": {str(x.batch): x.timing.to_json() for x in latency},
+            "peak_rss_bytes": memory.peak_bytes, "model_rss_bytes": memory.model_bytes, "score": score}
+
+
+def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[dict, ...]:
+    """The dense teacher in torch (its own folder), ONNX fp32 and ONNX int8."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ladasearch.deploy.latency import measure_latency, onnx_runner, torch_runner
+    from ladasearch.deploy.memory import deployment_memory
+    from ladasearch.deploy.onnx_export import ONNX_FILE, onnx_session
+    from ladasearch.deploy.quantize import accuracy_gate, quantize_int8
+    from ladasearch.inference.footprint import file_bytes
+    from ladasearch.inference.inputs import max_length
+    from ladasearch.inference.onnx import export_onnx
+
+    def latency(model, runner, runtime):
+        return measure_latency(model, runner, runtime, batches=timed.batches, seq_len=timed.seq_len, runs=timed.runs,
+                               threads=timed.threads)
+
+    def memory(folder, runtime):
+        return deployment_memory(folder, runtime, model_file=None if runtime == "torch" else ONNX_FILE,
+                                 batch=max(timed.batches), seq_len=max_length(model, timed.seq_len),
+                                 threads=timed.threads)
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    log(f"teacher in torch ({model.config._attn_implementation} attention)")
+    rows = [_row("torch", Path(teacher_dir), file_bytes(teacher_dir), latency(model, torch_runner(model), "torch"),
+                 memory(teacher_dir, "torch"), torch_score(model, dev))]
+    folders = {name: out / "teacher" / name for name in ("onnx", "onnx-int8")}
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tokenizer.save_pretrained(folder)
+        model.config.save_pretrained(folder)
+    log("teacher to ONNX fp32 and int8")
+    fp32 = export_onnx(model, folders["onnx"] / ONNX_FILE, optional_token_types=True)
+    int8 = quantize_int8(fp32, folders["onnx-int8"] / ONNX_FILE)
+    gate = accuracy_gate(fp32, int8, dev, math.inf, timed.threads)
+    for runtime, path, score in (("onnx", fp32, gate.before), ("onnx-int8", int8, gate.after)):
+        session = onnx_session(path, timed.threads)
+        rows.append(_row(runtime, path.parent, path.stat().st_size, latency(model, onnx_runner(session), "onnxruntime"),
+                         memory(path.parent, "onnxruntime"), score))
+    rows[-1].update(fp32_score=gate.before, int8_drop_points=gate.drop)
+    return tuple(rows)
+
+
+def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[dict, ...]:
+    """A compressed model folder through ``export-model`` in each runtime (the int8 gate only records the drop)."""
+    from ladasearch.deploy.export import ExportSettings, export_model
+    from ladasearch.deploy.hf import load_hf_folder
+    from ladasearch.deploy.scoring import load_dev
+
+    settings = ExportSettings(max_drop=math.inf, dev=dev_data, timed=timed, overwrite=True)
+    rows = []
+    for runtime in RUNTIMES:
+        record = export_model(source, FORMAT[runtime], out / runtime, settings, log=lambda m: log("  " + m))
+        gate = record.written.gate
+        score = None
+        if runtime == "torch":
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(out / runtime, trust_remote_code=True)  # the folder's auto_map
+            dev = load_dev(dev_data.for_task(record.summary.task), tokenizer)
+            score = torch_score(load_hf_folder(out / runtime), dev)
+        row = _row(runtime, out / runtime, record.file_bytes, record.latency, record.memory, score)
+        if gate is not None:  # the int8 folder: its gate scored the fp32 graph (the onnx row) and the int8 one
+            row.update(score=gate.after, fp32_score=gate.before, int8_drop_points=gate.drop)
+        rows.append(row)
+    by_runtime = {r["runtime"]: r for r in rows}
+    by_runtime["onnx"]["score"] = by_runtime["onnx-int8"]["fp32_score"]  # the same fp32 graph and dev rows
+    return tuple(rows)
+
+
+def profile_split(model, batch: int, seq_len: int, runs: int = 3) -> dict:
+    """Self CPU time of one forward pass (mean of ``runs``, after a warm-up) split into matmul / attention / other."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ladasearch.inference.inputs import max_length, random_inputs
+
+    inputs = random_inputs(model, batch, max_length(model, seq_len), seed=batch)
+    with torch.no_grad():
+        model(**inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                model(**inputs)
+    split = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.events():
+        names, parent = [event.name], event.cpu_parent
+        while parent is not None:
+            names.append(parent.name)
+            parent = parent.cpu_parent
+        if any("scaled_dot_product" in n for n in names):
+            kind = "attention"
+        elif any(n in MATMUL_OPS for n in names):
+            kind = "matmul"
+        else:
+            kind = "other"
+        split[kind] += event.self_cpu_time_total / 1e3 / runs
+    total = sum(split.values())
+    return {"batch": batch, "seq_len": inputs["input_ids"].shape[1], "runs": runs, "total_ms": total,
+            **{f"{k}_ms": v for k, v in split.items()}, **{f"{k}_share": v / total for k, v in split.items()}}

@@ -1,0 +1,67 @@
+"""One compression job, the library side of `ladasearch compress`: solve the ratios on the architecture,
+get the teacher, run the LadaBERT loop (each round scored on the validation split), score the final
+student once on dev, save the model and its ``summary.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .compress import Ratios, count_parameters, paper_ratios, parse_target, solve
+from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
+from .data import main_score
+from .evaluate import evaluate
+from .io import write_json_atomic
+from .ladabert import LoopHooks, compress_model
+from .models import load_classifier, pick_device
+from .pipeline import data_record, prepare, prepare_teacher
+from .serialize import save_compressed
+from .summary import RoundRecord, TrialSummary
+
+
+def round_line(record: RoundRecord, rounds: int, metric: str) -> str:
+    label = "final" if record.round > rounds else f"round {record.round}/{rounds}"
+    return (f"{label}: {record.split} {metric} {record.score:.4f}, {record.achieved_factor:.2f}x "
+            f"({record.params.total:,} params), loss {record.losses.get('loss', float('nan')):.4f}, "
+            f"{record.seconds:.1f}s")
+
+
+def resolve_ratios(model_name: str, num_labels: int, regression: bool, target: float, *, method: str = "hybrid",
+                   embedding: float | None = None, svd: float | None = None, weight: float | None = None,
+                   paper: bool = False) -> Ratios:
+    """Solve the ratios on the architecture alone, so a bad target fails before any training."""
+    counts = count_parameters(load_classifier(model_name, num_labels, regression))
+    if paper:
+        return paper_ratios(counts, target)
+    return solve(counts, target, method=method, embedding=embedding, svd=svd, weight=weight)
+
+
+def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, train_cfg: TrainConfig,
+                  target: str | float, *, compression: CompressionConfig = CompressionConfig(),
+                  teacher_path: str | None = None, method: str = "hybrid", embedding: float | None = None,
+                  svd: float | None = None, weight: float | None = None, paper: bool = False,
+                  out: str | Path | None = None, device: str = "auto", cache_dir: str | None = None,
+                  log: Callable[[str], None] = print) -> TrialSummary:
+    """Fine-tune (or reuse) the teacher, compress it with the given ratios, save model + summary.json."""
+    factor = parse_target(target)
+    dev = pick_device(device)
+    prepared = prepare(data_cfg, model, teacher_path)
+    task = prepared.data.task
+    ratios = resolve_ratios(teacher_path or model, task.num_labels, task.is_regression, factor, method=method,
+                            embedding=embedding, svd=svd, weight=weight, paper=paper)
+    log(f"ratios: embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f} "
+        f"({ratios.method}) for {factor:g}x")
+    teacher = prepare_teacher(prepared, data_cfg, model, teacher_cfg, dev, Path(cache_dir) if cache_dir else None,
+                              teacher_path, log)
+    hooks = LoopHooks(after_eval=lambda record: log(round_line(record, train_cfg.rounds, task.main_metric)))
+    result = compress_model(teacher.model, prepared.train, prepared.val, task, ratios, train_cfg, dev,
+                            compression=compression, hooks=hooks, eval_split="val")
+    dev_metrics = evaluate(result.student, prepared.dev, task, train_cfg.eval_batch_size, dev)
+    summary = result.summary(target=factor, model=model, teacher=str(teacher.path), teacher_score=teacher.score,
+                             teacher_metrics=teacher.metrics, data=data_record(prepared, data_cfg),
+                             dev_score=main_score(task, dev_metrics), dev_metrics=dev_metrics)
+    if out is not None:
+        out = Path(out)
+        save_compressed(result.student, out, summary, prepared.tokenizer)
+        write_json_atomic(out / "summary.json", summary.to_json())
+    return summary

@@ -1,0 +1,114 @@
+"""The validation split: rows held out of train on which every choice of a job is made.
+
+ASHA's stopping, the sampler's model and the best trial are all decided on these rows; the dev split
+is scored only for the chosen student(s), so the dev score reported for it carries no selection bias.
+
+The rows are carved from the task's train file BEFORE a ``--max-train`` subset is drawn (so
+``--max-train`` still counts training rows and the teacher and students never see a validation row),
+stratified by label (by class; by label decile for regression), with the job's seed.  ``size`` is a
+fraction of the train file (capped at ``VAL_CAP`` rows) or a row count; ``--val-file`` gives the rows
+instead (a TSV in the task's train layout), and then train is used whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LadaError
+from .split import Split
+from .tasks import TaskSpec
+
+DEFAULT_VAL_SIZE = 0.1
+VAL_CAP = 1000           # rows a fraction may carve: a dev-sized split; a larger one only slows every round
+REGRESSION_BINS = 10
+
+
+def check_val_size(value) -> float | int:
+    """A fraction in (0, 0.5] or a row count >= 1 (LadaError naming the value otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise LadaError(f"val_size {value!r} is invalid; allowed: a fraction in (0, 0.5] or a row count >= 1")
+    if isinstance(value, float) and value < 1:
+        if not 0 < value <= 0.5:
+            raise LadaError(f"val_size {value!r} is invalid; a fraction must be in (0, 0.5]")
+        return value
+    if value != int(value) or value < 1:
+        raise LadaError(f"val_size {value!r} is invalid; allowed: a fraction in (0, 0.5] or a row count >= 1")
+    return int(value)
+
+
+def val_rows(n_train: int, size: float | int) -> int:
+    """How many of ``n_train`` rows become validation rows (LadaError when too few would stay for training)."""
+    size = check_val_size(size)
+    rows = min(VAL_CAP, max(1, round(n_train * size))) if isinstance(size, float) else size
+    if rows > n_train // 2:
+        raise LadaError(f"val_size {size!r} asks for {rows} validation rows of a {n_train}-row train file; at most "
+                        f"half of it ({n_train // 2}) may be held out")
+    return rows
+
+
+def _strata(labels: Sequence[float | int], regression: bool) -> list[int]:
+    if not regression:
+        return [int(v) for v in labels]
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    bins = [0] * len(labels)
+    for rank, i in enumerate(order):
+        bins[i] = rank * REGRESSION_BINS // len(labels)
+    return bins
+
+
+def stratified_pick(labels: Sequence[float | int], k: int, seed: int, regression: bool = False) -> list[int]:
+    """``k`` row indices with each stratum's share of the rows (largest remainders), seeded, sorted."""
+    groups: dict[int, list[int]] = {}
+    for i, stratum in enumerate(_strata(labels, regression)):
+        groups.setdefault(stratum, []).append(i)
+    n = len(labels)
+    exact = {s: k * len(rows) / n for s, rows in groups.items()}
+    quota = {s: math.floor(q) for s, q in exact.items()}
+    for s in sorted(groups, key=lambda s: (quota[s] - exact[s], s))[:k - sum(quota.values())]:
+        quota[s] += 1
+    rng = random.Random(seed)
+    picked: list[int] = []
+    for s in sorted(groups):
+        picked.extend(rng.sample(groups[s], quota[s]))
+    return sorted(picked)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Train without the validation rows, the validation rows, where they came from and a cache identity."""
+
+    train: Split
+    val: Split
+    source: str
+    identity: tuple
+
+
+def _file_identity(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
+             val_file: str | os.PathLike | None = None) -> Holdout:
+    """The validation split of ``train``: read from ``val_file``, else ``size`` rows carved (stratified, seeded)."""
+    if val_file is not None:
+        from .local import read_tsv
+
+        path = Path(val_file).expanduser()
+        if not path.is_file():
+            raise LadaError(f"validation file {str(path)!r} does not exist; give a TSV in the {task.name} train layout")
+        val = read_tsv(path, task)
+        if not len(val):
+            raise LadaError(f"validation file {str(path)!r} has no rows")
+        return Holdout(train, val, f"file {path}", ("val-file",) + _file_identity(path))
+    k = val_rows(len(train), DEFAULT_VAL_SIZE if size is None else size)
+    picked = stratified_pick(train.labels, k, seed, task.is_regression)
+    held = set(picked)
+    rest = train.select([i for i in range(len(train)) if i not in held])
+    return Holdout(rest, train.select(picked), f"{k} rows carved from train (stratified, seed {seed})",
+                   ("val", k, seed))

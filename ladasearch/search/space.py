@@ -1,0 +1,264 @@
+"""Declarative search spaces (``search_spaces/*.yaml``) and the ratios they yield under the budget.
+
+A space names ranges for the embedding ratio and for the SVD-vs-pruning split of the
+encoder, plus optional training knobs.  The encoder ratio is then solved from the budget
+(eq. 7, ``compress.budget.split_ratios``), so every sampled point meets the target exactly;
+``svd_split`` is the share of the encoder's reduction (in log terms) done by SVD: 1 = SVD only,
+0 = pruning only, and a method that fixes a ratio fixes the split too.
+
+The embedding range is clipped to the ratios that leave the encoder a usable ratio
+(``compress.budget.feasible_embedding``) before the search starts; an empty range is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..compress.accounting import ParamCount
+from ..compress.budget import Ratios, feasible_embedding, paper_ratios, split_ratios
+from ..compress.methods import METHOD_NAMES, get_method
+from ..config import LossWeights, TrainConfig
+from ..errors import LadaError
+from .space_file import read_yaml
+
+SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
+TRAIN_KNOBS = {"rounds": int, "steps_per_round": int, "final_steps": int, "batch_size": int,
+               "learning_rate": float, "temperature": float, "weight_decay": float}
+TOP_KEYS = {"name", "description", "method", "ratios", "train", "loss_weights", "distill"}
+RATIO_KEYS = {"embedding_ratio", "svd_split"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A fixed value, a numeric range (optionally log-scaled) or a list of choices."""
+
+    name: str
+    value: Any = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec: Any, kind: type = float) -> Param:
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"low", "high", "log", "choices"}
+            if unknown:
+                raise LadaError(f"{name}: unknown key(s) {sorted(unknown)}; allowed: low, high, log, choices")
+            if "choices" in spec:
+                if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+                    raise LadaError(f"{name}: 'choices' must be a non-empty list and stand alone")
+                return cls(name, choices=tuple(_typed(name, v, kind) for v in spec["choices"]))
+            if "low" not in spec or "high" not in spec:
+                raise LadaError(f"{name}: a range needs both 'low' and 'high', got {sorted(spec)}")
+            low, high = _typed(name, spec["low"], kind), _typed(name, spec["high"], kind)
+            if low > high:
+                raise LadaError(f"{name}: low {low} is above high {high}")
+            log = spec.get("log", False)
+            if not isinstance(log, bool):
+                raise LadaError(f"{name}: 'log' must be true or false, got {log!r}")
+            if log and low <= 0:
+                raise LadaError(f"{name}: a log range needs low > 0, got {low}")
+            return cls(name, low=low, high=high, log=log)
+        return cls(name, value=_typed(name, spec, kind))
+
+    @property
+    def fixed(self) -> bool:
+        return self.value is not None
+
+    def values(self) -> list:
+        """Every value this parameter can take that is worth checking: the value, the bounds or the choices."""
+        return [self.value] if self.fixed else list(self.choices) if self.choices else [self.low, self.high]
+
+    def suggest(self, trial) -> Any:
+        if self.fixed:
+            return self.value
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+def _typed(name: str, value: Any, kind: type):
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is bool and isinstance(value, bool):
+        return value
+    raise LadaError(f"{name}: expected {kind.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    method: str = "hybrid"
+    paper: bool = False                       # the paper's Table 2 ratios: a one-point space
+    embedding_ratio: Param | None = None
+    svd_split: Param | None = None
+    train: dict[str, Param] = field(default_factory=dict)
+    loss_weights: dict[str, Param] = field(default_factory=dict)
+    distill: bool = True
+    description: str = ""
+
+    # ---- reading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str) -> SearchSpace:
+        """A YAML file path, or the name of a file in ``search_spaces/`` (e.g. 'default', 'paper')."""
+        path = Path(name_or_path)
+        if not path.is_file():
+            candidates = [SPACE_DIR / f"{name_or_path}.yaml", Path("search_spaces") / f"{name_or_path}.yaml"]
+            path = next((c for c in candidates if c.is_file()), None)
+            if path is None:
+                known = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+                raise LadaError(f"search space {name_or_path!r} is neither a file nor one of: {', '.join(known)}")
+        try:
+            data = read_yaml(path)  # size-capped, no aliases
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise LadaError(f"search space {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        try:
+            return cls.from_dict(data, default_name=path.stem)
+        except LadaError as exc:
+            raise LadaError(f"search space {path}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any, default_name: str = "custom") -> SearchSpace:
+        if not isinstance(data, dict):
+            raise LadaError(f"must be a mapping with keys {sorted(TOP_KEYS)}, got {type(data).__name__}")
+        unknown = set(data) - TOP_KEYS
+        if unknown:
+            raise LadaError(f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+        method = data.get("method", "hybrid")
+        if method not in METHOD_NAMES:
+            raise LadaError(f"method {method!r} is not one of {', '.join(METHOD_NAMES)}")
+        kind = get_method(method)
+        distill = data.get("distill", True)
+        if not isinstance(distill, bool):
+            raise LadaError(f"distill must be true or false, got {distill!r}")
+        ratios = data.get("ratios")
+        paper = ratios == "paper"
+        embedding = split = None
+        if not paper:
+            if not isinstance(ratios, dict):
+                raise LadaError("ratios must be 'paper' or a mapping with embedding_ratio (and svd_split)")
+            unknown = set(ratios) - RATIO_KEYS
+            if unknown:
+                raise LadaError(f"ratios: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(RATIO_KEYS))}")
+            if "embedding_ratio" not in ratios:
+                raise LadaError("ratios: embedding_ratio is required")
+            embedding = Param.parse("embedding_ratio", ratios["embedding_ratio"])
+            for v in embedding.values():
+                if not 0 < v <= 1:
+                    raise LadaError(f"embedding_ratio: {v} is outside (0, 1]")
+            split = Param.parse("svd_split", ratios.get("svd_split", kind.default_split))
+            for v in split.values():
+                if not 0 <= v <= 1:
+                    raise LadaError(f"svd_split: {v} is outside [0, 1]")
+            if not kind.free_split and not (split.fixed and split.value == kind.default_split):
+                raise LadaError(f"method {method!r} fixes svd_split at {kind.default_split:g}; leave it out")
+        elif method != PAPER_METHOD:
+            raise LadaError(f"ratios: 'paper' is the {PAPER_METHOD} method's Table 2; use method: {PAPER_METHOD}")
+        train = data.get("train") or {}
+        if not isinstance(train, dict):
+            raise LadaError("train must be a mapping")
+        unknown = set(train) - set(TRAIN_KNOBS)
+        if unknown:
+            raise LadaError(f"train: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TRAIN_KNOBS))}")
+        weights = data.get("loss_weights") or {}
+        if not isinstance(weights, dict):
+            raise LadaError("loss_weights must be a mapping")
+        unknown = set(weights) - set(LossWeights.__dataclass_fields__)
+        if unknown:
+            raise LadaError(f"loss_weights: unknown key(s) {sorted(unknown)}; "
+                            f"allowed: {', '.join(LossWeights.__dataclass_fields__)}")
+        space = cls(
+            name=str(data.get("name", default_name)), method=method, paper=paper, embedding_ratio=embedding,
+            svd_split=split, train={k: Param.parse(k, v, TRAIN_KNOBS[k]) for k, v in train.items()},
+            loss_weights={k: Param.parse(f"loss_weights.{k}", v) for k, v in weights.items()},
+            distill=distill, description=str(data.get("description", "")))
+        for p in space.params():  # every bound and choice must make a valid TrainConfig
+            for v in p.values():
+                space.train_config(TrainConfig(), {p.name: v})
+        return space
+
+    def params(self) -> list[Param]:
+        ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split]
+        return ratio_params + list(self.train.values()) + list(self.loss_weights.values())
+
+    def to_dict(self) -> dict:
+        def spec(p: Param):
+            if p.fixed:
+                return p.value
+            if p.choices is not None:
+                return {"choices": list(p.choices)}
+            return {"low": p.low, "high": p.high, "log": p.log}
+        out: dict[str, Any] = {"name": self.name, "method": self.method, "distill": self.distill}
+        out["ratios"] = "paper" if self.paper else {"embedding_ratio": spec(self.embedding_ratio),
+                                                    "svd_split": spec(self.svd_split)}
+        if self.train:
+            out["train"] = {k: spec(p) for k, p in self.train.items()}
+        if self.loss_weights:
+            out["loss_weights"] = {k: spec(p) for k, p in self.loss_weights.items()}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    # ---- the budget ----------------------------------------------------------------------
+    def bounded(self, counts: ParamCount, target: float) -> SearchSpace:
+        """This space with the embedding range clipped to what the budget allows (LadaError when empty)."""
+        if self.paper:
+            paper_ratios(counts, target)  # raises with the reason when the paper's ratios do not fit
+            return self
+        low, high = feasible_embedding(counts, target)
+        emb = self.embedding_ratio
+        if emb.fixed or emb.choices is not None:
+            bad = [v for v in emb.values() if not low <= v <= high]
+            if bad:
+                raise LadaError(f"embedding_ratio {bad} cannot meet {target:g}x on this model; feasible embedding "
+                                f"ratios are [{low:.4f}, {high:.4f}]")
+            return self
+        if emb.high < low or emb.low > high:
+            raise LadaError(f"embedding_ratio range [{emb.low:g}, {emb.high:g}] has no point that meets {target:g}x "
+                            f"on this model; feasible embedding ratios are [{low:.4f}, {high:.4f}]")
+        return replace(self, embedding_ratio=replace(emb, low=max(emb.low, low), high=min(emb.high, high)))
+
+    def ratios(self, config: dict, counts: ParamCount, target: float) -> Ratios:
+        """Solve the encoder ratio from the budget for a sampled ``config``."""
+        if self.paper:
+            return paper_ratios(counts, target)
+        return split_ratios(counts, target, config["embedding_ratio"], config["svd_split"], self.method)
+
+    # ---- sampling ------------------------------------------------------------------------
+    def define_by_run(self, trial) -> dict:
+        """Optuna define-by-run: suggests every free parameter, returns the fixed ones."""
+        constants = {}
+        for p in self.params():
+            value = p.suggest(trial)
+            if p.fixed:
+                constants[p.name] = value
+        return constants
+
+    def max_rounds(self, base: TrainConfig) -> int:
+        """The most rounds a trial can run (the schedulers' horizon)."""
+        return max(self.train["rounds"].values()) if "rounds" in self.train else base.rounds
+
+    def train_config(self, base: TrainConfig, config: dict) -> TrainConfig:
+        knobs = {k: config[k] for k in self.train if k in config}
+        if "learning_rate" in knobs:
+            knobs["learning_rate"] = float(knobs["learning_rate"])
+        weights = {k: config[f"loss_weights.{k}"] for k in self.loss_weights if f"loss_weights.{k}" in config}
+        return replace(base, **knobs, distill=self.distill and base.distill,
+                       loss_weights=replace(base.loss_weights, **weights))

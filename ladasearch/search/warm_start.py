@@ -1,0 +1,181 @@
+"""Warm starts: a search's first trials are known-good points, enqueued before the sampler samples.
+
+    corners   the all-SVD and the all-pruning encoder (the space's svd_split bounds) at the middle embedding
+              ratio (the one that keeps the same share of the embedding as of the encoder: uniform
+              compression, clipped to the space's range), and the paper's Table 2 ratios for the target where
+              this model meets them in the space
+    history   the best trial of each earlier search of the same model and task in the MLflow store, moved to
+              the new target: its embedding keeps its share of the compressible budget (eq. 7), its split
+              (the share of the encoder's reduction done by SVD) is kept; both clipped to the space's ranges
+    all       history, then corners
+
+``--warm-start none|corners|history|all``.  A point sets only the space's free ratio parameters (the
+sampler fills the training knobs); equal points are enqueued once, at most ``--trials`` of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from ..compress.accounting import ParamCount
+from ..compress.budget import PAPER_TABLE2, paper_ratios
+from ..errors import LadaError
+from ..summary import RatioRecord
+from .space import Param, SearchSpace
+
+HISTORY_SEARCHES = 3   # earlier searches drawn on: those at the targets nearest the new one
+
+
+@dataclass(frozen=True)
+class PastBest:
+    """The best trial of an earlier search, as its MLflow parent run records it."""
+
+    search: str
+    target: float
+    ratios: RatioRecord
+    val_score: float | None = None
+
+    @property
+    def svd_split(self) -> float:
+        return svd_split_of(self.ratios)
+
+
+def svd_split_of(ratios: RatioRecord) -> float:
+    """The share of the encoder's reduction (in log terms) done by SVD (``budget.split_ratios`` inverted)."""
+    encoder = ratios.encoder
+    return 0.5 if encoder >= 1 else math.log(ratios.svd) / math.log(encoder)
+
+
+@dataclass(frozen=True)
+class WarmPoint:
+    """One enqueued point: where it came from and the space's free parameters it sets."""
+
+    source: str
+    params: dict[str, float]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WarmContext:
+    space: SearchSpace                # already bounded to what the budget allows at the target
+    counts: ParamCount
+    target: float
+    history: tuple[PastBest, ...] = ()
+
+
+def _fit(param: Param | None, value: float) -> float | None:
+    """``value`` inside ``param``: clipped to a range, the nearest choice, or None when the parameter is fixed."""
+    if param is None or param.fixed:
+        return None
+    if param.choices is not None:
+        return min(param.choices, key=lambda c: abs(c - value))
+    return min(max(value, param.low), param.high)
+
+
+def _point(ctx: WarmContext, source: str, embedding: float, split: float) -> WarmPoint | None:
+    values = {"embedding_ratio": _fit(ctx.space.embedding_ratio, embedding),
+              "svd_split": _fit(ctx.space.svd_split, split)}
+    params = {k: float(v) for k, v in values.items() if v is not None}
+    return WarmPoint(source, params) if params else None
+
+
+def _uniform(counts: ParamCount, target: float) -> float:
+    """The embedding ratio equal to the encoder ratio eq. 7 then leaves: every matrix kept alike."""
+    return (counts.total / target - counts.dense) / (counts.embedding + counts.encoder)
+
+
+def _ends(param: Param) -> list[float]:
+    return [param.value] if param.fixed else sorted({min(param.values()), max(param.values())})
+
+
+def corners(ctx: WarmContext) -> list[WarmPoint]:
+    space = ctx.space
+    if space.paper:
+        return []
+    middle = _uniform(ctx.counts, ctx.target)
+    points = [_point(ctx, "corner", middle, split) for split in reversed(_ends(space.svd_split))]
+    if ctx.target in PAPER_TABLE2 and space.svd_split is not None and not space.svd_split.fixed:
+        try:
+            paper = paper_ratios(ctx.counts, ctx.target)
+        except LadaError:  # the paper's ratios do not fit this model
+            paper = None
+        emb = space.embedding_ratio
+        if paper is not None and (emb.fixed or emb.choices is not None or emb.low <= paper.embedding <= emb.high):
+            points.append(_point(ctx, "paper", paper.embedding, svd_split_of(paper.record())))
+    return [p for p in points if p is not None]
+
+
+def transferred(ctx: WarmContext) -> list[WarmPoint]:
+    if ctx.space.paper:
+        return []
+    counts = ctx.counts
+
+    def allowed(target: float) -> float:  # what eq. 7 leaves to the embedding and the encoder
+        return counts.total / target - counts.dense
+
+    nearest = sorted(ctx.history, key=lambda p: abs(math.log(p.target / ctx.target)))[:HISTORY_SEARCHES]
+    points = []
+    for past in nearest:
+        share = past.ratios.embedding * counts.embedding / allowed(past.target)
+        embedding = share * allowed(ctx.target) / counts.embedding
+        points.append(_point(ctx, f"history:{past.search}@{past.target:g}x", embedding, past.svd_split))
+    return [p for p in points if p is not None]
+
+
+WARM_STARTS: dict[str, tuple[Callable[[WarmContext], list[WarmPoint]], ...]] = {
+    "none": (),
+    "corners": (corners,),
+    "history": (transferred,),
+    "all": (transferred, corners),
+}
+
+
+def warm_start_kind(name: str) -> tuple[Callable[[WarmContext], list[WarmPoint]], ...]:
+    if name not in WARM_STARTS:
+        raise LadaError(f"unknown warm start {name!r}; allowed: {', '.join(WARM_STARTS)}")
+    return WARM_STARTS[name]
+
+
+def plan(mode: str, ctx: WarmContext, limit: int) -> list[WarmPoint]:
+    """The points to enqueue, in order, without repeats, at most ``limit``."""
+    seen, out = set(), []
+    for source in warm_start_kind(mode):
+        for point in source(ctx):
+            key = tuple(sorted((k, round(v, 6)) for k, v in point.params.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(point)
+    return out[:limit]
+
+
+def past_bests(runs, exclude: str | None = None) -> list[PastBest]:
+    """The best trials recorded on earlier searches' parent runs (``tracking.Tracker.past_searches``)."""
+    from ..tracking import BEST
+
+    found = []
+    for run in runs:
+        tags = run.tags
+        if run.run_id == exclude or f"{BEST}embedding_ratio" not in tags:
+            continue
+        try:
+            ratios = RatioRecord(tags.get(f"{BEST}method", "hybrid"), float(tags[f"{BEST}embedding_ratio"]),
+                                 float(tags[f"{BEST}svd_ratio"]), float(tags[f"{BEST}weight_ratio"]))
+            target = float(tags["ladasearch.target"].rstrip("x"))
+            score = float(tags[f"{BEST}val_score"]) if f"{BEST}val_score" in tags else None
+        except (KeyError, ValueError):  # a parent written by an older version or by hand
+            continue
+        found.append(PastBest(tags.get("ladasearch.search", run.run_id), target, ratios, score))
+    return found
+
+
+def warm_points(mode: str, ctx: WarmContext, limit: int, tracker, model: str, task: str,
+                parent_id: str | None = None) -> list[WarmPoint]:
+    """``plan`` with the history read from the MLflow store (only when the mode uses it)."""
+    if transferred in warm_start_kind(mode):
+        ctx = WarmContext(ctx.space, ctx.counts, ctx.target,
+                          tuple(past_bests(tracker.past_searches(model, task), exclude=parent_id)))
+    return plan(mode, ctx, limit)

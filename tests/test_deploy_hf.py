@@ -1,0 +1,247 @@
+"""`export-model --format hf`: the folder plain transformers loads gives the student's logits, or refuses loudly."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import ladasearch
+from ladasearch.cli import main
+from ladasearch.compress import compress_step, count_parameters, make_plan, solve
+from ladasearch.deploy.export import ExportSettings, export_model
+from ladasearch.deploy.formats import Timed
+from ladasearch.serialize import layer_structure, save_compressed
+from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
+
+TEXTS = ["the movie is good", "a bad movie , not good at all", "good"]
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "good", "bad", "a", "not", "at", "all",
+         ","] + [f"w{i}" for i in range(985)]
+NO_MEASURE = ExportSettings(measure=False)
+
+
+def tiny_tokenizer():
+    """A WordPiece tokenizer over the tiny model's 1000-token vocabulary (no download)."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)})
+
+
+def _params(counts) -> ParamRecord:
+    return ParamRecord(counts.embedding, counts.encoder, counts.dense)
+
+
+def _trained(student, ratios):
+    """Two compression rounds with optimizer steps between, so pruned ``_orig`` entries hold values."""
+    plans = make_plan(student, ratios)
+    inputs = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    for fraction in (0.5, 1.0):
+        compress_step(student, plans, fraction)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=1e-2)
+        student.train()
+        for _ in range(2):
+            student(**inputs).logits.pow(2).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return student.eval()
+
+
+def ratios_for_method(method: str, counts):
+    """Ratios of a tiny model per case; 'merged': SVD ratio 1, so every factorized linear layer costs more
+    multiply-adds than its dense merge and the export stores it merged."""
+    from conftest import feasible_ratios
+
+    if method == "merged":
+        return solve(counts, 1.5, embedding=0.5, svd=1.0)
+    return feasible_ratios(counts, 5.0, method)
+
+
+METHODS = ("hybrid", "svd", "prune", "merged")
+
+
+def make_source(folder, method: str, task: str = "sst2", num_labels: int = 2):
+    """A saved tiny compressed student (``save_compressed`` with its record and tokenizer) and its teacher."""
+    from conftest import build_tiny
+
+    teacher = build_tiny(0, num_labels=num_labels)
+    counts = count_parameters(teacher)
+    ratios = ratios_for_method(method, counts)
+    student = _trained(copy.deepcopy(teacher), ratios)
+    student_counts = count_parameters(student)
+    summary = TrialSummary(
+        task=task, main_metric="accuracy", ratios=RatioRecord(ratios.method, ratios.embedding, ratios.svd,
+                                                              ratios.weight),
+        achieved_factor=counts.total / student_counts.total, teacher_params=_params(counts),
+        student_params=_params(student_counts), matrices=(), score=0.625, metrics={"accuracy": 0.625}, history=(),
+        target=round(counts.total / student_counts.total, 2), teacher_score=0.75, model="tiny-bert")
+    save_compressed(student, folder, summary, tiny_tokenizer())
+    return folder
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def source(request, tmp_path_factory):
+    """(method, folder) of a saved tiny student."""
+    return request.param, make_source(tmp_path_factory.mktemp(f"src_{request.param}") / "student", request.param)
+
+
+@pytest.fixture(scope="module")
+def hybrid_source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("src") / "student", "hybrid")
+
+
+def student_logits(folder, inputs):
+    with torch.no_grad():
+        return ladasearch.load(folder).eval()(**inputs).logits
+
+
+def test_hf_folder_gives_the_students_logits(source, tmp_path):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    method, source = source
+    out = tmp_path / "hf"
+    record = export_model(source, "hf", out, NO_MEASURE, log=lambda _: None)
+    inputs = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    want = student_logits(source, inputs)
+
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    with torch.no_grad():
+        got = model(**inputs).logits
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+    assert model.config._attn_implementation == "sdpa"
+    assert type(model).__name__ == "LadaBertForSequenceClassification"
+
+    classify = pipeline("text-classification", model=str(out), trust_remote_code=True, function_to_apply="none",
+                        top_k=None)
+    for text, row in zip(TEXTS, classify(TEXTS)):
+        scores = {r["label"]: r["score"] for r in row}
+        assert set(scores) == {"negative", "positive"}
+        single = student_logits(source, tiny_tokenizer()([text], return_tensors="pt"))[0]
+        assert scores["negative"] == pytest.approx(float(single[0]), abs=1e-5)
+        assert scores["positive"] == pytest.approx(float(single[1]), abs=1e-5)
+
+    # masks folded into stored values: no mask tensors, and exactly the unmerged factorized layers listed
+    tensors = load_file(str(out / "model.safetensors"))
+    assert not any("mask" in k or "::" in k for k in tensors)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "ladasearch_bert"
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == \
+        "modeling_ladasearch.LadaBertForSequenceClassification"
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    ranks = {n: v["rank"] for n, v in layer_structure(ladasearch.load(source)).items() if v["rank"] is not None}
+    listed = {n: v["rank"] for n, v in config["factorized"].items()}
+    if method == "merged":  # every factorized linear layer is cheaper dense: only the embedding stays factorized
+        assert set(listed) == {"bert.embeddings.word_embeddings"} and len(ranks) > 1
+        assert tensors["bert.encoder.layer.0.attention.self.query.weight"].shape == (64, 64)
+    else:
+        assert listed == ranks
+    for name, rank in listed.items():
+        assert tensors[f"{name}.A"].shape[1] == rank
+    assert (out / "modeling_ladasearch.py").is_file() and (out / "tokenizer_config.json").is_file()
+    assert record.labels == ("negative", "positive")
+    # the modeling file imports nothing of ladasearch
+    assert "ladasearch." not in (out / "modeling_ladasearch.py").read_text().replace("ladasearch_bert", "")
+
+
+def test_loading_without_trust_remote_code_raises(hybrid_source, tmp_path, monkeypatch):
+    import transformers.dynamic_module_utils as dynamic
+    from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+
+    monkeypatch.setattr(dynamic, "TIME_OUT_REMOTE_CODE", 0)  # no interactive prompt, as in CI or a service
+    out = export_model(hybrid_source, "hf", tmp_path / "hf", NO_MEASURE, log=lambda _: None).folder
+    for load in (AutoConfig.from_pretrained, AutoModelForSequenceClassification.from_pretrained,
+                 lambda path: pipeline("text-classification", model=str(path))):
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            load(out)
+
+
+def test_label_names_follow_the_task(tmp_path):
+    folder = make_source(tmp_path / "mnli", "hybrid", task="mnli", num_labels=3)
+    export_model(folder, "hf", tmp_path / "hf", NO_MEASURE, log=lambda _: None)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
+    assert config["label2id"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+def test_card_reports_ratios_scores_size_latency_and_memory(hybrid_source, tmp_path):
+    settings = ExportSettings(timed=Timed(batches=(1, 4), seq_len=16, runs=2, threads=1))
+    record = export_model(hybrid_source, "hf", tmp_path / "hf", settings, log=lambda _: None)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    ratios = record.summary.ratios
+    assert f"| retention ratio | {ratios.embedding:.4f} | {ratios.svd:.4f} | {ratios.weight:.4f} |" in card
+    assert "Dev accuracy of the compressed student: **0.6250**" in card and "teacher: 0.7500" in card
+    assert f"**{record.summary.achieved_factor:.2f}x** smaller" in card
+    assert f"{record.file_bytes / 2**20:.2f} MiB" in card
+    assert record.file_bytes == (tmp_path / "hf" / "model.safetensors").stat().st_size
+    assert [(x.batch, x.seq_len) for x in record.latency] == [(1, 16), (4, 16)]
+    assert all(x.timing.median_ms > 0 for x in record.latency)
+    assert record.memory.peak_bytes > record.memory.baseline_bytes > 0
+    assert f"peaks at **{record.memory.peak_bytes / 2**20:.1f} MiB**" in card
+    assert "trust_remote_code=True" in card
+    saved = json.loads((tmp_path / "hf" / "ladasearch_export.json").read_text())
+    assert saved["memory"]["peak_rss_bytes"] == record.memory.peak_bytes
+    assert saved["labels"] == ["negative", "positive"]
+
+
+def test_source_by_search_name_and_parent_run_id(hybrid_source, tmp_path):
+    from ladasearch.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    parent = tracker.start_search("tiny-search", {}, {})
+    tracker.log_artifacts(parent, hybrid_source, "best_model")
+    inputs = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    want = student_logits(hybrid_source, inputs)
+    for source in ("tiny-search", parent):
+        out = tmp_path / f"hf-{len(source)}"
+        record = export_model(source, "hf", out, ExportSettings(measure=False, tracking_uri=uri), log=lambda _: None)
+        assert record.origin == f"search tiny-search (MLflow run {parent})"
+        from ladasearch.deploy.hf import load_hf_folder
+
+        with torch.no_grad():
+            assert torch.allclose(load_hf_folder(out)(**inputs).logits, want, atol=1e-5, rtol=0)
+
+
+def _one_error_line(result, *fragments):
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["{missing}", "--format", "hf"], ("no such folder",)),
+    (["{file}", "--format", "hf"], ("is a file",)),
+    (["{plain}", "--format", "hf"], ("not a ladasearch model folder",)),
+    (["{source}", "--format", "tflite"], ("unknown export format 'tflite'", "hf, onnx, onnx-int8")),
+    (["no-such-search", "--format", "hf", "--tracking-uri", "sqlite:///{tmp}/none.db"], ("no MLflow store",)),
+])
+def test_bad_source_or_format_is_one_error_line(hybrid_source, tmp_path, args, fragments):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "plain").mkdir()
+    names = {"missing": tmp_path / "nope" / "x", "file": tmp_path / "file.txt", "plain": tmp_path / "plain",
+             "source": hybrid_source, "tmp": tmp_path}
+    args = [a.format(**names) for a in args]
+    result = CliRunner().invoke(main, ["export-model", *args, "--out", str(tmp_path / "out"), "--no-measure"])
+    _one_error_line(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_the_folder_and_refuses_a_non_empty_out(hybrid_source, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["export-model", str(hybrid_source), "--format", "hf", "--out", str(out),
+                                       "--no-measure"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert f"wrote {out} (hf): model.safetensors" in result.output
+    assert "Not measured" in (out / "README.md").read_text()
+    again = CliRunner().invoke(main, ["export-model", str(hybrid_source), "--format", "hf", "--out", str(out),
+                                      "--no-measure"])
+    _one_error_line(again, "is not empty", "--overwrite")
+    forced = CliRunner().invoke(main, ["export-model", str(hybrid_source), "--format", "hf", "--out", str(out),
+                                       "--no-measure", "--overwrite"])
+    assert forced.exit_code == 0, (forced.output, forced.exception)

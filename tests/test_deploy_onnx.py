@@ -1,0 +1,142 @@
+"""`export-model --format onnx|onnx-int8`: onnxruntime folders with optional token_type_ids, and the int8 gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import ladasearch
+from ladasearch.cli import main
+from ladasearch.deploy.export import DevData, ExportSettings, export_model
+from ladasearch.errors import LadaError
+from test_deploy_hf import METHODS, TEXTS, make_source, tiny_tokenizer
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+NO_MEASURE = ExportSettings(measure=False)
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    """A tiny SST-2 folder in the GLUE layout, over the tiny tokenizer's words."""
+    root = tmp_path_factory.mktemp("glue")
+    (root / "SST-2").mkdir()
+    rng = np.random.default_rng(0)
+    words = ["the", "movie", "is", "good", "bad", "a", "not", "at", "all"]
+    for split, rows in (("train", 8), ("dev", 40)):
+        lines = ["sentence\tlabel"] + [f"{' '.join(rng.choice(words, 6))}\t{i % 2}" for i in range(rows)]
+        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return {m: make_source(tmp_path_factory.mktemp(f"onnx_{m}") / "student", m) for m in METHODS}
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_onnx_folder_runs_without_token_type_ids_and_matches_torch(sources, method, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "onnx"
+    record = export_model(sources[method], "onnx", out, NO_MEASURE, log=lambda _: None)
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    for graph_input in graph.graph.input:
+        assert [d.dim_param for d in graph_input.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    assert {o.domain: o.version for o in graph.opset_import}[""] == record.written.opset == 17
+    session = _session(out / "model.onnx")
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [i.name for i in session.get_overridable_initializers()] == ["token_type_ids"]
+
+    student = ladasearch.load(sources[method]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)  # the tokenizer beside model.onnx
+    for texts in (TEXTS, TEXTS[:1]):  # two batch sizes and sequence lengths
+        enc = tokenizer(texts, padding=True, return_tensors="np")
+        with torch.no_grad():
+            want = student(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+        without = session.run(["logits"], {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
+        with_types = session.run(["logits"], {k: v.astype(np.int64) for k, v in enc.items()})[0]
+        assert np.abs(without - want).max() < 1e-4
+        assert np.abs(with_types - want).max() < 1e-4
+    # segment ids, when given, are used (a pair task's second segment changes the logits)
+    enc = tokenizer([TEXTS[0]], [TEXTS[1]], return_tensors="np")
+    feed = {k: v.astype(np.int64) for k, v in enc.items()}
+    with torch.no_grad():
+        want = student(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+    assert np.abs(session.run(["logits"], feed)[0] - want).max() < 1e-4
+    assert record.written.onnx_check.worst < 1e-4
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"} and "auto_map" not in config
+    assert "ONNX opset 17" in (out / "README.md").read_text()
+
+
+def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
+    settings = ExportSettings(max_drop=100.0, dev=DevData(data_dir=str(glue)), measure=False)
+    record = export_model(sources["hybrid"], "onnx-int8", tmp_path / "int8", settings, log=lambda _: None)
+    fp32 = export_model(sources["hybrid"], "onnx", tmp_path / "fp32", NO_MEASURE, log=lambda _: None)
+    gate = record.written.gate
+    assert gate.rows == 40 and gate.passed and gate.metric == "accuracy"
+    assert gate.drop == pytest.approx((gate.before - gate.after) * 100)
+    # the fp32 score is the fp32 graph's, recomputed here on the same rows
+    from ladasearch.deploy.scoring import load_dev, onnx_score
+
+    dev = load_dev(settings.dev.for_task("sst2"), tiny_tokenizer())
+    assert onnx_score(_session(fp32.folder / "model.onnx"), dev) == pytest.approx(gate.before)
+    assert onnx_score(_session(record.folder / "model.onnx"), dev) == pytest.approx(gate.after)
+    graph = onnx.load(str(record.folder / "model.onnx"))
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.graph.initializer)
+    assert record.file_bytes < fp32.file_bytes
+    assert [i.name for i in _session(record.folder / "model.onnx").get_overridable_initializers()] == ["token_type_ids"]
+    card = (record.folder / "README.md").read_text()
+    assert f"dev accuracy {gate.before:.4f} (fp32 ONNX) -> {gate.after:.4f} (int8) on 40 rows" in card
+    saved = json.loads((record.folder / "ladasearch_export.json").read_text())["int8_gate"]
+    assert saved["fp32"] == gate.before and saved["int8"] == gate.after and saved["passed"]
+    # the saved tokenizer is not left padding every input to the gate's length
+    assert json.loads((record.folder / "tokenizer.json").read_text())["padding"] is None
+
+
+def test_int8_gate_refuses_a_drop_above_max_drop(sources, glue, tmp_path):
+    out = tmp_path / "int8"
+    args = ["export-model", str(sources["hybrid"]), "--format", "onnx-int8", "--out", str(out), "--data-dir",
+            str(glue), "--no-measure"]
+    # scores lie in [0, 1], so no drop is below -100 points: -100.5 refuses whatever int8 scores ...
+    result = CliRunner().invoke(main, [*args, "--max-drop", "-100.5"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: int8 refused: dev accuracy"), result.stderr
+    assert "above --max-drop -100.5" in lines[0]
+    assert not out.exists()  # nothing is left behind
+    # ... and the same run with room for any drop passes
+    assert CliRunner().invoke(main, [*args, "--max-drop", "100"]).exit_code == 0
+
+
+def test_int8_gate_enforce_uses_points():
+    from ladasearch.deploy.quantize import GateResult, enforce
+
+    gate = GateResult("accuracy", 0.80, 0.785, 200, 1.0, "dev")
+    assert gate.drop == pytest.approx(1.5) and not gate.passed
+    with pytest.raises(LadaError, match="drop of 1.50 points, above --max-drop 1"):
+        enforce(gate)
+    assert enforce(GateResult("accuracy", 0.80, 0.795, 200, 1.0, "dev")).passed
+
+
+def test_onnx_card_measures_onnxruntime(sources, tmp_path):
+    from ladasearch.deploy.formats import Timed
+
+    settings = ExportSettings(timed=Timed(batches=(2,), seq_len=16, runs=2, threads=1))
+    record = export_model(sources["hybrid"], "onnx", tmp_path / "onnx", settings, log=lambda _: None)
+    assert [(x.runtime, x.batch, x.seq_len) for x in record.latency] == [("onnxruntime", 2, 16)]
+    assert record.memory.runtime == "onnxruntime" and record.memory.peak_bytes > record.memory.baseline_bytes
+    assert "Latency in onnxruntime" in (record.folder / "README.md").read_text()
