@@ -45,6 +45,7 @@ def parse_args(argv=None):
     g.add_argument("--oneshot-steps", type=int, default=8, help="part (a): steps per round at lr 1e-12")
     g.add_argument("--ratios-from", default=str(C.RESULTS / "accuracy-sst2.json"))
     g.add_argument("--parts", default="a,b")
+    g.add_argument("--trained-targets", default=None, help="targets of part (b) (default: all of --targets)")
     g.add_argument("--name", default=None, help="result file name (default importance-<task>)")
     g.add_argument("--out-dir", default=None)
     return p.parse_args(argv)
@@ -180,7 +181,8 @@ def main(argv=None) -> dict:
         chosen = sorted(pairs, key=lambda p: -statistics.mean(pairs[p]))[:2]
         payload["chosen_on_val"] = [f"{f}+{s}" for f, s in chosen]
         C.log(f"(b): arms svd+magnitude and {', '.join(payload['chosen_on_val'])} (chosen on validation)")
-        for entry in payload["targets"]:
+        trained = {float(t) for t in args.trained_targets.split(",")} if args.trained_targets else set(targets)
+        for entry in [t for t in payload["targets"] if t["target"] in trained]:
             r = ratios[entry["target"]]
             entry["trained"] = []
             for f, s in [BASELINE, *chosen]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -135,8 +136,13 @@ def run(**kw):
                        connect_timeout=kw["connect_timeout"], storage=kw["storage"],
                        tracking_uri=kw["tracking_uri"], experiment=kw["experiment"], warm_start=kw["warm_start"],
                        grace_period=kw["grace_period"], reduction_factor=kw["reduction_factor"], runtime=kw["runtime"])
+    space = SearchSpace.load(kw["space_name"])
+    source = click.get_current_context().get_parameter_source
+    given = {k: kw[k] for k in ("factorizer", "prune_score") if source(k) == click.core.ParameterSource.COMMANDLINE}
+    if given:  # an option given on the command line pins what the space would otherwise choose
+        space = replace(space, compression=space.compression.fixed(**given))
     settings = SearchSettings(data=data_config(kw), model=kw["model"], search=cfg,
-                              space=SearchSpace.load(kw["space_name"]), teacher=teacher_config(kw),
+                              space=space, teacher=teacher_config(kw),
                               train=train_config(kw), compression=compression_config(kw),
                               teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"])
     _echo_outcome(run_search(settings, log=click.echo))

@@ -168,11 +168,14 @@ def compression_options(fn):
     """The compression plug-ins (``ladasearch.compress.registry``); names are checked by CompressionConfig."""
     options = [
         click.option("--factorizer", default="svd", show_default=True,
-                     help="How matrices are factorized (a registered factorizer, e.g. svd)."),
+                     help="How matrices are factorized: a registered factorizer (svd, fisher, activation). In "
+                          "`run`, given here it pins the search space's choice."),
         click.option("--prune-score", default="magnitude", show_default=True,
-                     help="How entries are scored for pruning (a registered pruning score, e.g. magnitude)."),
+                     help="How entries are scored for pruning: a registered score (magnitude, taylor, movement, "
+                          "wanda). In `run`, given here it pins the search space's choice."),
         click.option("--calibration-batches", default=16, show_default=True, type=int,
-                     help="Train batches through the teacher when the factorizer or score needs statistics."),
+                     help="Train batches through the teacher when the factorizer or score needs statistics "
+                          "(gathered once per teacher and data, cached beside the teacher)."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 

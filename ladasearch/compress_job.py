@@ -1,13 +1,15 @@
 """One compression job, the library side of `ladasearch compress`: solve the ratios on the architecture,
-get the teacher, run the LadaBERT loop (each round scored on the validation split), score the final
-student once on dev, save the model and its ``summary.json``."""
+get the teacher and the calibration statistics its plug-ins read (cached, ``calibration_cache``), run the
+LadaBERT loop (each round scored on the validation split), score the final student once on dev, save the
+model and its ``summary.json``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from .compress import Ratios, count_parameters, paper_ratios, parse_target, solve
+from .calibration_cache import CalibrationRequest, cached_statistics, plugin_needs
+from .compress import Ratios, count_parameters, make_plan, paper_ratios, parse_target, solve
 from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
 from .data import main_score
 from .evaluate import evaluate
@@ -53,9 +55,13 @@ def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, 
         f"({ratios.method}) for {factor:g}x")
     teacher = prepare_teacher(prepared, data_cfg, model, teacher_cfg, dev, Path(cache_dir) if cache_dir else None,
                               teacher_path, log)
+    # gathered once per teacher and data (cached beside the teacher), not by every run
+    needs = plugin_needs((compression.factorizer,), (compression.prune_score,), make_plan(teacher.model, ratios))
+    request = CalibrationRequest(needs, compression.calibration_batches, train_cfg.batch_size, data_cfg.max_length)
+    stats = cached_statistics(teacher, prepared, request, dev, cache_dir, log)
     hooks = LoopHooks(after_eval=lambda record: log(round_line(record, train_cfg.rounds, task.main_metric)))
     result = compress_model(teacher.model, prepared.train, prepared.val, task, ratios, train_cfg, dev,
-                            compression=compression, hooks=hooks, eval_split="val")
+                            compression=compression, hooks=hooks, stats=stats, eval_split="val")
     dev_metrics = evaluate(result.student, prepared.dev, task, train_cfg.eval_batch_size, dev)
     summary = result.summary(target=factor, model=model, teacher=str(teacher.path), teacher_score=teacher.score,
                              teacher_metrics=teacher.metrics, data=data_record(prepared, data_cfg),

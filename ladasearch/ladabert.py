@@ -143,14 +143,12 @@ def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int) -> d
 def _statistics(teacher: nn.Module, train: Features, task: TaskSpec, plans: list[MatrixPlan], cfg: TrainConfig,
                 compression: CompressionConfig, device) -> CalibrationStats | None:
     """The calibration statistics the plug-ins in use need (None when they need none)."""
-    needs: frozenset[str] = frozenset()
-    if any(p.svd_ratio is not None for p in plans):
-        needs |= get_factorizer(compression.factorizer).needs
-    if any(p.keep_ratio is not None for p in plans):
-        needs |= get_pruning_score(compression.prune_score).needs
+    from .calibration_cache import plugin_needs
+    from .compress.calibration import collect_statistics
+
+    needs = plugin_needs((compression.factorizer,), (compression.prune_score,), plans)
     if not needs:
         return None
-    from .compress.calibration import collect_statistics
 
     return collect_statistics(teacher, train, needs, batches=compression.calibration_batches,
                               batch_size=cfg.batch_size, device=device, task=task)

@@ -90,15 +90,15 @@ class ParamRecord:
     def total(self) -> int:
         return self.embedding + self.encoder + self.dense
 
+    def to_json(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
     @classmethod
     def from_json(cls, data: Any, where: str) -> ParamRecord:
         values = {k: _need(data, k, int, where) for k in ("embedding", "encoder", "dense")}
         if any(v < 0 for v in values.values()) or sum(values.values()) <= 0:
             raise LadaError(f"{where}: parameter counts must be >= 0 with a positive total, got {values}")
         return cls(**values)
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "total": self.total}
 
 
 @dataclass(frozen=True)

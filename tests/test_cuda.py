@@ -77,17 +77,18 @@ def test_two_trials_share_one_gpu(tiny_dir, glue_dir, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    from ladasearch.search import SearchConfig, run_search
-    from ladasearch.space import SearchSpace
+    from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = SearchConfig(name="gpu", target=5.0, num_samples=2, max_concurrent=2, gpus_per_trial=0.5,
                        scheduler="fifo", storage=str(tmp_path / "runs"), tracking_uri=uri)
-    outcome = run_search(DataConfig("sst2", str(glue_dir), max_train=200, max_dev=64), str(tiny_dir),
-                         TeacherConfig(steps=5), TrainConfig(rounds=2, steps_per_round=40, final_steps=10),
-                         SearchSpace.load("ratios"), cfg, cache_dir=str(tmp_path / "cache"), log=lambda s: None)
-    assert [t["status"] for t in outcome.trials] == ["completed", "completed"]
+    settings = SearchSettings(DataConfig("sst2", str(glue_dir), max_train=200, max_dev=64), str(tiny_dir), cfg,
+                              SearchSpace.load("ratios"), TeacherConfig(steps=5),
+                              TrainConfig(rounds=2, steps_per_round=40, final_steps=10),
+                              cache_dir=str(tmp_path / "cache"))
+    outcome = run_search(settings, log=lambda s: None)
+    assert [t.status for t in outcome.trials] == ["completed", "completed"]
     client = MlflowClient(uri)
     children = client.search_runs([client.get_experiment_by_name("ladasearch").experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")

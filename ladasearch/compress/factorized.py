@@ -7,51 +7,13 @@ while the factors are trained.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+# One definition of the factorized layers: the self-contained modeling file that every exported HF folder
+# carries (it imports only torch and transformers), so a trained student and its exported form are one class.
+from ..deploy.modeling_ladasearch import FactorizedEmbedding, FactorizedLinear
 
-class FactorizedLinear(nn.Module):
-    """Drop-in for ``nn.Linear``: y = x @ B @ A.T + bias, with weight = A @ B.T (out x in)."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
-        super().__init__()
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.A = nn.Parameter(torch.empty(out_features, rank))
-        self.B = nn.Parameter(torch.empty(in_features, rank))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.A @ self.B.T
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.B.T), self.A, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
-
-
-class FactorizedEmbedding(nn.Module):
-    """Drop-in for ``nn.Embedding``: row i of the table is A[i] @ B.T, weight = A @ B.T (num x dim)."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, padding_idx: int | None = None):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim, self.rank = num_embeddings, embedding_dim, rank
-        self.padding_idx = padding_idx
-        self.A = nn.Parameter(torch.empty(num_embeddings, rank))
-        self.B = nn.Parameter(torch.empty(embedding_dim, rank))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.A @ self.B.T
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.embedding(input_ids, self.A, self.padding_idx), self.B)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}"
+__all__ = ["FactorizedEmbedding", "FactorizedLinear", "replace_module"]
 
 
 def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:

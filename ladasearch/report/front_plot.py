@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..errors import LadaError  # noqa: E402
+from .plots import save_figure  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,4 @@ def front_plot(points: list[FrontPoint], axes: tuple[str, ...], path: str | Path
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

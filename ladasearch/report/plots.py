@@ -66,6 +66,11 @@ def _finish(fig, ax, path: str | Path, *, xlabel: str | None, ylabel: str, title
     ax.set_title(title)
     ax.grid(axis=grid_axis, alpha=0.3)
     ax.legend(fontsize=legend_size, loc="best")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parents created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -2,6 +2,7 @@
 
 One row per trial (``best_per_group`` keeps the best trial of each source, task and target):
 
+    factorizer, prune_score   the compression plug-ins (``compress.registry``) the trial used
     target      the target reduction factor
     achieved    teacher parameters / student parameters (the counting rule of compress.accounting)
     embedding   reduction factor of the word embedding (1 / embedding ratio)
@@ -32,18 +33,19 @@ from ..errors import LadaError
 from .records import LoadedTrial
 
 FORMATS = ("md", "csv", "json", "latex")
-COLUMNS = ("source", "task", "method", "target", "achieved", "embedding", "svd", "weight", "encoder",
-           "rank_embedding", "rank_encoder_min", "rank_encoder_median", "params", "teacher_params", "metric",
-           "split", "score", "dev_score", "teacher_score", "score_vs_teacher")
+COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "target", "achieved", "embedding", "svd",
+           "weight", "encoder", "rank_embedding", "rank_encoder_min", "rank_encoder_median", "params",
+           "teacher_params", "metric", "split", "score", "dev_score", "teacher_score", "score_vs_teacher")
 HEADERS = {
-    "source": "Source", "task": "Task", "method": "Method", "target": "Target", "achieved": "Overall",
+    "source": "Source", "task": "Task", "method": "Method", "factorizer": "Factorizer", "prune_score": "Prune score",
+    "target": "Target", "achieved": "Overall",
     "embedding": "Embedding", "svd": "Matrix fact.", "weight": "Weight pruning", "encoder": "Encoder",
     "rank_embedding": "Emb. rank", "rank_encoder_min": "Enc. rank min", "rank_encoder_median": "Enc. rank median",
     "params": "Params", "teacher_params": "Teacher params", "metric": "Metric", "split": "Scored on",
     "score": "Score", "dev_score": "Dev score", "teacher_score": "Teacher (dev)", "score_vs_teacher": "Dev/teacher",
 }
 FACTORS = ("target", "achieved", "embedding", "svd", "weight", "encoder")
-TEXT_COLUMNS = ("source", "task", "method", "metric", "split")
+TEXT_COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "metric", "split")
 
 
 def row_of(trial: LoadedTrial) -> dict:
@@ -55,7 +57,8 @@ def row_of(trial: LoadedTrial) -> dict:
     score, teacher_score = summary.score, summary.teacher_score
     dev = summary.dev_score if summary.dev_score is not None else score if summary.score_split == "dev" else None
     return {
-        "source": trial.label, "task": summary.task, "method": summary.ratios.method, "target": summary.target,
+        "source": trial.label, "task": summary.task, "method": summary.ratios.method,
+        "factorizer": summary.factorizer, "prune_score": summary.prune_score, "target": summary.target,
         "achieved": summary.achieved_factor, **{k: factors[k] for k in ("embedding", "svd", "weight", "encoder")},
         "rank_embedding": embedding_ranks[0] if embedding_ranks else None,
         "rank_encoder_min": encoder_ranks[0] if encoder_ranks else None,

@@ -8,6 +8,9 @@ Reliability: ``cluster`` (which Ray, reached in bounded time), ``store`` (the ML
 once), ``locks`` (a search's name, a new store), ``signals`` (SIGTERM as Ctrl-C), ``trust`` (the runs folder
 a resume unpickles), ``teacher_identity`` (the teacher a resume must get again), ``recorded`` (resume of a
 complete search), ``space_file`` (bounded YAML).
+Choices: ``warm_start`` (the first trials: corners, the paper's point, earlier searches), ``study`` (the
+Optuna study in a journal file; only scores at the target size reach it), ``dev_eval`` (the dev score of the
+chosen model(s), after every choice was made on the validation split).
 
     settings = SearchSettings(data=DataConfig("sst2"), model="minilm", space=SearchSpace.load("default"),
                               search=SearchConfig(name="s1", target=5.0))

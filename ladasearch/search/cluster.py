@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import LadaError
+from ..io import tcp_unreachable
 
 LOCAL = "local"
 AUTO = "auto"
@@ -74,15 +74,10 @@ def probe(address: str | None, timeout: float) -> None:
     target = _resolve_auto() if address == AUTO else address
     host, port = _endpoint(target)
     shown = address if address == target else f"{address} ({target})"
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except socket.timeout:
-        raise LadaError(f"could not reach the Ray cluster at {shown} within {timeout:g} s; check the address "
-                        f"and that its head is up (`ray status`)") from None
-    except OSError as exc:
-        raise LadaError(f"could not reach the Ray cluster at {shown}: {exc.strerror or exc}; check the address "
-                        f"and that its head is up (`ray status`)") from None
+    why = tcp_unreachable(host, port, timeout)
+    if why is not None:
+        raise LadaError(f"could not reach the Ray cluster at {shown}: {why}; check the address and that its head "
+                        f"is up (`ray status`)")
 
 
 def _configure() -> None:

@@ -1,6 +1,7 @@
 """The search driver: Ray Tune schedules the trials, Optuna samples the space, MLflow records them.
 
     settings -> data (train / val / dev) + teacher (fine-tuned once on train, cached)
+             + calibration statistics of every plug-in the space may pick (gathered once, cached)
              -> TrialPayload (train + val, never dev) in Ray's object store
              -> Tuner(StudySearch with the warm starts enqueued + ASHA over rounds) -> trials (worker.run_trial)
              -> MLflow via callbacks -> results.finish (best trial on val, its dev score, Pareto front, plots)
@@ -22,6 +23,7 @@ from ..models import load_classifier, pick_device
 from ..pipeline import data_record, prepare, prepare_teacher
 from ..teacher import default_cache_dir
 from ..tracking import Tracker, resolve_tracking_uri
+from .calibration import search_statistics
 from .cluster import connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
 from .dev_eval import DevSet
 from .locks import search_lock
@@ -68,7 +70,8 @@ def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
         teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()},
         train=prepared.train, val=prepared.val, task=task, counts=counts, space=space, train_cfg=settings.train,
         compression=settings.compression, threads=max(1, int(cfg.cpus_per_trial)), max_length=data_cfg.max_length,
-        objectives=cfg.objectives, context=context, runtime=cfg.runtime)
+        objectives=cfg.objectives, context=context, runtime=cfg.runtime,
+        stats=search_statistics(settings, space, teacher, prepared, device, log))  # once, for every trial
     return Built(payload, space, prepared.tokenizer, teacher.score, DevSet(prepared.dev, task, device))
 
 

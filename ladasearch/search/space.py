@@ -1,8 +1,9 @@
 """Declarative search spaces (``search_spaces/*.yaml``) and the ratios they yield under the budget.
 
 A space names ranges for the embedding ratio and for the SVD-vs-pruning split of the
-encoder, plus optional training knobs.  The encoder ratio is then solved from the budget
-(eq. 7, ``compress.budget.split_ratios``), so every sampled point meets the target exactly;
+encoder, plus optional training knobs and the compression plug-ins (``space_compression``).  The encoder
+ratio is then solved from the budget (eq. 7, ``compress.budget.split_ratios``), so every sampled point
+meets the target exactly;
 ``svd_split`` is the share of the encoder's reduction (in log terms) done by SVD: 1 = SVD only,
 0 = pruning only, and a method that fixes a ratio fixes the split too.
 
@@ -23,13 +24,14 @@ from ..compress.budget import Ratios, feasible_embedding, paper_ratios, split_ra
 from ..compress.methods import METHOD_NAMES, get_method
 from ..config import LossWeights, TrainConfig
 from ..errors import LadaError
+from .space_compression import CompressionChoices
 from .space_file import read_yaml
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
 TRAIN_KNOBS = {"rounds": int, "steps_per_round": int, "final_steps": int, "batch_size": int,
                "learning_rate": float, "temperature": float, "weight_decay": float}
-TOP_KEYS = {"name", "description", "method", "ratios", "train", "loss_weights", "distill"}
+TOP_KEYS = {"name", "description", "method", "ratios", "train", "loss_weights", "distill", "compression"}
 RATIO_KEYS = {"embedding_ratio", "svd_split"}
 
 
@@ -97,6 +99,8 @@ def _typed(name: str, value: Any, kind: type):
             pass
     if kind is bool and isinstance(value, bool):
         return value
+    if kind is str and isinstance(value, str):
+        return value
     raise LadaError(f"{name}: expected {kind.__name__}, got {value!r}")
 
 
@@ -111,6 +115,7 @@ class SearchSpace:
     loss_weights: dict[str, Param] = field(default_factory=dict)
     distill: bool = True
     description: str = ""
+    compression: CompressionChoices = field(default_factory=CompressionChoices)   # factorizer, pruning score
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -188,7 +193,8 @@ class SearchSpace:
             name=str(data.get("name", default_name)), method=method, paper=paper, embedding_ratio=embedding,
             svd_split=split, train={k: Param.parse(k, v, TRAIN_KNOBS[k]) for k, v in train.items()},
             loss_weights={k: Param.parse(f"loss_weights.{k}", v) for k, v in weights.items()},
-            distill=distill, description=str(data.get("description", "")))
+            distill=distill, description=str(data.get("description", "")),
+            compression=CompressionChoices.parse(data.get("compression")))
         for p in space.params():  # every bound and choice must make a valid TrainConfig
             for v in p.values():
                 space.train_config(TrainConfig(), {p.name: v})
@@ -196,7 +202,7 @@ class SearchSpace:
 
     def params(self) -> list[Param]:
         ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split]
-        return ratio_params + list(self.train.values()) + list(self.loss_weights.values())
+        return ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + self.compression.params()
 
     def to_dict(self) -> dict:
         def spec(p: Param):
@@ -212,6 +218,8 @@ class SearchSpace:
             out["train"] = {k: spec(p) for k, p in self.train.items()}
         if self.loss_weights:
             out["loss_weights"] = {k: spec(p) for k, p in self.loss_weights.items()}
+        if self.compression.params():
+            out["compression"] = self.compression.to_dict()
         if self.description:
             out["description"] = self.description
         return out

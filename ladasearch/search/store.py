@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import LadaError
+from ..io import tcp_unreachable
 from ..tracking import Tracker
 from .locks import store_lock
 
@@ -49,15 +49,10 @@ def _no_retries(timeout: float) -> Iterator[None]:
 def _check_server(uri: str, timeout: float) -> None:
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
-            pass
-    except socket.timeout:
-        raise LadaError(f"the MLflow tracking server {uri} did not answer within {timeout:g} s; start it or pass "
-                        f"another --tracking-uri") from None
-    except OSError as exc:
-        raise LadaError(f"the MLflow tracking server {uri} is not reachable ({exc.strerror or exc}); start it or "
-                        f"pass another --tracking-uri") from None
+    why = tcp_unreachable(parts.hostname or "localhost", port, timeout)
+    if why is not None:
+        raise LadaError(f"the MLflow tracking server {uri} is not reachable ({why}); start it or pass another "
+                        f"--tracking-uri")
 
 
 def check_sqlite(db: Path) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,8 +29,12 @@ from ..inference.timing import latency_ms
 from ..ladabert import CompressionResult, LoopHooks, compress_model
 from ..serialize import save_compressed
 from ..summary import MatrixRecord, ParamRecord, RatioRecord, RoundRecord, TrialSummary
+from .calibration import compression_params, trial_statistics
 from .objectives import Measurements, MeasureSettings, measure_objectives
 from .space import SearchSpace
+
+if TYPE_CHECKING:
+    from ..compress.calibration import CalibrationStats
 
 SUMMARY_KEY = "summary_json"   # every report: the trial's TrialSummary so far, as JSON
 PARAMS_KEY = "params_json"     # the first report: the trial's MLflow params (ratios, ranks, settings)
@@ -76,6 +80,7 @@ class TrialPayload:
     objectives: tuple[str, ...]
     context: SummaryContext
     runtime: str = "torch"        # where the latency and size objectives are measured
+    stats: CalibrationStats | None = None   # gathered once by the driver for every plug-in the space may pick
 
     def teacher(self) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -144,16 +149,20 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
     from ray import tune
 
     torch.set_num_threads(payload.threads)
+    # the trial's factorizer and pruning score (sampled, or the run's): what its summary and params record
+    payload = replace(payload, compression=payload.space.compression.config(payload.compression, config))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
     ratios = payload.space.ratios(config, payload.counts, payload.context.target)  # raises: rejected, no training
     train_cfg = payload.space.train_config(payload.train_cfg, config)
     teacher = payload.teacher()
     plans = make_plan(teacher, ratios)
+    stats = trial_statistics(payload.stats, payload.compression, plans)  # from the payload, never recomputed
     params = {**trial_params(ratios, payload.context.target, train_cfg, plans),
+              **compression_params(payload.compression, stats),
               "ray.node_id": ray.get_runtime_context().get_node_id(), "device": str(device)}
     reporter = RoundReporter(payload, config, ratios, plans, count_parameters(teacher), train_cfg, params)
     result: CompressionResult = compress_model(teacher, payload.train, payload.val, payload.task, ratios, train_cfg,
-                                               device, compression=payload.compression,
+                                               device, compression=payload.compression, stats=stats,
                                                hooks=LoopHooks(after_eval=reporter), eval_split="val")
     summary = result.summary(config=dict(config), **asdict(payload.context))
     measured = measure_objectives(payload.objectives, result.student, summary,

@@ -1,0 +1,88 @@
+"""The compression plug-ins a search space chooses between: its ``compression`` section.
+
+    compression:
+      factorizer: {choices: [svd, fisher, activation]}   # registered names (``compress.registry``)
+      prune_score: magnitude                              # or one fixed name
+
+Each key is a fixed name or a list of choices, sampled by Optuna as a categorical named
+``compression.<key>``.  A key the space leaves out takes the run's own setting (``--factorizer``,
+``--prune-score``); ``fixed`` pins a key (what an explicit command-line option does to the space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ..compress.registry import get_factorizer, get_pruning_score
+from ..config import CompressionConfig
+from ..errors import LadaError
+
+if TYPE_CHECKING:
+    from .space import Param
+
+KEYS = {"factorizer": get_factorizer, "prune_score": get_pruning_score}   # the registry lookup of each key
+
+
+@dataclass(frozen=True)
+class CompressionChoices:
+    """The space's factorizer and pruning score: fixed, choices, or None (the run's setting)."""
+
+    factorizer: Param | None = None
+    prune_score: Param | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> CompressionChoices:
+        from .space import Param  # space.py holds this section: imported when parsed, not at import
+
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise LadaError(f"compression must be a mapping with keys {', '.join(KEYS)}, got {data!r:.60}")
+        unknown = sorted(set(data) - set(KEYS))
+        if unknown:
+            raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
+        params = {}
+        for key, spec in data.items():
+            name = f"compression.{key}"
+            if isinstance(spec, dict) and set(spec) != {"choices"}:
+                raise LadaError(f"{name}: a registered name or {{choices: [names]}}, got {spec!r:.60}")
+            param = Param.parse(name, spec, str)
+            for value in param.values():
+                try:
+                    KEYS[key](value)
+                except LadaError as exc:
+                    raise LadaError(f"{name}: {exc}") from None
+            if param.choices is not None and len(set(param.choices)) != len(param.choices):
+                raise LadaError(f"{name}: choices {list(param.choices)} name one twice")
+            params[key] = param
+        return cls(**params)
+
+    def params(self) -> list[Param]:
+        return [p for p in (self.factorizer, self.prune_score) if p is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: p.value if p.fixed else {"choices": list(p.choices)}
+                for key, p in (("factorizer", self.factorizer), ("prune_score", self.prune_score)) if p is not None}
+
+    def fixed(self, **names: str) -> CompressionChoices:
+        """These choices with the given keys pinned to one name each (``factorizer="fisher"``)."""
+        from .space import Param
+
+        unknown = sorted(set(names) - set(KEYS))
+        if unknown:
+            raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
+        for key, name in names.items():
+            KEYS[key](name)
+        return replace(self, **{key: Param(f"compression.{key}", value=name) for key, name in names.items()})
+
+    def candidates(self, base: CompressionConfig) -> dict[str, tuple[str, ...]]:
+        """Every name each key can take in a trial (the space's, else ``base``'s)."""
+        params = {"factorizer": self.factorizer, "prune_score": self.prune_score}
+        return {key: tuple(p.values()) if p is not None else (getattr(base, key),) for key, p in params.items()}
+
+    def config(self, base: CompressionConfig, config: dict) -> CompressionConfig:
+        """The compression of a trial: ``base`` with the names its sampled ``config`` holds."""
+        chosen = {key: config[p.name] for key, p in (("factorizer", self.factorizer), ("prune_score", self.prune_score))
+                  if p is not None and p.name in config}
+        return replace(base, **chosen)
