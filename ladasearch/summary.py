@@ -224,8 +224,12 @@ class TrialSummary:
         """
         if self.target is None:
             return None
-        at = [r for r in self.history if r.achieved_factor >= self.target * (1 - AT_TARGET) - 1e-9]
-        return at[-1].score if at else None
+        reached = self.target * (1 - AT_TARGET) - 1e-9
+        at = [r for r in self.history if r.achieved_factor >= reached]
+        if at:
+            return at[-1].score
+        # a record without rounds (written by hand or by an older version): its final size decides
+        return self.score if not self.history and self.completed and self.achieved_factor >= reached else None
 
     @property
     def ranks(self) -> dict[str, int]:

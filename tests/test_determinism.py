@@ -68,6 +68,9 @@ def test_compress_model_is_deterministic_for_a_seed():
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
 
 
+TIMINGS = {"seconds", "latency_ms"}
+
+
 def _search(tiny_dir, root: Path, name: str, uri: str):
     """One 3-trial TPE search (seed 3, one trial at a time, no early stopping), storage and teacher cache in root."""
     cfg = SearchConfig(name=name, target=5.0, num_samples=3, max_concurrent=1, sampler="tpe", scheduler="fifo",
@@ -85,9 +88,10 @@ def _search(tiny_dir, root: Path, name: str, uri: str):
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
     rows = []
     for child in sorted(children, key=lambda c: c.info.start_time):
-        # every metric of the trial (per-round scores, losses, sizes), each with its steps
+        # every metric of the trial (per-round scores, losses, sizes), each with its steps; wall-clock timings
+        # (seconds per round, latency) are measurements of the machine, not of the seed
         history = {key: [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)]
-                   for key in sorted(child.data.metrics)}
+                   for key in sorted(child.data.metrics) if key not in TIMINGS}
         rows.append({"config": {k: v for k, v in child.data.params.items() if k.startswith("config.")},
                      "ratios": {k: child.data.params[k] for k in ("embedding_ratio", "svd_ratio", "weight_ratio")},
                      "outcome": child.data.tags["ladasearch.outcome"], "history": history})
