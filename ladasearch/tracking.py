@@ -274,6 +274,11 @@ class Tracker:
         return sorted((RunRecord.of(r) for r in children if r.data.tags.get(ROLE) == "trial"),
                       key=lambda r: r.start_time)
 
+    def download(self, run_id: str, artifact: str, dest: str | Path) -> str:
+        """Artifact ``artifact`` of ``run_id`` copied under ``dest``: its local path (MLflow's errors pass through)."""
+        with _no_progress_bars():
+            return self.client.download_artifacts(run_id, artifact, str(dest))
+
     def read_summary(self, run_id: str, name: str = SUMMARY_FILE) -> dict | None:
         """The run's ``name`` (a JSON object, ``summary.json`` by default) as logged; None when it has none."""
         with tempfile.TemporaryDirectory(prefix="ladasearch-summary-") as scratch, _no_progress_bars():

@@ -51,7 +51,7 @@ def _download_best(source: str, tracking_uri: str | None, scratch: Path) -> Mode
         raise LadaError(f"{source!r} is neither a model folder nor a search (no MLflow parent run with that "
                         f"id or name in {uri})")
     try:
-        local = tracker.client.download_artifacts(parent.run_id, BEST_MODEL, str(scratch))
+        local = tracker.download(parent.run_id, BEST_MODEL, scratch)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
         raise LadaError(f"search {source!r} (MLflow run {parent.run_id}) has no {BEST_MODEL}/ artifact "
                         f"({type(exc).__name__}); did any trial finish?") from None
