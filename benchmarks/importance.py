@@ -48,6 +48,7 @@ def parse_args(argv=None):
     g.add_argument("--trained-targets", default=None, help="targets of part (b) (default: all of --targets)")
     g.add_argument("--name", default=None, help="result file name (default importance-<task>)")
     g.add_argument("--out-dir", default=None)
+    g.add_argument("--plot-only", default=None, metavar="JSON", help="redraw the PNG of a results file and stop")
     return p.parse_args(argv)
 
 
@@ -129,8 +130,49 @@ def render(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(payload: dict, path: Path) -> Path:
+    """Part (a) as grouped bars (dev score per factorizer x score, per target) and part (b) with seed spread."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher = payload["teacher_score"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(SCORES)
+    for t in payload["targets"]:
+        cell = {(r["factorizer"], r["score_name"]): r.get("dev") for r in t.get("oneshot", [])}
+        for i, score in enumerate(SCORES):
+            xs = [j + i * width + (0.02 if t["target"] < 10 else 0) for j in range(len(FACTORIZERS))]
+            ys = [100 * (cell.get((f, score)) or 0) for f in FACTORIZERS]
+            axes[0].bar(xs, ys, width * 0.9, label=f"{score} ({t['target']:g}x)", alpha=0.9 if t["target"] >= 10 else 0.45)
+    axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(FACTORIZERS))], FACTORIZERS)
+    axes[0].axhline(100 * teacher, color="black", linestyle="--", linewidth=0.8, label="teacher")
+    axes[0].set_ylabel("dev %, right after compression")
+    axes[0].set_title("(a) no training")
+    axes[0].legend(fontsize=7, ncol=2)
+    arms = [(t["target"], arm) for t in payload["targets"] for arm in t.get("trained", [])]
+    for k, (target, arm) in enumerate(arms):
+        devs = [100 * r["dev"] for r in arm["runs"] if r["status"] == "done"]
+        m, sd = mean_std(devs)
+        if m is not None:
+            axes[1].bar(k, m, yerr=sd, capsize=4, color="tab:grey" if arm["arm"] == "+".join(BASELINE) else "tab:blue")
+            axes[1].scatter([k] * len(devs), devs, color="black", s=10, zorder=3)
+    axes[1].set_xticks(range(len(arms)), [f"{a['arm']}\n{t:g}x" for t, a in arms], fontsize=8)
+    axes[1].axhline(100 * teacher, color="black", linestyle="--", linewidth=0.8)
+    axes[1].set_ylabel("dev %, after training (mean +- std, seeds as dots)")
+    axes[1].set_title(f"(b) {len(payload['seeds'])} seeds, arms chosen on validation")
+    fig.suptitle(f"{payload['task']}: teacher {100 * teacher:.1f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.plot_only:
+        source = Path(args.plot_only)
+        return {"plot": str(plot(json.loads(source.read_text()), source.with_suffix(".png")))}
     C.set_threads(args)
     from ladasearch.compress import count_parameters
     from ladasearch.compress.calibration import STATISTICS, collect_statistics
@@ -192,6 +234,7 @@ def main(argv=None) -> dict:
     payload["seconds"] = time.perf_counter() - started
     payload["complete"] = True
     C.write_result(name, payload, render(payload), args.out_dir)
+    plot(payload, Path(args.out_dir or C.RESULTS) / f"{name}.png")
     print(render(payload))
     return payload
 
