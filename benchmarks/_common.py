@@ -213,3 +213,30 @@ def hybrid_ratios(counts, target: float, embedding: float, split: float, method:
     from ladasearch.compress.budget import split_ratios
 
     return split_ratios(counts, target, embedding, split, method)
+
+
+def trial_order(trial_id: str) -> int:
+    """Tune trial ids end in a running number (``abc12_00003``): creation order."""
+    try:
+        return int(str(trial_id).rsplit("_", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def best_so_far(scores: list[float | None]) -> list[float | None]:
+    out, best = [], None
+    for s in scores:
+        if s is not None and (best is None or s > best):
+            best = s
+        out.append(best)
+    return out
+
+
+def save_png(fig, path):
+    """Write ``fig`` as the benchmark's PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

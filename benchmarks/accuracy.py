@@ -243,10 +243,7 @@ def plot(payload: dict, path: Path) -> Path | None:
     ax.set_title(f"{task}: {payload['model']} teacher {100 * teacher:.1f}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return C.save_png(fig, path)
 
 def main(argv=None) -> dict:
     args = parse_args(argv)

@@ -162,10 +162,7 @@ def plot(payload: dict, path: Path) -> Path:
     axes[1].set_ylabel("dev %, after training (mean +- std, seeds as dots)")
     axes[1].set_title(f"(b) {len(payload['seeds'])} seeds, arms chosen on validation")
     fig.suptitle(f"{payload['task']}: teacher {100 * teacher:.1f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return C.save_png(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -48,23 +48,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def trial_order(trial_id: str) -> int:
-    """Tune trial ids end in a running number (``abc12_00003``): creation order."""
-    try:
-        return int(str(trial_id).rsplit("_", 1)[-1])
-    except ValueError:
-        return 0
-
-
-def best_so_far(scores: list[float | None]) -> list[float | None]:
-    out, best = [], None
-    for s in scores:
-        if s is not None and (best is None or s > best):
-            best = s
-        out.append(best)
-    return out
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     C.set_threads(args)
@@ -98,7 +81,7 @@ def main(argv=None) -> dict:
                 settings = SearchSettings(C.data_config(args), args.model, scfg, SearchSpace.load(args.space),
                                           C.teacher_config(args), cfg, teacher_path=teacher_dir, device=args.device)
                 outcome = run_search(settings, log=C.log)
-                trials = sorted((r.to_json() for r in outcome.trials), key=lambda r: trial_order(r["trial_id"]))
+                trials = sorted((r.to_json() for r in outcome.trials), key=lambda r: C.trial_order(r["trial_id"]))
                 # validation scores at the target size: what the search itself ranks (dev is scored for the best only)
                 scores = [r["score_at_target"] if r["status"] == "completed" else None for r in trials]
                 runs.append({"sampler": sampler, "seed": seed, "name": name, "seconds": time.perf_counter() - t0,
@@ -106,7 +89,7 @@ def main(argv=None) -> dict:
                                          "score": r["score_at_target"],
                                          "embedding_ratio": (r.get("config") or {}).get("embedding_ratio"),
                                          "svd_split": (r.get("config") or {}).get("svd_split")} for r in trials],
-                             "best_so_far": best_so_far(scores)})
+                             "best_so_far": C.best_so_far(scores)})
                 C.log(f"  done in {C.fmt_time(runs[-1]['seconds'])}: best {runs[-1]['best_so_far'][-1]}")
     finally:
         import ray

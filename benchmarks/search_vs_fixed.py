@@ -97,22 +97,6 @@ def arm_setup(arm: str, target: float):
     return space, "tpe", "corners"
 
 
-def trial_order(trial_id: str) -> int:
-    try:
-        return int(str(trial_id).rsplit("_", 1)[-1])
-    except ValueError:
-        return 0
-
-
-def best_so_far(scores: list[float | None]) -> list[float | None]:
-    out, best = [], None
-    for s in scores:
-        if s is not None and (best is None or s > best):
-            best = s
-        out.append(best)
-    return out
-
-
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
@@ -146,14 +130,14 @@ def run_arm(args, arm: str, target: float, seed: int, teacher_dir: str, work: Pa
           f"warm start {warm}")
     started = time.perf_counter()
     outcome = run_search(settings, log=lambda line: None)
-    rows = sorted((r.to_json() for r in outcome.trials), key=lambda r: trial_order(r["trial_id"]))
+    rows = sorted((r.to_json() for r in outcome.trials), key=lambda r: C.trial_order(r["trial_id"]))
     val = [r["score_at_target"] if r["status"] == "completed" else None for r in rows]
     best = outcome.best
     record = {"arm": arm, "target": target, "seed": seed, "name": name, "space": space.name, "sampler": sampler,
               "warm_start": warm, "seconds": time.perf_counter() - started,
               "trials": [{"trial_id": r["trial_id"], "status": r["status"], "val": r["score_at_target"],
                           "config": r["config"]} for r in rows],
-              "best_so_far_val": best_so_far(val),
+              "best_so_far_val": C.best_so_far(val),
               "chosen": None if best is None else {
                   "val": best.score_at_target, "dev": best.dev_score, "achieved_factor": best.achieved_factor,
                   "ratios": best.ratios.to_json()}}

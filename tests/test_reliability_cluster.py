@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_reliability_faults import _runs
 
 from ladasearch.cli import main
 from ladasearch.cli_common import MAX_ERROR_CHARS
@@ -43,17 +44,8 @@ def run_args(model: Path, root: Path, name: str, *extra: str) -> list[str]:
 
 
 def runs(root: Path, search: str):
-    """(parent runs, child runs) of ``search`` in root/mlflow.db."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("ladasearch")
-    if exp is None:
-        return [], []
-    parents = client.search_runs([exp.experiment_id], f"tags.`ladasearch.search` = '{search}'")
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'") \
-        if parents else []
-    return parents, children
+    """(parent runs, child runs by start time) of ``search`` in root/mlflow.db."""
+    return _runs(f"sqlite:///{root / 'mlflow.db'}", search)
 
 
 def snapshot(*paths: Path) -> dict[str, str]:
