@@ -124,12 +124,17 @@ class CompressionConfig:
     factorizer: str = "svd"
     prune_score: str = "magnitude"
     calibration_batches: int = 16
+    structure_score: str = "taylor"   # how heads and FFN neurons are ranked when ratios.structure < 1
+    structure_batches: int = 8        # train batches the unit scores read each round
 
     def __post_init__(self):
         from .compress.registry import get_factorizer, get_pruning_score
+        from .compress.unit_scores import get_unit_score
 
         get_factorizer(self.factorizer)  # LadaError naming the registered ones
         get_pruning_score(self.prune_score)
-        value = self.calibration_batches
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LadaError(f"compression.calibration_batches must be an integer >= 1, got {value!r}")
+        get_unit_score(self.structure_score)
+        for name in ("calibration_batches", "structure_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LadaError(f"compression.{name} must be an integer >= 1, got {value!r}")

@@ -35,16 +35,22 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 def distill_losses(student: SequenceClassifierOutput, teacher: SequenceClassifierOutput,
                    attention_mask: torch.Tensor, temperature: float = 1.0,
-                   regression: bool = False) -> dict[str, torch.Tensor]:
-    """The four loss terms.  Both outputs need ``hidden_states`` and ``attentions`` of the same depth."""
+                   regression: bool = False, teacher_heads: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The four loss terms.  Both outputs need ``hidden_states`` and ``attentions`` of the same depth.
+
+    ``teacher_heads``: per layer, the teacher head each student head came from (heads removed by structured
+    compression); the attention term then compares each kept head with its own teacher head.
+    """
     if len(student.hidden_states) != len(teacher.hidden_states):
         raise ValueError(f"student has {len(student.hidden_states) - 1} layers, teacher "
                          f"{len(teacher.hidden_states) - 1}: the one-to-one layer map needs equal depth")
     mask = attention_mask.float()
     hidden = [_masked_mse(s, t, mask) for s, t in zip(student.hidden_states[1:], teacher.hidden_states[1:])]
     # attention: (batch, heads, query, key) -> average over heads and keys, mask over queries
+    teacher_attentions = teacher.attentions if teacher_heads is None else [
+        t[:, heads.to(t.device)] for t, heads in zip(teacher.attentions, teacher_heads)]
     attention = [_masked_mse(s.transpose(1, 2), t.transpose(1, 2), mask)
-                 for s, t in zip(student.attentions, teacher.attentions)]
+                 for s, t in zip(student.attentions, teacher_attentions)]
     logits = (F.mse_loss(student.logits.float(), teacher.logits.float()) if regression
               else soft_cross_entropy(student.logits, teacher.logits, temperature))
     return {

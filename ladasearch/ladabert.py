@@ -4,6 +4,7 @@ Read top to bottom:
     student = copy of the teacher
     statistics = train batches through the teacher     (only when the factorizer or pruning score needs them)
     for round r = 1..R:
+        remove the least important heads and FFN neurons   (only when ratios.structure < 1)
         shrink every matrix to final_ratio ** (r / R)  (factorize, then prune)          -> hooks.after_compress
         train the student for steps_per_round steps    (distillation, or gold labels)   -> hooks.after_step
         evaluate on the eval split, count parameters   (a RoundRecord)                  -> hooks.after_eval
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from itertools import islice
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from torch import nn
 from .compress import MatrixPlan, ParamCount, Ratios, compress_step, compressible_modules, count_parameters, make_plan
 from .compress.accounting import matrix_names
 from .compress.registry import PruningScore, get_factorizer, get_pruning_score
+from .compress.structure import StructurePlan, Widths, kept_heads
 from .config import CompressionConfig, TrainConfig
 from .data import TaskSpec, main_score
 from .distill import TERMS, distill_losses, task_loss
@@ -105,6 +108,7 @@ def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int) -> d
     schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.1, total_iters=max(steps, 1))
     observed = [(name, m, matrix_names(m)) for name, (_, m) in compressible_modules(student).items()] \
         if phase.scorer.learns_from_training else []
+    heads = kept_heads(student)  # the teacher head of every student head, once heads were removed
     sums: dict[str, float] = {}
     student.train()
     for step in range(steps):
@@ -115,7 +119,8 @@ def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int) -> d
                 with torch.no_grad():
                     t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
                 s_out = student(**batch, output_hidden_states=True, output_attentions=True)
-            terms = distill_losses(s_out, t_out, batch["attention_mask"], cfg.temperature, task.is_regression)
+            terms = distill_losses(s_out, t_out, batch["attention_mask"], cfg.temperature, task.is_regression,
+                                   teacher_heads=heads)
             loss = sum(getattr(cfg.loss_weights, name) * terms[name] for name in TERMS)
         else:
             with autocast(cfg.precision, labels.device):
@@ -175,6 +180,10 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
     if stats is None:
         stats = _statistics(teacher, train, task, plans, cfg, compression, device)
     factorizer = get_factorizer(compression.factorizer)
+    structure = StructurePlan(Widths.of(student.config), ratios.structure, compression.structure_score) \
+        if ratios.structure < 1 else None
+    # the unit scores read batches of their own, so the training batches are those of the same run without it
+    unit_batches = train_batches(train, cfg.batch_size, cfg.seed + 1, device) if structure is not None else None
     phase = TrainingPhase(student, teacher, cfg, task, hooks, get_pruning_score(compression.prune_score))
     batches = train_batches(train, cfg.batch_size, cfg.seed, device)
     history: list[RoundRecord] = []
@@ -194,6 +203,9 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
         started = time.perf_counter()
         if hooks.before_compress is not None:
             hooks.before_compress(number, student)
+        if structure is not None:
+            stats = structure.step(student, number / cfg.rounds, islice(unit_batches, compression.structure_batches),
+                                   task, scorer=phase.scorer, stats=stats)
         compress_step(student, plans, number / cfg.rounds, factorizer=factorizer, scorer=phase.scorer, stats=stats)
         phase.scorer.reset()
         if hooks.after_compress is not None:

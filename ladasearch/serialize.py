@@ -28,6 +28,7 @@ from torch.nn.utils import prune
 
 from .compress.accounting import compressible_modules
 from .compress.prune import masks_of
+from .deploy.modeling_ladasearch import WIDTHS_KEY, narrow_layers
 from .errors import LadaError
 from .integrity import (DIGEST_KEY, LayerRecord, check_digest, check_tensors, expected_shapes, first_line,
                         kind_of, parse_layers, read_header, swap_in_layers, weights_digest)
@@ -145,6 +146,7 @@ def _checked_skeleton(path: Path) -> nn.Module:
         config = transformers.AutoConfig.from_pretrained(path)
         with torch.device("meta"):
             model = architecture._from_config(config, attn_implementation="eager")
+            narrow_layers(model, getattr(config, WIDTHS_KEY, None))
     except Exception as exc:  # noqa: BLE001 - config.json is input: whatever transformers raises, it is not a model
         raise LadaError(f"{path / 'config.json'} does not describe a {architecture.__name__}: "
                         f"{first_line(exc)}") from None

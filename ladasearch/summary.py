@@ -57,25 +57,31 @@ class RatioRecord:
     embedding: float
     svd: float
     weight: float
+    structure: float = 1.0   # share of attention heads and FFN neurons kept (1: none removed, the paper)
 
     @property
     def encoder(self) -> float:
         return self.svd * self.weight
 
     def reduction_factors(self) -> dict[str, float]:
-        return {"embedding": 1 / self.embedding, "svd": 1 / self.svd, "weight": 1 / self.weight,
-                "encoder": 1 / self.encoder}
+        factors = {"embedding": 1 / self.embedding, "svd": 1 / self.svd, "weight": 1 / self.weight,
+                   "encoder": 1 / self.encoder}
+        return factors | ({"structure": 1 / self.structure} if self.structure < 1 else {})
 
     @classmethod
     def from_json(cls, data: Any, where: str = "ratios") -> RatioRecord:
-        values = {k: _need(data, k, float, where) for k in ("embedding", "svd", "weight")}
+        keys = ("embedding", "svd", "weight") + (("structure",) if "structure" in data else ())  # older: none
+        values = {k: _need(data, k, float, where) for k in keys}
         for k, v in values.items():
             if math.isnan(v) or not 0.0 < v <= 1.0:
                 raise LadaError(f"{where}.{k} must be a retention ratio in (0, 1], got {v!r}")
         return cls(method=_need(data, "method", str, where), **values)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "encoder": self.encoder}
+        out = {**asdict(self), "encoder": self.encoder}
+        if self.structure == 1.0:  # the paper's method: summaries read as before structured removal existed
+            del out["structure"]
+        return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ ratios in (0, 1]: the share of the embedding kept (by SVD), the share of each en
 matrix kept as SVD factors, and the share of factor entries kept by pruning.  The
 paper's Table 2 gives reduction factors, i.e. 1 / ratio.
 
+Beyond the paper, ``structure`` < 1 first removes whole heads and FFN neurons (``structure.Widths``):
+|theta_encd| and |theta_dense| are then what the removal leaves, counted exactly, and P_svd and P_weight
+apply to the narrowed matrices; |theta| stays the full model's.
+
 Two ways to pick a point: ``solve`` takes two of the three ratios (the `compress` command);
 ``split_ratios`` takes the embedding ratio and the share of the encoder's reduction done by SVD
 (search spaces), with ``feasible_embedding`` the embedding ratios that can meet a target.
@@ -18,11 +22,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import LadaError
 from ..summary import RatioRecord
 from .accounting import ParamCount
 from .methods import get_method
+
+if TYPE_CHECKING:
+    from .structure import Widths
 
 MIN_ENCODER_RATIO = 0.005
 
@@ -38,10 +46,11 @@ class Ratios:
     svd: float
     weight: float
     method: str = "hybrid"
+    structure: float = 1.0   # share of each layer's attention heads and FFN neurons kept (1: none removed)
 
     def __post_init__(self):
         method = get_method(self.method)
-        for name in ("embedding", "svd", "weight"):
+        for name in ("embedding", "svd", "weight", "structure"):
             check_ratio(name, getattr(self, name))
         method.check(self)
 
@@ -51,7 +60,7 @@ class Ratios:
 
     def record(self) -> RatioRecord:
         """These ratios as summary.json keeps them."""
-        return RatioRecord(self.method, self.embedding, self.svd, self.weight)
+        return RatioRecord(self.method, self.embedding, self.svd, self.weight, self.structure)
 
     def reduction_factors(self) -> dict[str, float]:
         return self.record().reduction_factors()
@@ -75,19 +84,30 @@ def parse_target(text: str | float) -> float:
     return value
 
 
-def budget(counts: ParamCount, ratios: Ratios) -> float:
-    """Right-hand side of eq. 7: the parameter count these ratios give."""
+def budget(counts: ParamCount, ratios: Ratios, widths: Widths | None = None) -> float:
+    """Right-hand side of eq. 7: the parameter count these ratios give (``widths``: when structure < 1)."""
+    counts = narrowed_counts(counts, ratios.structure, widths)
     return ratios.embedding * counts.embedding + ratios.encoder * counts.encoder + counts.dense
 
 
-def _compressible_budget(counts: ParamCount, target: float) -> float:
-    """What eq. 7 leaves to the embedding and the encoder at ``target``: |theta|/target - |theta_dense|."""
-    return counts.total / target - counts.dense
+def _compressible_budget(counts: ParamCount, target: float, total: int | None = None) -> float:
+    """What eq. 7 leaves to the embedding and the encoder at ``target``: |theta|/target - |theta_dense|
+    (``total``: |theta| of the full model when ``counts`` are those left after structured removal)."""
+    return (total or counts.total) / target - counts.dense
 
 
-def encoder_ratio(counts: ParamCount, target: float, embedding: float) -> float:
+def narrowed_counts(counts: ParamCount, structure: float, widths: Widths | None) -> ParamCount:
+    """``counts`` after removing all but ``structure`` of the heads and neurons (``widths``: the architecture)."""
+    if structure == 1.0:
+        return counts
+    if widths is None:
+        raise LadaError(f"structure ratio {structure:g} needs the model's widths (a BERT-family config)")
+    return widths.narrowed(counts, structure)
+
+
+def encoder_ratio(counts: ParamCount, target: float, embedding: float, total: int | None = None) -> float:
     """Eq. 7 solved for P_encd = P_svd * P_weight, given the embedding ratio (may fall outside (0, 1])."""
-    return (_compressible_budget(counts, target) - embedding * counts.embedding) / counts.encoder
+    return (_compressible_budget(counts, target, total) - embedding * counts.embedding) / counts.encoder
 
 
 def feasible_embedding(counts: ParamCount, target: float,
@@ -102,27 +122,35 @@ def feasible_embedding(counts: ParamCount, target: float,
     return low, high
 
 
-def split_ratios(counts: ParamCount, target: float, embedding: float, svd_split: float, method: str) -> Ratios:
+def split_ratios(counts: ParamCount, target: float, embedding: float, svd_split: float, method: str,
+                 structure: float = 1.0, widths: Widths | None = None) -> Ratios:
     """The ratios of a search-space point: the encoder ratio from eq. 7, split between SVD and pruning.
 
         P_svd = P_encd ** svd_split,  P_weight = P_encd ** (1 - svd_split)
     (in log terms, ``svd_split`` of the encoder's reduction is done by SVD: 1 = SVD only, 0 = pruning only).
+    With ``structure`` < 1 the encoder ratio is that of the matrices the removal leaves (``widths``).
     """
-    encoder = encoder_ratio(counts, target, embedding)
+    encoder = encoder_ratio(narrowed_counts(counts, structure, widths), target, embedding, counts.total)
     if not 0 < encoder <= 1 + 1e-9:
-        raise LadaError(f"embedding ratio {embedding:.4f} leaves the encoder ratio {encoder:.4f} at {target:g}x, "
-                        f"outside (0, 1]")
+        kept = f" with structure ratio {structure:g}" if structure < 1 else ""
+        raise LadaError(f"embedding ratio {embedding:.4f}{kept} leaves the encoder ratio {encoder:.4f} at "
+                        f"{target:g}x, outside (0, 1]")
     encoder = min(encoder, 1.0)
-    return Ratios(embedding=embedding, svd=encoder ** svd_split, weight=encoder ** (1 - svd_split), method=method)
+    return Ratios(embedding=embedding, svd=encoder ** svd_split, weight=encoder ** (1 - svd_split), method=method,
+                  structure=structure)
 
 
 def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embedding: float | None = None,
-          svd: float | None = None, weight: float | None = None) -> Ratios:
+          svd: float | None = None, weight: float | None = None, structure: float = 1.0,
+          widths: Widths | None = None) -> Ratios:
     """Return the ratios that meet ``target`` given two of (embedding, svd, weight).
 
     Method 'svd' fixes weight=1 and method 'prune' fixes svd=1, so one more ratio is enough.
+    ``structure`` < 1 removes heads and neurons first (``widths``: the architecture's, for the exact count).
     Raises LadaError naming why the target cannot be reached.
     """
+    check_ratio("structure", structure)
+    total, counts = counts.total, narrowed_counts(counts, structure, widths)
     fixes = get_method(method).fixes
     fixed = {fixes: 1.0} if fixes else {}
     given = {k: v for k, v in {"embedding": embedding, "svd": svd, "weight": weight}.items() if v is not None}
@@ -135,14 +163,14 @@ def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embeddin
     if len(given) != 2:
         need = "one of embedding, svd, weight" if fixed else "two of embedding, svd, weight"
         raise LadaError(f"give exactly {need} to solve for the other (got {sorted(k for k in given if k not in fixed)})")
-    allowed = _compressible_budget(counts, target)
+    allowed = _compressible_budget(counts, target, total)
     if allowed <= 0:
         raise LadaError(
             f"target {target:g}x is unreachable: the parameters kept dense ({counts.dense:,}) already exceed "
-            f"the budget of {counts.total / target:,.0f} (total {counts.total:,} / {target:g}); "
-            f"the largest reachable target is below {counts.total / counts.dense:.2f}x")
+            f"the budget of {total / target:,.0f} (total {total:,} / {target:g}); "
+            f"the largest reachable target is below {total / counts.dense:.2f}x")
     if "embedding" in given:
-        encoder = encoder_ratio(counts, target, given["embedding"])
+        encoder = encoder_ratio(counts, target, given["embedding"], total)
         if encoder <= 0:
             raise LadaError(
                 f"target {target:g}x is unreachable with embedding ratio {given['embedding']:g}: the embedding alone "
@@ -171,7 +199,7 @@ def solve(counts: ParamCount, target: float, *, method: str = "hybrid", embeddin
                 f"target {target:g}x is unreachable with encoder ratio {encoder:.4f} (svd {given['svd']:g} x "
                 f"weight {given['weight']:g}): the embedding ratio would be {emb:.4f}, outside (0, 1]")
         ratios = dict(embedding=emb, svd=given["svd"], weight=given["weight"])
-    return Ratios(method=method, **ratios)
+    return Ratios(method=method, structure=structure, **ratios)
 
 
 def paper_ratios(counts: ParamCount, target: float) -> Ratios:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +88,21 @@ class CalibrationStats:
             raise LadaError(f"no calibration statistics for layer {name!r}; they cover {len(self.layers)} "
                             f"layers of another model (e.g. {', '.join(list(self.layers)[:3])})")
         return self.layers[name]
+
+    def narrowed(self, name: str, rows: torch.Tensor | None, cols: torch.Tensor | None) -> CalibrationStats:
+        """These statistics with layer ``name`` cut to the kept output ``rows`` / input ``cols`` (structured
+        removal); a new object, since statistics may be shared by several runs."""
+        old = self.layers[name]
+        cut = {}
+        if cols is not None:
+            cols = cols.to(device="cpu", dtype=torch.long)
+            if old.input_gram is not None:
+                cut["input_gram"] = old.input_gram[cols][:, cols]
+            if old.input_sq is not None:
+                cut["input_sq"] = old.input_sq[cols]
+        if rows is not None and old.row_fisher is not None:
+            cut["row_fisher"] = old.row_fisher[rows.to(device="cpu", dtype=torch.long)]
+        return replace(self, layers={**self.layers, name: replace(old, **cut)})
 
     def covers(self, needs: frozenset[str] | set[str]) -> bool:
         """Whether these statistics hold everything ``needs`` asks for (a cache can serve it)."""

@@ -131,6 +131,21 @@ class _LearnedScore(PruningScore):
             grad = {"A": record.grad["A"] @ t_b, "B": record.grad["B"] @ t_a}
         self._records[module_name] = _Record(new, self.movement, grad=grad, same_basis=False)
 
+    def narrow(self, module_name, module, rows, cols):
+        record = self._records.get(module_name)
+        if record is None:
+            return
+        # A is (out x r) and B (in x r): rows cut A, columns cut B; a dense weight is (out x in)
+        cuts = {"weight": (rows, cols), "A": (rows, None), "B": (cols, None)}
+        for table in (record.grad, record.moved):
+            for name, value in table.items():
+                first, second = cuts[name]
+                if first is not None:
+                    value = value[first.to(value.device)]
+                if second is not None:
+                    value = value[:, second.to(value.device)]
+                table[name] = value
+
     def reset(self):
         for record in self._records.values():
             record.untap()

@@ -48,32 +48,47 @@ def svd_rank(m: int, n: int, svd_ratio: float, round_up: bool = True) -> int:
 class MatrixPlan:
     name: str                 # qualified module name
     group: str                # 'embedding' or 'encoder'
-    shape: tuple[int, int]    # (m, n) of the dense weight
+    shape: tuple[int, int]    # (m, n) of the dense weight at the end (narrower when structure removes units)
     svd_ratio: float | None   # share kept as SVD factors; None = not factorized
     keep_ratio: float | None  # share of m*n kept as non-zero entries; None = not pruned
 
-    def rank(self, fraction: float = 1.0) -> int | None:
+    def rank(self, fraction: float = 1.0, shape: tuple[int, int] | None = None) -> int | None:
+        """The rank at ``fraction`` of the way, for the matrix at ``shape`` (default: its final shape)."""
         if self.svd_ratio is None:
             return None
-        m, n = self.shape
+        m, n = shape or self.shape
         return svd_rank(m, n, self.svd_ratio ** fraction, round_up=self.keep_ratio is not None)
 
-    def keep(self, fraction: float = 1.0) -> int | None:
+    def keep(self, fraction: float = 1.0, shape: tuple[int, int] | None = None) -> int | None:
         if self.keep_ratio is None:
             return None
-        m, n = self.shape
+        m, n = shape or self.shape
         return max(1, round(m * n * self.keep_ratio ** fraction))
 
 
 def make_plan(model: nn.Module, ratios: Ratios) -> list[MatrixPlan]:
-    """One plan per compressible matrix; the method (``ratios.method``) says what each matrix keeps."""
+    """One plan per compressible matrix; the method (``ratios.method``) says what each matrix keeps, and
+    ``ratios.structure`` how narrow the matrices around heads and FFN neurons end."""
     method = get_method(ratios.method)
+    narrowed = {}
+    if ratios.structure < 1.0:
+        from .structure import Widths
+
+        narrowed = Widths.of(model.config).final_shapes(model, ratios.structure)
     plans = []
     for name, (group, module) in compressible_modules(model).items():
         if not isinstance(module, (nn.Linear, nn.Embedding)):
             raise ValueError(f"plan a dense model: {name} is already {type(module).__name__}")
-        plans.append(MatrixPlan(name, group, tuple(module.weight.shape), *method.matrix_shares(group, ratios)))
+        shape = narrowed.get(name, tuple(module.weight.shape))
+        plans.append(MatrixPlan(name, group, shape, *method.matrix_shares(group, ratios)))
     return plans
+
+
+def matrix_shape(module: nn.Module) -> tuple[int, int]:
+    """(m, n) of the dense matrix a compressible module holds now, factorized or not."""
+    if isinstance(module, (FactorizedLinear, FactorizedEmbedding)):
+        return module.A.shape[0], module.B.shape[0]
+    return tuple(module.weight.shape)
 
 
 def planned_count(plans: list[MatrixPlan]) -> int:
@@ -98,10 +113,10 @@ def _factorized_like(old: nn.Module, rank: int, a: torch.Tensor, b: torch.Tensor
     return new.to(device=like.device, dtype=like.dtype)
 
 
-def _checked(factorizer: Factorizer, plan: MatrixPlan, rank: int,
+def _checked(factorizer: Factorizer, plan: MatrixPlan, shape: tuple[int, int], rank: int,
              factors: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = factors
-    (m, n), got = plan.shape, (tuple(a.shape), tuple(b.shape))
+    (m, n), got = shape, (tuple(a.shape), tuple(b.shape))
     if got != ((m, rank), (n, rank)):
         raise LadaError(f"factorizer {factorizer.name!r} gave factors of shapes {got[0]} and {got[1]} for "
                         f"{plan.name}; expected ({m}, {rank}) and ({n}, {rank})")
@@ -125,15 +140,16 @@ def compress_step(model: nn.Module, plans: list[MatrixPlan], fraction: float, *,
     for plan in plans:
         module = modules[plan.name]
         layer_stats = stats.layer(plan.name) if stats is not None else None
-        rank, keep = plan.rank(fraction), plan.keep(fraction)
+        shape = matrix_shape(module)  # the plan's final shape once structured removal is done
+        rank, keep = plan.rank(fraction, shape), plan.keep(fraction, shape)
         unprune(module)  # masks folded in: every tensor below is the effective (pruned = zero) one
         if rank is not None:
             factors = tuple(getattr(module, n).detach() for n in matrix_names(module))
             if len(factors) == 1:
-                a, b = _checked(factorizer, plan, rank, factorizer.factorize(factors[0], rank, layer_stats))
+                a, b = _checked(factorizer, plan, shape, rank, factorizer.factorize(factors[0], rank, layer_stats))
             elif rank < module.rank or keep is None:
                 rank = min(rank, module.rank)
-                a, b = _checked(factorizer, plan, rank, factorizer.refactor(*factors, rank, layer_stats))
+                a, b = _checked(factorizer, plan, shape, rank, factorizer.refactor(*factors, rank, layer_stats))
             else:
                 a, b = factors
             module = _factorized_like(module, a.shape[1], a, b)

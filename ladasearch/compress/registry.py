@@ -67,6 +67,11 @@ class PruningScore:
     def carry(self, module_name: str, new: nn.Module) -> None:
         """``module_name`` was just replaced by ``new`` (re-factorized); move what was learned into its basis."""
 
+    def narrow(self, module_name: str, module: nn.Module, rows: torch.Tensor | None,
+               cols: torch.Tensor | None) -> None:
+        """``module_name`` (the same ``module``) just lost all output rows but ``rows`` / input columns but ``cols``
+        (structured removal): cut what was learned alike."""
+
     @property
     def learns_from_training(self) -> bool:
         return type(self).observe is not PruningScore.observe

@@ -8,7 +8,10 @@ Load an exported folder with::
 This file imports only torch and transformers (not ladasearch), so the folder works anywhere they are installed.
 A weight matrix W (m x n) listed in ``config.factorized`` (``{module name: {"kind": "linear" | "embedding",
 "rank": r}}``) is stored as its two factors A (m x r) and B (n x r), W = A @ B.T; pruned entries are stored zeros.
-Every other tensor is the architecture's own.  The model type (``ladasearch_bert``) is not one transformers
+Every other tensor is the architecture's own, at the widths ``config.ladasearch_widths`` gives when whole attention
+heads and feed-forward neurons were removed (``{"heads": [[kept head indices] per layer], "intermediate":
+[kept neurons per layer]}``; the hidden size is unchanged, so only the matrices around each removed unit
+narrow).  The model type (``ladasearch_bert``) is not one transformers
 knows, so loading without ``trust_remote_code=True`` fails instead of building a model with random weights.
 """
 
@@ -71,10 +74,60 @@ def _factorized_like(old: nn.Module, kind: str, rank: int) -> nn.Module:
     raise ValueError(f"factorized layer kind {kind!r} is not one of linear, embedding")
 
 
+WIDTHS_KEY = "ladasearch_widths"
+# per encoder layer: the linears whose output rows are a unit's (heads, neurons) and those whose input columns are
+UNIT_LINEARS = {"heads": (("attention.self.query", "attention.self.key", "attention.self.value"),
+                          ("attention.output.dense",)),
+                "intermediate": (("intermediate.dense",), ("output.dense",))}
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a BERT-family model (``base_model.encoder.layer``)."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer: structured widths need a "
+                         f"BERT-family encoder")
+    return layers
+
+
+def unit_widths(config, widths: dict) -> dict[str, list[int]]:
+    """``{"heads": [width of the head projections], "intermediate": [neurons]}`` per layer (in matrix rows)."""
+    head_size = config.hidden_size // config.num_attention_heads
+    return {"heads": [len(kept) * head_size for kept in widths["heads"]],
+            "intermediate": [int(n) for n in widths["intermediate"]]}
+
+
+def narrow_layers(model: nn.Module, widths: dict | None) -> None:
+    """Replace the linears around removed heads and neurons by narrower ones (before any weight is loaded).
+
+    Only shapes change: the new layers are uninitialised until the stored weights fill them.  BERT's
+    attention reshapes with -1 heads, so fewer head rows are all it needs.
+    """
+    if not widths:
+        return
+    layers = encoder_layers(model)
+    for unit, sizes in unit_widths(model.config, widths).items():
+        if len(sizes) != len(layers):
+            raise ValueError(f"{WIDTHS_KEY}.{unit} has {len(sizes)} entries for {len(layers)} layers")
+        rows, cols = UNIT_LINEARS[unit]
+        for layer, size in zip(layers, sizes):
+            for name, narrow_out in [(n, True) for n in rows] + [(n, False) for n in cols]:
+                old = layer.get_submodule(name)
+                shape = (size, old.in_features) if narrow_out else (old.out_features, size)
+                if (old.out_features, old.in_features) != shape:
+                    parent, _, child = name.rpartition(".")
+                    new = nn.Linear(shape[1], shape[0], bias=old.bias is not None,
+                                    device=old.weight.device, dtype=old.weight.dtype)
+                    setattr(layer.get_submodule(parent), child, new)
+
+
 class FactorizedLayersMixin:
-    """Swaps the layers named in ``config.factorized`` for their factorized form (before any weight is loaded)."""
+    """Narrows the layers ``config.ladasearch_widths`` names, then swaps the layers named in ``config.factorized``
+    for their factorized form (before any weight is loaded)."""
 
     def _swap_factorized(self) -> None:
+        narrow_layers(self, getattr(self.config, WIDTHS_KEY, None))
         for name, spec in (self.config.factorized or {}).items():
             parent, _, child = name.rpartition(".")
             owner = self.get_submodule(parent) if parent else self
