@@ -33,6 +33,9 @@ def main():
 @click.option("--svd-ratio", type=float, default=None, help="Share of each encoder matrix kept as SVD factors.")
 @click.option("--weight-ratio", type=float, default=None, help="Share of factor entries kept by pruning.")
 @click.option("--paper-ratios", is_flag=True, help="Use the paper's Table 2 embedding and SVD ratios.")
+@click.option("--structured-ratio", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Share of each layer's attention heads and FFN neurons kept, in (0, 1]; 1 removes none (the "
+                   "paper). The other ratios then apply to the narrowed matrices.")
 @click.option("--out", default=None, help="Output folder (default compressed/<task>-<target>x).")
 @user_errors
 def compress(**kw):
@@ -44,8 +47,8 @@ def compress(**kw):
         data_cfg=data_config(kw), model=kw["model"], teacher_path=kw["teacher_path"],
         teacher_cfg=teacher_config(kw), train_cfg=train_config(kw), target=kw["target"],
         compression=compression_config(kw), method=kw["method"], embedding=kw["embedding_ratio"],
-        svd=kw["svd_ratio"], weight=kw["weight_ratio"], paper=kw["paper_ratios"], out=out, device=kw["device"],
-        cache_dir=kw["cache_dir"], log=click.echo)
+        svd=kw["svd_ratio"], weight=kw["weight_ratio"], paper=kw["paper_ratios"], structure=kw["structured_ratio"],
+        out=out, device=kw["device"], cache_dir=kw["cache_dir"], log=click.echo)
     click.echo(f"saved {out} (achieved {summary.achieved_factor:.3f}x, dev {summary.main_metric} "
                f"{summary.dev_score:.4f}, val {summary.score:.4f}, teacher dev {summary.teacher_score:.4f})")
     record = summary.to_json()
@@ -74,8 +77,8 @@ def _echo_outcome(outcome) -> None:
 @compression_options
 @click.option("--target", required=True, help="Reduction factor, e.g. 10x.")
 @click.option("--space", "space_name", default="default", show_default=True,
-              help="Search space: a YAML file or a name in search_spaces/ (default, ratios, paper, svd_only, "
-                   "prune_only, no_distill).")
+              help="Search space: a YAML file or a name in search_spaces/ (default, structured, ratios, "
+                   "paper, svd_only, prune_only, no_distill).")
 @click.option("--trials", default=8, show_default=True, type=int, help="Number of trials.")
 @click.option("--concurrency", default=2, show_default=True, type=int, help="Trials running at once.")
 @click.option("--cpus-per-trial", default=1.0, show_default=True, type=float)

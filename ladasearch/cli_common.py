@@ -8,6 +8,7 @@ import sys
 import click
 
 from .compress.methods import METHOD_NAMES, get_method
+from .compress.unit_scores import UNIT_SCORES
 from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .errors import LadaError
 from .precision import PRECISIONS
@@ -176,13 +177,16 @@ def compression_options(fn):
         click.option("--calibration-batches", default=16, show_default=True, type=int,
                      help="Train batches through the teacher when the factorizer or score needs statistics "
                           "(gathered once per teacher and data, cached beside the teacher)."),
+        click.option("--structure-score", type=click.Choice(tuple(UNIT_SCORES)), default="taylor", show_default=True,
+                     help="How attention heads and FFN neurons are ranked when a structured ratio below 1 removes "
+                          "some: taylor (|activation x gradient|) or activation (mean |activation| x column norm)."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
 def compression_config(kw: dict) -> CompressionConfig:
     return CompressionConfig(factorizer=kw["factorizer"], prune_score=kw["prune_score"],
-                             calibration_batches=kw["calibration_batches"])
+                             calibration_batches=kw["calibration_batches"], structure_score=kw["structure_score"])
 
 
 method_option = click.option(

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from .calibration_cache import CalibrationRequest, cached_statistics, plugin_needs
 from .compress import Ratios, count_parameters, make_plan, paper_ratios, parse_target, solve
+from .compress.structure import Widths
 from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
 from .data import main_score
+from .errors import LadaError
 from .evaluate import evaluate
 from .io import write_json_atomic
 from .ladabert import LoopHooks, compress_model
@@ -30,18 +32,24 @@ def round_line(record: RoundRecord, rounds: int, metric: str) -> str:
 
 def resolve_ratios(model_name: str, num_labels: int, regression: bool, target: float, *, method: str = "hybrid",
                    embedding: float | None = None, svd: float | None = None, weight: float | None = None,
-                   paper: bool = False) -> Ratios:
+                   paper: bool = False, structure: float = 1.0) -> Ratios:
     """Solve the ratios on the architecture alone, so a bad target fails before any training."""
-    counts = count_parameters(load_classifier(model_name, num_labels, regression))
+    if paper and structure != 1.0:
+        raise LadaError(f"--paper-ratios removes no heads or neurons (the paper's recipe); drop --structured-ratio "
+                        f"{structure:g} or --paper-ratios")
+    model = load_classifier(model_name, num_labels, regression)
+    counts = count_parameters(model)
     if paper:
         return paper_ratios(counts, target)
-    return solve(counts, target, method=method, embedding=embedding, svd=svd, weight=weight)
+    widths = Widths.of(model.config) if structure != 1.0 else None  # exact counts of what the removal leaves
+    return solve(counts, target, method=method, embedding=embedding, svd=svd, weight=weight, structure=structure,
+                 widths=widths)
 
 
 def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, train_cfg: TrainConfig,
                   target: str | float, *, compression: CompressionConfig = CompressionConfig(),
                   teacher_path: str | None = None, method: str = "hybrid", embedding: float | None = None,
-                  svd: float | None = None, weight: float | None = None, paper: bool = False,
+                  svd: float | None = None, weight: float | None = None, paper: bool = False, structure: float = 1.0,
                   out: str | Path | None = None, device: str = "auto", cache_dir: str | None = None,
                   log: Callable[[str], None] = print) -> TrialSummary:
     """Fine-tune (or reuse) the teacher, compress it with the given ratios, save model + summary.json."""
@@ -50,8 +58,9 @@ def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, 
     prepared = prepare(data_cfg, model, teacher_path)
     task = prepared.data.task
     ratios = resolve_ratios(teacher_path or model, task.num_labels, task.is_regression, factor, method=method,
-                            embedding=embedding, svd=svd, weight=weight, paper=paper)
-    log(f"ratios: embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f} "
+                            embedding=embedding, svd=svd, weight=weight, paper=paper, structure=structure)
+    kept = f", structure {ratios.structure:.4f}" if ratios.structure < 1 else ""
+    log(f"ratios: embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f}{kept} "
         f"({ratios.method}) for {factor:g}x")
     teacher = prepare_teacher(prepared, data_cfg, model, teacher_cfg, dev, Path(cache_dir) if cache_dir else None,
                               teacher_path, log)

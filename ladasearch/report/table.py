@@ -9,6 +9,8 @@ One row per trial (``best_per_group`` keeps the best trial of each source, task 
     svd         matrix factorization: 1 / svd ratio
     weight      weight pruning: 1 / weight ratio
     encoder     svd x weight: the encoder matrices' overall factor
+    structure   heads and FFN neurons: 1 / share kept (empty where none were removed, as in the paper; a
+                table with no structured trial has no such column)
     rank_embedding, rank_encoder_min, rank_encoder_median   SVD ranks by the matrices' recorded group
                 (empty where not factorized)
     params, teacher_params
@@ -34,17 +36,18 @@ from .records import LoadedTrial
 
 FORMATS = ("md", "csv", "json", "latex")
 COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "target", "achieved", "embedding", "svd",
-           "weight", "encoder", "rank_embedding", "rank_encoder_min", "rank_encoder_median", "params",
+           "weight", "encoder", "structure", "rank_embedding", "rank_encoder_min", "rank_encoder_median", "params",
            "teacher_params", "metric", "split", "score", "dev_score", "teacher_score", "score_vs_teacher")
 HEADERS = {
     "source": "Source", "task": "Task", "method": "Method", "factorizer": "Factorizer", "prune_score": "Prune score",
     "target": "Target", "achieved": "Overall",
     "embedding": "Embedding", "svd": "Matrix fact.", "weight": "Weight pruning", "encoder": "Encoder",
+    "structure": "Structure",
     "rank_embedding": "Emb. rank", "rank_encoder_min": "Enc. rank min", "rank_encoder_median": "Enc. rank median",
     "params": "Params", "teacher_params": "Teacher params", "metric": "Metric", "split": "Scored on",
     "score": "Score", "dev_score": "Dev score", "teacher_score": "Teacher (dev)", "score_vs_teacher": "Dev/teacher",
 }
-FACTORS = ("target", "achieved", "embedding", "svd", "weight", "encoder")
+FACTORS = ("target", "achieved", "embedding", "svd", "weight", "encoder", "structure")
 TEXT_COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "metric", "split")
 
 
@@ -60,6 +63,7 @@ def row_of(trial: LoadedTrial) -> dict:
         "source": trial.label, "task": summary.task, "method": summary.ratios.method,
         "factorizer": summary.factorizer, "prune_score": summary.prune_score, "target": summary.target,
         "achieved": summary.achieved_factor, **{k: factors[k] for k in ("embedding", "svd", "weight", "encoder")},
+        "structure": factors.get("structure"),
         "rank_embedding": embedding_ranks[0] if embedding_ranks else None,
         "rank_encoder_min": encoder_ranks[0] if encoder_ranks else None,
         "rank_encoder_median": statistics.median(encoder_ranks) if encoder_ranks else None,

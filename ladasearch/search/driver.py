@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..compress import count_parameters
+from ..compress.structure import Widths
 from ..errors import LadaError
 from ..models import load_classifier, pick_device
 from ..pipeline import data_record, prepare, prepare_teacher
@@ -58,7 +59,10 @@ def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
     prepared = prepare(data_cfg, settings.model, settings.teacher_path)
     task = prepared.data.task
     # the budget depends on the architecture alone: an infeasible space fails before the teacher is trained
-    counts = count_parameters(load_classifier(settings.teacher_source, task.num_labels, task.is_regression))
+    architecture = load_classifier(settings.teacher_source, task.num_labels, task.is_regression)
+    counts = count_parameters(architecture)
+    # heads and neurons per layer, for the trials that remove some (a non-BERT config fails here, untrained)
+    widths = Widths.of(architecture.config) if settings.space.structured else None
     space = settings.space.bounded(counts, cfg.target)
     teacher = prepare_teacher(prepared, data_cfg, settings.model, settings.teacher, device,
                               Path(settings.cache_dir) if settings.cache_dir else None, settings.teacher_path, log)
@@ -71,7 +75,7 @@ def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
         train=prepared.train, val=prepared.val, task=task, counts=counts, space=space, train_cfg=settings.train,
         compression=settings.compression, threads=max(1, int(cfg.cpus_per_trial)), max_length=data_cfg.max_length,
         objectives=cfg.objectives, context=context, runtime=cfg.runtime,
-        stats=search_statistics(settings, space, teacher, prepared, device, log))  # once, for every trial
+        stats=search_statistics(settings, space, teacher, prepared, device, log), widths=widths)  # once, for all
     return Built(payload, space, prepared.tokenizer, teacher.score, DevSet(prepared.dev, task, device))
 
 

@@ -1,14 +1,15 @@
 """Declarative search spaces (``search_spaces/*.yaml``) and the ratios they yield under the budget.
 
 A space names ranges for the embedding ratio and for the SVD-vs-pruning split of the
-encoder, plus optional training knobs and the compression plug-ins (``space_compression``).  The encoder
+encoder, optionally for ``structured_ratio`` (the share of every layer's heads and FFN neurons kept; absent
+= 1, none removed, the paper), plus optional training knobs and the compression plug-ins (``space_compression``).  The encoder
 ratio is then solved from the budget (eq. 7, ``compress.budget.split_ratios``), so every sampled point
 meets the target exactly;
 ``svd_split`` is the share of the encoder's reduction (in log terms) done by SVD: 1 = SVD only,
 0 = pruning only, and a method that fixes a ratio fixes the split too.
 
 The embedding range is clipped to the ratios that leave the encoder a usable ratio
-(``compress.budget.feasible_embedding``) before the search starts; an empty range is an error.
+(``compress.budget.feasible_embedding``, at structure 1) before the search starts; an empty range is an error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 from ..compress.accounting import ParamCount
 from ..compress.budget import Ratios, feasible_embedding, paper_ratios, split_ratios
 from ..compress.methods import METHOD_NAMES, get_method
+from ..compress.structure import Widths
 from ..config import LossWeights, TrainConfig
 from ..errors import LadaError
 from .space_compression import CompressionChoices
@@ -32,7 +34,7 @@ PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
 TRAIN_KNOBS = {"rounds": int, "steps_per_round": int, "final_steps": int, "batch_size": int,
                "learning_rate": float, "temperature": float, "weight_decay": float}
 TOP_KEYS = {"name", "description", "method", "ratios", "train", "loss_weights", "distill", "compression"}
-RATIO_KEYS = {"embedding_ratio", "svd_split"}
+RATIO_KEYS = {"embedding_ratio", "svd_split", "structured_ratio"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,12 @@ class SearchSpace:
     distill: bool = True
     description: str = ""
     compression: CompressionChoices = field(default_factory=CompressionChoices)   # factorizer, pruning score
+    structured_ratio: Param | None = None     # share of heads and FFN neurons kept; None: 1, none removed
+
+    def __post_init__(self):
+        if self.paper and self.structured_ratio is not None:
+            raise LadaError("structured_ratio is not allowed with ratios: paper (the paper removes no heads or "
+                            "neurons); give embedding_ratio and svd_split instead")
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -155,7 +163,7 @@ class SearchSpace:
             raise LadaError(f"distill must be true or false, got {distill!r}")
         ratios = data.get("ratios")
         paper = ratios == "paper"
-        embedding = split = None
+        embedding = split = structure = None
         if not paper:
             if not isinstance(ratios, dict):
                 raise LadaError("ratios must be 'paper' or a mapping with embedding_ratio (and svd_split)")
@@ -174,6 +182,12 @@ class SearchSpace:
                     raise LadaError(f"svd_split: {v} is outside [0, 1]")
             if not kind.free_split and not (split.fixed and split.value == kind.default_split):
                 raise LadaError(f"method {method!r} fixes svd_split at {kind.default_split:g}; leave it out")
+            if "structured_ratio" in ratios:
+                structure = Param.parse("structured_ratio", ratios["structured_ratio"])
+                for v in structure.values():
+                    if not 0 < v <= 1:
+                        raise LadaError(f"structured_ratio: {v} is outside (0, 1] (the share of heads and FFN "
+                                        f"neurons kept; 1 = none removed)")
         elif method != PAPER_METHOD:
             raise LadaError(f"ratios: 'paper' is the {PAPER_METHOD} method's Table 2; use method: {PAPER_METHOD}")
         train = data.get("train") or {}
@@ -194,14 +208,15 @@ class SearchSpace:
             svd_split=split, train={k: Param.parse(k, v, TRAIN_KNOBS[k]) for k, v in train.items()},
             loss_weights={k: Param.parse(f"loss_weights.{k}", v) for k, v in weights.items()},
             distill=distill, description=str(data.get("description", "")),
-            compression=CompressionChoices.parse(data.get("compression")))
+            compression=CompressionChoices.parse(data.get("compression")), structured_ratio=structure)
         for p in space.params():  # every bound and choice must make a valid TrainConfig
             for v in p.values():
                 space.train_config(TrainConfig(), {p.name: v})
         return space
 
     def params(self) -> list[Param]:
-        ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split]
+        ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split] + \
+            ([self.structured_ratio] if self.structured_ratio is not None else [])
         return ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + self.compression.params()
 
     def to_dict(self) -> dict:
@@ -214,6 +229,8 @@ class SearchSpace:
         out: dict[str, Any] = {"name": self.name, "method": self.method, "distill": self.distill}
         out["ratios"] = "paper" if self.paper else {"embedding_ratio": spec(self.embedding_ratio),
                                                     "svd_split": spec(self.svd_split)}
+        if self.structured_ratio is not None:
+            out["ratios"]["structured_ratio"] = spec(self.structured_ratio)
         if self.train:
             out["train"] = {k: spec(p) for k, p in self.train.items()}
         if self.loss_weights:
@@ -225,6 +242,11 @@ class SearchSpace:
         return out
 
     # ---- the budget ----------------------------------------------------------------------
+    @property
+    def structured(self) -> bool:
+        """Whether a trial of this space may remove heads and neurons (then it needs the teacher's ``Widths``)."""
+        return self.structured_ratio is not None and min(self.structured_ratio.values()) < 1
+
     def bounded(self, counts: ParamCount, target: float) -> SearchSpace:
         """This space with the embedding range clipped to what the budget allows (LadaError when empty)."""
         if self.paper:
@@ -243,11 +265,13 @@ class SearchSpace:
                             f"on this model; feasible embedding ratios are [{low:.4f}, {high:.4f}]")
         return replace(self, embedding_ratio=replace(emb, low=max(emb.low, low), high=min(emb.high, high)))
 
-    def ratios(self, config: dict, counts: ParamCount, target: float) -> Ratios:
-        """Solve the encoder ratio from the budget for a sampled ``config``."""
+    def ratios(self, config: dict, counts: ParamCount, target: float, widths: Widths | None = None) -> Ratios:
+        """Solve the encoder ratio from the budget for a sampled ``config`` (``widths``: the teacher's, needed
+        when the config's structured_ratio is below 1)."""
         if self.paper:
             return paper_ratios(counts, target)
-        return split_ratios(counts, target, config["embedding_ratio"], config["svd_split"], self.method)
+        return split_ratios(counts, target, config["embedding_ratio"], config["svd_split"], self.method,
+                            structure=config.get("structured_ratio", 1.0), widths=widths)
 
     # ---- sampling ------------------------------------------------------------------------
     def define_by_run(self, trial) -> dict:

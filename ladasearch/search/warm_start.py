@@ -10,7 +10,9 @@
     all       history, then corners
 
 ``--warm-start none|corners|history|all``.  A point sets only the space's free ratio parameters (the
-sampler fills the training knobs); equal points are enqueued once, at most ``--trials`` of them.
+sampler fills the training knobs); equal points are enqueued once, at most ``--trials`` of them.  A space that
+searches ``structured_ratio`` gets 1 (clipped to its range) at the corners and the paper's point, whose recipes
+remove no heads or neurons, and the past best's own share in a history point.
 """
 
 from __future__ import annotations
@@ -76,9 +78,10 @@ def _fit(param: Param | None, value: float) -> float | None:
     return min(max(value, param.low), param.high)
 
 
-def _point(ctx: WarmContext, source: str, embedding: float, split: float) -> WarmPoint | None:
+def _point(ctx: WarmContext, source: str, embedding: float, split: float, structure: float = 1.0) -> WarmPoint | None:
     values = {"embedding_ratio": _fit(ctx.space.embedding_ratio, embedding),
-              "svd_split": _fit(ctx.space.svd_split, split)}
+              "svd_split": _fit(ctx.space.svd_split, split),
+              "structured_ratio": _fit(ctx.space.structured_ratio, structure)}
     params = {k: float(v) for k, v in values.items() if v is not None}
     return WarmPoint(source, params) if params else None
 
@@ -122,7 +125,8 @@ def transferred(ctx: WarmContext) -> list[WarmPoint]:
     for past in nearest:
         share = past.ratios.embedding * counts.embedding / allowed(past.target)
         embedding = share * allowed(ctx.target) / counts.embedding
-        points.append(_point(ctx, f"history:{past.search}@{past.target:g}x", embedding, past.svd_split))
+        points.append(_point(ctx, f"history:{past.search}@{past.target:g}x", embedding, past.svd_split,
+                             past.ratios.structure))
     return [p for p in points if p is not None]
 
 
@@ -163,7 +167,8 @@ def past_bests(runs, exclude: str | None = None) -> list[PastBest]:
             continue
         try:
             ratios = RatioRecord(tags.get(f"{BEST}method", "hybrid"), float(tags[f"{BEST}embedding_ratio"]),
-                                 float(tags[f"{BEST}svd_ratio"]), float(tags[f"{BEST}weight_ratio"]))
+                                 float(tags[f"{BEST}svd_ratio"]), float(tags[f"{BEST}weight_ratio"]),
+                                 float(tags.get(f"{BEST}structure_ratio", 1.0)))  # absent: none removed
             target = float(tags["ladasearch.target"].rstrip("x"))
             score = float(tags[f"{BEST}val_score"]) if f"{BEST}val_score" in tags else None
         except (KeyError, ValueError):  # a parent written by an older version or by hand

@@ -1,6 +1,7 @@
 """The trial worker: one Ray Tune trial is one LadaBERT compression at a sampled point of the space.
 
-    ratios = space.ratios(sampled config)        (infeasible: LadaError, the trial fails untrained)
+    ratios = space.ratios(sampled config)        (infeasible: LadaError, the trial fails untrained; a sampled
+                                                  structured_ratio < 1 is solved on the teacher's Widths)
     compress_model(...), every round scored on the validation rows, its after_eval hook reporting to Tune:
         each report    the round's numbers (RoundRecord.flat), score_at_target (NaN until the round is at the
                        target size) and the summary so far ('stopped_early')
@@ -28,13 +29,14 @@ from ..features import Features
 from ..inference.timing import latency_ms
 from ..ladabert import CompressionResult, LoopHooks, compress_model
 from ..serialize import save_compressed
-from ..summary import MatrixRecord, ParamRecord, RatioRecord, RoundRecord, TrialSummary
+from ..summary import MatrixRecord, ParamRecord, RoundRecord, TrialSummary
 from .calibration import compression_params, trial_statistics
 from .objectives import Measurements, MeasureSettings, measure_objectives
 from .space import SearchSpace
 
 if TYPE_CHECKING:
     from ..compress.calibration import CalibrationStats
+    from ..compress.structure import Widths
 
 SUMMARY_KEY = "summary_json"   # every report: the trial's TrialSummary so far, as JSON
 PARAMS_KEY = "params_json"     # the first report: the trial's MLflow params (ratios, ranks, settings)
@@ -81,6 +83,7 @@ class TrialPayload:
     context: SummaryContext
     runtime: str = "torch"        # where the latency and size objectives are measured
     stats: CalibrationStats | None = None   # gathered once by the driver for every plug-in the space may pick
+    widths: Widths | None = None  # the teacher's unit counts, beside counts: set when the space removes units
 
     def teacher(self) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -94,6 +97,7 @@ def trial_params(ratios: Ratios, target: float, train_cfg: TrainConfig, plans: l
     """The MLflow params of a trial: solved ratios, every rank, the training settings."""
     return {"method": ratios.method, "embedding_ratio": ratios.embedding, "svd_ratio": ratios.svd,
             "weight_ratio": ratios.weight, "encoder_ratio": ratios.encoder, "target": target,
+            **({"structure_ratio": ratios.structure} if ratios.structure < 1 else {}),
             **{f"train.{k}": v for k, v in asdict(train_cfg).items() if k != "loss_weights"},
             **{f"train.loss_weights.{k}": v for k, v in asdict(train_cfg.loss_weights).items()},
             **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None}}
@@ -115,7 +119,7 @@ class RoundReporter:
         r, t = self.ratios, self.teacher_params
         return TrialSummary(
             task=self.payload.task.name, main_metric=self.payload.task.main_metric,
-            ratios=RatioRecord(r.method, r.embedding, r.svd, r.weight), achieved_factor=record.achieved_factor,
+            ratios=r.record(), achieved_factor=record.achieved_factor,
             teacher_params=ParamRecord(t.embedding, t.encoder, t.dense), student_params=record.params,
             matrices=tuple(MatrixRecord(p.name, p.group, p.shape, p.rank(fraction), p.keep(fraction))
                            for p in self.plans),
@@ -152,7 +156,7 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
     # the trial's factorizer and pruning score (sampled, or the run's): what its summary and params record
     payload = replace(payload, compression=payload.space.compression.config(payload.compression, config))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    ratios = payload.space.ratios(config, payload.counts, payload.context.target)  # raises: rejected, no training
+    ratios = payload.space.ratios(config, payload.counts, payload.context.target, payload.widths)  # raises: untrained
     train_cfg = payload.space.train_config(payload.train_cfg, config)
     teacher = payload.teacher()
     plans = make_plan(teacher, ratios)
