@@ -14,6 +14,11 @@ tokenize and classify one batch), latency per batch size (``measure_latency``, t
 the dev score on the same dev rows (torch: the model's logits; ONNX: onnxruntime's; the int8 drop is the
 fp32 graph's score minus the int8 graph's, as the export's accuracy gate measures it).
 
+A fourth row, ``onnx-fused``, is the fp32 graph with onnxruntime's fused ``Attention``
+(``ladasearch.inference.onnx_fusion.fuse_attention``) where it applies (dense query/key/value projections:
+the teacher; not factorized students) and passes its logits check; every model records which graph it got
+(``fusion``).  The teacher in torch runs with SDPA attention, as the exported students do.
+
 ``profile_split`` times one forward pass under ``torch.profiler`` and splits the self CPU time into the weight
 matmuls (linear layers, factorized ones included), attention (``scaled_dot_product_attention``) and the rest.
 """
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+FUSED = "onnx-fused"
 FORMAT = {"torch": "hf", "onnx": "onnx", "onnx-int8": "onnx-int8"}
 MATMUL_OPS = {"aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "aten::bmm", "aten::baddbmm"}
 
@@ -51,8 +57,35 @@ def _row(runtime: str, folder: Path, file_bytes: int, latency, memory, score: fl
             "peak_rss_bytes": memory.peak_bytes, "model_rss_bytes": memory.model_bytes, "score": score}
 
 
-def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[dict, ...]:
-    """The dense teacher in torch (its own folder), ONNX fp32 and ONNX int8."""
+def fused_row(model, onnx_folder: Path, out: Path, dev, timed, log) -> tuple[dict, dict | None]:
+    """(the fusion record, the ``onnx-fused`` row or None): ``onnx_folder``'s graph with fused attention, in a copy."""
+    from ladasearch.deploy.latency import measure_latency, onnx_runner
+    from ladasearch.deploy.memory import deployment_memory
+    from ladasearch.deploy.onnx_export import ONNX_FILE, onnx_session
+    from ladasearch.deploy.scoring import onnx_score
+    from ladasearch.inference.inputs import max_length
+    from ladasearch.inference.onnx_fusion import fuse_attention
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(onnx_folder, out)
+    fusion = fuse_attention(model, out / ONNX_FILE)
+    log(f"  {FUSED}: {fusion.graph} ({fusion.attention_layers}/{fusion.layers} layers)"
+        + (f": {fusion.reason}" if fusion.reason else ""))
+    if not fusion.applied:
+        shutil.rmtree(out, ignore_errors=True)
+        return fusion.to_json(), None
+    session = onnx_session(out / ONNX_FILE, timed.threads)
+    latency = measure_latency(model, onnx_runner(session), "onnxruntime", batches=timed.batches,
+                              seq_len=timed.seq_len, runs=timed.runs, threads=timed.threads)
+    memory = deployment_memory(out, "onnxruntime", model_file=ONNX_FILE, batch=max(timed.batches),
+                               seq_len=max_length(model, timed.seq_len), threads=timed.threads)
+    row = _row(FUSED, out, (out / ONNX_FILE).stat().st_size, latency, memory, onnx_score(session, dev))
+    return fusion.to_json(), row
+
+
+def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[dict, ...], dict]:
+    """The dense teacher in torch (its own folder, SDPA attention), ONNX fp32 (traced and fused) and ONNX int8
+    (quantized from the traced graph, as the export does); and the fusion record."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ladasearch.deploy.latency import measure_latency, onnx_runner, torch_runner
@@ -72,7 +105,8 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[dict, ..
                                  batch=max(timed.batches), seq_len=max_length(model, timed.seq_len),
                                  threads=timed.threads)
 
-    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    # the exported students run SDPA attention: the teacher is timed with the same kernel
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="sdpa").eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     log(f"teacher in torch ({model.config._attn_implementation} attention)")
     rows = [_row("torch", Path(teacher_dir), file_bytes(teacher_dir), latency(model, torch_runner(model), "torch"),
@@ -92,17 +126,19 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[dict, ..
         rows.append(_row(runtime, path.parent, path.stat().st_size, latency(model, onnx_runner(session), "onnxruntime"),
                          memory(path.parent, "onnxruntime"), score))
     rows[-1].update(fp32_score=gate.before, int8_drop_points=gate.drop)
-    return tuple(rows)
+    fusion, fused = fused_row(model, folders["onnx"], out / "teacher" / FUSED, dev, timed, log)
+    return tuple(rows) + ((fused,) if fused else ()), fusion
 
 
-def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[dict, ...]:
-    """A compressed model folder through ``export-model`` in each runtime (the int8 gate only records the drop)."""
+def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[tuple[dict, ...], dict]:
+    """A compressed model folder through ``export-model`` in each runtime (the int8 gate only records the drop),
+    plus its fused-attention graph where that applies; and the fusion record."""
     from ladasearch.deploy.export import ExportSettings, export_model
     from ladasearch.deploy.hf import load_hf_folder
     from ladasearch.deploy.scoring import load_dev
 
     settings = ExportSettings(max_drop=math.inf, dev=dev_data, timed=timed, overwrite=True)
-    rows = []
+    rows, model, dev = [], None, None
     for runtime in RUNTIMES:
         record = export_model(source, FORMAT[runtime], out / runtime, settings, log=lambda m: log("  " + m))
         gate = record.written.gate
@@ -112,14 +148,16 @@ def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[dict, .
 
             tokenizer = AutoTokenizer.from_pretrained(out / runtime, trust_remote_code=True)  # the folder's auto_map
             dev = load_dev(dev_data.for_task(record.summary.task), tokenizer)
-            score = torch_score(load_hf_folder(out / runtime), dev)
+            model = load_hf_folder(out / runtime)  # what the ONNX folder was traced from
+            score = torch_score(model, dev)
         row = _row(runtime, out / runtime, record.file_bytes, record.latency, record.memory, score)
         if gate is not None:  # the int8 folder: its gate scored the fp32 graph (the onnx row) and the int8 one
             row.update(score=gate.after, fp32_score=gate.before, int8_drop_points=gate.drop)
         rows.append(row)
     by_runtime = {r["runtime"]: r for r in rows}
     by_runtime["onnx"]["score"] = by_runtime["onnx-int8"]["fp32_score"]  # the same fp32 graph and dev rows
-    return tuple(rows)
+    fusion, fused = fused_row(model, out / "onnx", out / FUSED, dev, timed, log)
+    return tuple(rows) + ((fused,) if fused else ()), fusion
 
 
 def profile_split(model, batch: int, seq_len: int, runs: int = 3) -> dict:

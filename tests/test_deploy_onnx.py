@@ -140,3 +140,74 @@ def test_onnx_card_measures_onnxruntime(sources, tmp_path):
     assert [(x.runtime, x.batch, x.seq_len) for x in record.latency] == [("onnxruntime", 2, 16)]
     assert record.memory.runtime == "onnxruntime" and record.memory.peak_bytes > record.memory.baseline_bytes
     assert "Latency in onnxruntime" in (record.folder / "README.md").read_text()
+
+
+# ---- fused attention (inference.onnx_fusion) -----------------------------------------------------------------
+
+def _narrowed_tiny(heads: list[list[int]]):
+    """The tiny classifier with each layer cut to ``heads`` (random weights in the narrowed linears)."""
+    from conftest import build_tiny
+    from ladasearch.deploy.modeling_ladasearch import narrow_layers
+
+    model = build_tiny(0)
+    narrow_layers(model, {"heads": heads, "intermediate": [128, 128]})
+    return model.eval()
+
+
+def _attention_heads(path) -> list[int]:
+    graph = onnx.load(str(path)).graph
+    return [next(a.i for a in n.attribute if a.name == "num_heads") for n in graph.node if n.op_type == "Attention"]
+
+
+@pytest.mark.parametrize("heads", [[[0, 1, 2, 3], [0, 1, 2, 3]], [[2], [0, 1, 3]]])
+def test_attention_fuses_with_each_layers_head_count(heads, tmp_path):
+    from ladasearch.deploy.onnx_export import check_onnx_folder
+    from ladasearch.inference.onnx import export_onnx
+    from ladasearch.inference.onnx_fusion import fuse_attention
+
+    model = _narrowed_tiny(heads)
+    path = export_onnx(model, tmp_path / "m.onnx", optional_token_types=True)
+    fusion = fuse_attention(model, path)
+    assert fusion.applied and fusion.reason == "" and fusion.attention_layers == fusion.layers == 2
+    # each layer's own count: a global 4 would split a 1-head layer into 4 heads of 4 and change the logits
+    assert _attention_heads(path) == [len(h) for h in heads]
+    check = check_onnx_folder(model, path)  # with and without token_type_ids, padded rows
+    assert check.worst < 1e-4 and fusion.max_abs_diff == pytest.approx(check.worst)
+    assert not any(n.op_type == "Softmax" for n in onnx.load(str(path)).graph.node)
+
+
+def test_factorized_projections_keep_the_traced_graph(sources, tmp_path):
+    from ladasearch.inference.onnx import export_onnx
+    from ladasearch.inference.onnx_fusion import fuse_attention
+
+    student = ladasearch.load(sources["svd"])
+    path = export_onnx(student, tmp_path / "m.onnx", optional_token_types=True)
+    before = path.read_bytes()
+    fusion = fuse_attention(student, path)
+    assert not fusion.applied and fusion.attention_layers == 0 and "factorized" in fusion.reason
+    assert path.read_bytes() == before
+    assert fusion.to_json()["graph"] == "traced (unfused) attention"
+
+
+def test_a_fusion_that_fails_its_check_or_the_optimizer_leaves_the_file(tmp_path, monkeypatch):
+    from conftest import build_tiny
+    from ladasearch.inference import onnx_fusion
+    from ladasearch.inference.onnx import export_onnx
+
+    model = build_tiny(0)
+    path = export_onnx(model, tmp_path / "m.onnx", optional_token_types=True)
+    before = path.read_bytes()
+    # no difference is below 0: the fused graph is refused however close it is
+    fusion = onnx_fusion.fuse_attention(model, path, atol=0.0)
+    assert not fusion.applied and fusion.attention_layers == 2 and "allowed < 0" in fusion.reason
+    assert fusion.max_abs_diff < 1e-4 and path.read_bytes() == before
+
+    def broken(src, out):
+        raise RuntimeError("no pattern today")
+
+    monkeypatch.setattr(onnx_fusion, "_optimized", broken)
+    fusion = onnx_fusion.fuse_attention(model, path)
+    assert not fusion.applied and fusion.reason.endswith("RuntimeError: no pattern today")
+    assert path.read_bytes() == before
+    with pytest.raises(LadaError, match="no ONNX file"):
+        onnx_fusion.fuse_attention(model, tmp_path / "missing.onnx")

@@ -114,6 +114,14 @@ class ActivationUnitScore(UnitScore):
 UNIT_SCORES: dict[str, type[UnitScore]] = {c.name: c for c in (TaylorUnitScore, ActivationUnitScore)}
 
 
+def register_unit_score(cls: type[UnitScore]) -> type[UnitScore]:
+    """Make ``cls`` (a ``UnitScore`` with a ``name`` and ``_observe``) available to ``structure_score``."""
+    if not getattr(cls, "name", ""):
+        raise LadaError(f"a unit score class needs a non-empty `name`, {cls.__name__} has none")
+    UNIT_SCORES[cls.name] = cls
+    return cls
+
+
 def get_unit_score(name: str) -> UnitScore:
     if name not in UNIT_SCORES:
         raise LadaError(f"unknown unit score {name!r}; allowed: {', '.join(UNIT_SCORES)}")

@@ -2,7 +2,8 @@
 
 onnxruntime's ``quantize_dynamic`` stores the weight matrices (MatMul/Gemm initializers, the factors of
 factorized layers among them) and embedding tables as int8 with a per-tensor scale, and quantizes
-activations on the fly; LayerNorm, softmax and the rest stay fp32.  The gate scores the fp32 and the int8
+activations on the fly; LayerNorm, softmax and the rest stay fp32.  It quantizes the traced graph, not one
+with fused attention: that is faster here (see ``inference.onnx_fusion``).  The gate scores the fp32 and the int8
 graph on the same dev rows with onnxruntime and refuses the int8 model when it loses more than
 ``max_drop`` points (the main metric x 100) against the fp32 one.
 """
