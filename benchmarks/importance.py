@@ -80,6 +80,27 @@ def target_ratios(path: str, counts, targets):
     return out
 
 
+def build_job(args) -> tuple[dict, str, dict]:
+    """(job, teacher folder, statistics info): teacher, train/val/dev, task, device and the calibration
+    statistics every plug-in may read, gathered once from the train rows."""
+    from ladasearch.compress.calibration import STATISTICS, collect_statistics
+    from ladasearch.models import pick_device
+
+    teacher_dir, _ = C.teacher_folder(args)
+    prepared, teacher = C.load_job(args, teacher_dir)
+    device, task = pick_device(args.device), prepared.data.task
+    train, val = split_train(prepared.train, args.val_size, args.seed)
+    t0 = time.perf_counter()
+    stats = collect_statistics(teacher.model, train, frozenset(STATISTICS), batches=args.calibration_batches,
+                               batch_size=args.batch_size, device=device, task=task)
+    info = {"seconds": time.perf_counter() - t0, "bytes": stats.nbytes(),
+            "examples": args.calibration_batches * args.batch_size}
+    C.log(f"statistics: {info['examples']} examples, {info['bytes'] / 2**20:.1f} MiB, {info['seconds']:.1f}s")
+    job = {"teacher": teacher, "train": train, "val": val, "dev": prepared.dev, "task": task, "device": device,
+           "stats": stats}
+    return job, teacher_dir, info
+
+
 def run_one(job, ratios, cfg, factorizer: str, score: str) -> dict:
     from ladasearch import CompressionConfig, compress_model
     from ladasearch.data import main_score
@@ -172,23 +193,10 @@ def main(argv=None) -> dict:
         return {"plot": str(plot(json.loads(source.read_text()), source.with_suffix(".png")))}
     C.set_threads(args)
     from ladasearch.compress import count_parameters
-    from ladasearch.compress.calibration import STATISTICS, collect_statistics
-    from ladasearch.models import pick_device
 
     started = time.perf_counter()
-    teacher_dir, _ = C.teacher_folder(args)
-    prepared, teacher = C.load_job(args, teacher_dir)
-    device, task = pick_device(args.device), prepared.data.task
-    train, val = split_train(prepared.train, args.val_size, args.seed)
-    t0 = time.perf_counter()
-    stats = collect_statistics(teacher.model, train, frozenset(STATISTICS), batches=args.calibration_batches,
-                               batch_size=args.batch_size, device=device, task=task)
-    stats_info = {"seconds": time.perf_counter() - t0, "bytes": stats.nbytes(),
-                  "examples": args.calibration_batches * args.batch_size}
-    C.log(f"statistics: {stats_info['examples']} examples, {stats_info['bytes'] / 2**20:.1f} MiB, "
-          f"{stats_info['seconds']:.1f}s")
-    job = {"teacher": teacher, "train": train, "val": val, "dev": prepared.dev, "task": task, "device": device,
-           "stats": stats}
+    job, teacher_dir, stats_info = build_job(args)
+    teacher, task, train, val = job["teacher"], job["task"], job["train"], job["val"]
     counts = count_parameters(teacher.model)
     targets = [float(t) for t in args.targets.split(",")]
     ratios = target_ratios(args.ratios_from, counts, targets)
@@ -197,7 +205,7 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "importance", "command": C.command_line(), "args": vars(args), "machine": C.machine(),
                "task": task.name, "main_metric": task.main_metric, "teacher": teacher_dir,
                "teacher_score": teacher.score, "train_rows": len(train), "val_rows": len(val),
-               "dev_rows": len(prepared.dev), "statistics": stats_info, "seeds": seeds, "train_config":
+               "dev_rows": len(job["dev"]), "statistics": stats_info, "seeds": seeds, "train_config":
                {k: v for k, v in vars(base_cfg).items() if k != "loss_weights"}, "targets": []}
     name = args.name or f"importance-{task.name}"
     parts = set(args.parts.split(","))

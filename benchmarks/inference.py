@@ -77,6 +77,9 @@ def parse_args(argv=None):
     g.add_argument("--students", default=None, help="comma-separated existing ladasearch model folders (`compress "
                    "--out`, a search's best model) to measure instead of compressing students here")
     g.add_argument("--targets", default="2.5,5,7.5,10", help="targets of the students made here")
+    g.add_argument("--factorizer", default="svd", help="factorizer of the students made here (e.g. activation)")
+    g.add_argument("--prune-score", default="magnitude", help="pruning score of the students made here (e.g. taylor)")
+    g.add_argument("--structure-score", default="taylor", help="how the structured students rank heads and neurons")
     g.add_argument("--train", action="store_true", help="distill the students made here (the training options) "
                    "instead of compressing them untrained; without it their dev scores are not meaningful")
     g.add_argument("--structures", default="1,0.5", help="shares of attention heads and FFN neurons kept: each "
@@ -99,7 +102,7 @@ def parse_args(argv=None):
     g.add_argument("--name", default=None)
     g.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
-    bad = set(args.sections.split(",")) - set(SECTIONS)
+    bad = {s for s in args.sections.split(",") if s} - set(SECTIONS)  # "" = make the students only
     if bad:
         p.error(f"--sections: unknown {', '.join(sorted(bad))}; allowed: {', '.join(SECTIONS)}")
     try:
@@ -169,7 +172,7 @@ def make_students(args, keep: Path, teacher_dir: str) -> list[tuple[str, Path, d
         return out
     from ladasearch.compress import count_parameters
     from ladasearch.compress.structure import Widths
-    from ladasearch.config import TrainConfig
+    from ladasearch.config import CompressionConfig, TrainConfig
     from ladasearch.ladabert import compress_model
     from ladasearch.serialize import save_compressed
 
@@ -179,7 +182,10 @@ def make_students(args, keep: Path, teacher_dir: str) -> list[tuple[str, Path, d
     out = []
     for spec in students_from(args):
         ratios = make_ratios(counts, spec, widths)
-        result = compress_model(teacher.model, prepared.train, prepared.dev, prepared.data.task, ratios, cfg)
+        compression = CompressionConfig(factorizer=args.factorizer, prune_score=args.prune_score,
+                                        structure_score=args.structure_score)
+        result = compress_model(teacher.model, prepared.train, prepared.dev, prepared.data.task, ratios, cfg,
+                                compression=compression)
         folder = keep / "students" / spec.label.replace(" ", "_").replace("+", "")
         summary = result.summary(target=spec.target, teacher=teacher_dir, teacher_score=teacher.score)
         save_compressed(result.student, folder, summary, prepared.tokenizer)

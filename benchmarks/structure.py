@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from importance import mean_std, split_train, target_ratios  # noqa: E402
+from importance import build_job, mean_std, target_ratios  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -118,19 +118,11 @@ def main(argv=None) -> dict:
     C.set_threads(args)
     from ladasearch.compress import count_parameters
     from ladasearch.compress.budget import split_ratios
-    from ladasearch.compress.calibration import STATISTICS, collect_statistics
     from ladasearch.compress.structure import Widths
-    from ladasearch.models import pick_device
 
     started = time.perf_counter()
-    teacher_dir, _ = C.teacher_folder(args)
-    prepared, teacher = C.load_job(args, teacher_dir)
-    device, task = pick_device(args.device), prepared.data.task
-    train, val = split_train(prepared.train, args.val_size, args.seed)
-    stats = collect_statistics(teacher.model, train, frozenset(STATISTICS), batches=args.calibration_batches,
-                               batch_size=args.batch_size, device=device, task=task)
-    job = {"teacher": teacher, "train": train, "val": val, "dev": prepared.dev, "task": task, "device": device,
-           "stats": stats}
+    job, teacher_dir, _ = build_job(args)
+    teacher, task = job["teacher"], job["task"]
     counts, widths = count_parameters(teacher.model), Widths.of(teacher.model.config)
     base = target_ratios(args.ratios_from, counts, [args.target])[args.target]
     split = math.log(base.svd) / math.log(base.encoder)  # the searched best's split, as importance.py uses
@@ -138,8 +130,8 @@ def main(argv=None) -> dict:
     cfg = C.train_config(args)
     payload = {"benchmark": "structure", "command": C.command_line(), "args": vars(args), "machine": C.machine(),
                "task": task.name, "main_metric": task.main_metric, "teacher": teacher_dir,
-               "teacher_score": teacher.score, "target": args.target, "train_rows": len(train),
-               "val_rows": len(val), "dev_rows": len(prepared.dev), "seeds": seeds, "factorizer": args.factorizer,
+               "teacher_score": teacher.score, "target": args.target, "train_rows": len(job["train"]),
+               "val_rows": len(job["val"]), "dev_rows": len(job["dev"]), "seeds": seeds, "factorizer": args.factorizer,
                "prune_score": args.prune_score, "structure_score": args.structure_score,
                "train_config": {k: v for k, v in vars(cfg).items() if k != "loss_weights"}, "arms": []}
     name = args.name or f"structure-{task.name}"

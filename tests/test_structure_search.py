@@ -127,7 +127,7 @@ def test_trial_params_name_the_structure_only_when_units_are_removed(tiny):
     for structure, expected in ((0.5, 0.5), (1.0, None)):
         ratios = space.ratios({**config, "structured_ratio": structure}, counts, 5.0, widths)
         params = trial_params(ratios, 5.0, TrainConfig(), make_plan(model, ratios))
-        assert params.get("structure_ratio") == expected
+        assert params.get("structured_ratio") == expected
         assert ratios.record().to_json().get("structure") == expected
 
 
@@ -288,7 +288,7 @@ def test_a_search_of_the_default_space_removes_heads_and_neurons(glue_dir, tiny_
         if outcome_tag == "failed":  # rejected untrained: the removal left the encoder a ratio above 1
             assert sampled < 1 and "structure ratio" in child.data.tags["ladasearch.error"]
             continue
-        assert float(p.get("structure_ratio", 1.0)) == sampled
+        assert float(p.get("structured_ratio", 1.0)) == sampled
         ratios = Ratios(float(p["embedding_ratio"]), float(p["svd_ratio"]), float(p["weight_ratio"]), structure=sampled)
         assert budget(counts, ratios, widths) == pytest.approx(counts.total / 5.0, rel=1e-6)
         path = client.download_artifacts(child.info.run_id, "summary.json", str(tmp_path / child.info.run_id))

@@ -194,7 +194,7 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
     tracker.set_tags(parent_id, {"ladasearch.best_trial": row.trial_id, f"{BEST}method": r.method,
                                  f"{BEST}embedding_ratio": r.embedding, f"{BEST}svd_ratio": r.svd,
                                  f"{BEST}weight_ratio": r.weight, f"{BEST}svd_split": svd_split_of(r),
-                                 f"{BEST}structure_ratio": r.structure,
+                                 f"{BEST}structured_ratio": r.structure,
                                  f"{BEST}val_score": row.score_at_target, f"{BEST}dev_score": summary.dev_score})
 
 

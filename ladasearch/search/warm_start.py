@@ -168,7 +168,7 @@ def past_bests(runs, exclude: str | None = None) -> list[PastBest]:
         try:
             ratios = RatioRecord(tags.get(f"{BEST}method", "hybrid"), float(tags[f"{BEST}embedding_ratio"]),
                                  float(tags[f"{BEST}svd_ratio"]), float(tags[f"{BEST}weight_ratio"]),
-                                 float(tags.get(f"{BEST}structure_ratio", 1.0)))  # absent: none removed
+                                 float(tags.get(f"{BEST}structured_ratio", 1.0)))  # absent: none removed
             target = float(tags["ladasearch.target"].rstrip("x"))
             score = float(tags[f"{BEST}val_score"]) if f"{BEST}val_score" in tags else None
         except (KeyError, ValueError):  # a parent written by an older version or by hand

@@ -97,7 +97,7 @@ def trial_params(ratios: Ratios, target: float, train_cfg: TrainConfig, plans: l
     """The MLflow params of a trial: solved ratios, every rank, the training settings."""
     return {"method": ratios.method, "embedding_ratio": ratios.embedding, "svd_ratio": ratios.svd,
             "weight_ratio": ratios.weight, "encoder_ratio": ratios.encoder, "target": target,
-            **({"structure_ratio": ratios.structure} if ratios.structure < 1 else {}),
+            **({"structured_ratio": ratios.structure} if ratios.structure < 1 else {}),
             **{f"train.{k}": v for k, v in asdict(train_cfg).items() if k != "loss_weights"},
             **{f"train.loss_weights.{k}": v for k, v in asdict(train_cfg.loss_weights).items()},
             **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None}}
