@@ -188,3 +188,38 @@ def profile_split(model, batch: int, seq_len: int, runs: int = 3) -> dict:
     total = sum(split.values())
     return {"batch": batch, "seq_len": inputs["input_ids"].shape[1], "runs": runs, "total_ms": total,
             **{f"{k}_ms": v for k, v in split.items()}, **{f"{k}_share": v / total for k, v in split.items()}}
+
+
+def plot_deploy(deploy: dict, path: Path, batch: str = "32") -> Path:
+    """Dev score against batch latency and against file size, one marker per model and runtime."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import _common as C
+
+    markers = {"torch": "o", "onnx": "s", "onnx-int8": "^", "onnx-fused": "D"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, model in enumerate(deploy["models"]):
+        color = colors[k % len(colors)]
+        for row in model["rows"]:
+            if row.get("score") is None or batch not in row["latency_ms"]:
+                continue
+            score = 100 * row["score"]
+            kwargs = dict(color=color, marker=markers.get(row["runtime"], "x"), s=40)
+            axes[0].scatter(row["latency_ms"][batch]["median_ms"], score, **kwargs)
+            axes[1].scatter(row["file_bytes"] / 2**20, score, **kwargs)
+        axes[0].scatter([], [], color=color, marker="o", label=model["label"])
+    for runtime, marker in markers.items():
+        axes[1].scatter([], [], color="grey", marker=marker, label=runtime)
+    axes[0].set_xlabel(f"latency at batch {batch} (ms, median)")
+    axes[1].set_xlabel("file size (MiB)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylabel("dev score %")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, title="runtime")
+    fig.suptitle("Deployed models: dev score vs latency and file size (one thread)")
+    return C.save_png(fig, path)

@@ -422,6 +422,8 @@ def main(argv=None) -> dict:
     text = "\n\n".join(parts) + f"\n\nWall time {C.fmt_time(payload['wall_s'])}; folders in {keep}.\n"
     print(text)
     C.write_result(args.name or "inference", payload, text, args.out_dir)
+    if "deploy" in sections:
+        D.plot_deploy(payload["deploy"], Path(args.out_dir or C.RESULTS) / f"{args.name or 'inference'}.png")
     return payload
 
 
