@@ -236,6 +236,11 @@ def main(argv=None) -> dict:
                 runs = [run_one(job, r, replace(base_cfg, seed=seed), f, s) for seed in seeds]
                 entry["trained"].append({"arm": f"{f}+{s}", "runs": runs})
                 C.write_result(name, payload, render(payload), args.out_dir)
+    return finish(payload, name, args, started, render, plot)
+
+
+def finish(payload: dict, name: str, args, started: float, render, plot) -> dict:
+    """Mark the results complete, write them (JSON, markdown, PNG) and print the markdown."""
     payload["seconds"] = time.perf_counter() - started
     payload["complete"] = True
     C.write_result(name, payload, render(payload), args.out_dir)

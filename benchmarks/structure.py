@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from importance import build_job, mean_std, target_ratios  # noqa: E402
+from importance import build_job, finish, mean_std, target_ratios  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -149,12 +149,7 @@ def main(argv=None) -> dict:
     vals = {a["structure"]: mean_std([r["val"] for r in a["runs"] if r["status"] == "done"])[0]
             for a in payload["arms"]}
     payload["chosen"] = max((s for s in vals if vals[s] is not None), key=lambda s: vals[s], default=None)
-    payload["seconds"] = time.perf_counter() - started
-    payload["complete"] = True
-    C.write_result(name, payload, render(payload), args.out_dir)
-    plot(payload, Path(args.out_dir or C.RESULTS) / f"{name}.png")
-    print(render(payload))
-    return payload
+    return finish(payload, name, args, started, render, plot)
 
 
 if __name__ == "__main__":
