@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import copy
 import math
-from itertools import islice
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import torch

@@ -7,16 +7,9 @@ while the factors are trained.
 
 from __future__ import annotations
 
-from torch import nn
-
 # One definition of the factorized layers: the self-contained modeling file that every exported HF folder
 # carries (it imports only torch and transformers), so a trained student and its exported form are one class.
-from ..deploy.modeling_ladasearch import FactorizedEmbedding, FactorizedLinear
+# ``replace_module`` lives there too: the modeling file swaps layers by name the same way.
+from ..deploy.modeling_ladasearch import FactorizedEmbedding, FactorizedLinear, replace_module
 
 __all__ = ["FactorizedEmbedding", "FactorizedLinear", "replace_module"]
-
-
-def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
-    """Put ``new`` where ``model.get_submodule(qualified_name)`` is (``setattr`` on its parent)."""
-    parent_name, _, child = qualified_name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

@@ -75,30 +75,18 @@ class Widths:
         """``{qualified linear name: (out, in)}`` of every matrix the removal at ``structure`` narrows."""
         heads, neurons = self.kept(structure)
         sizes = {"heads": heads * self.head_size, "intermediate": neurons}
-        shapes = {}
-        for index, unit, name, narrow_out in _unit_linears(model):
-            shapes[f"{_layers_prefix(model)}.{index}.{name}"] = (
-                (sizes[unit], self.hidden) if narrow_out else (self.hidden, sizes[unit]))
-        return shapes
-
-
-def check_structure(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise LadaError(f"structure ratio must be the share of heads and neurons kept, in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _layers_prefix(model: nn.Module) -> str:
-    layers = encoder_layers(model)
-    return next(n for n, m in model.named_modules() if m is layers)
+        return {name: (sizes[unit], self.hidden) if narrow_out else (self.hidden, sizes[unit])
+                for _, unit, name, narrow_out in _unit_linears(model)}
 
 
 def _unit_linears(model: nn.Module):
-    """(layer index, unit, linear name within the layer, whether the unit is its output rows)."""
-    for index in range(len(encoder_layers(model))):
+    """(layer index, unit, qualified linear name, whether the unit is its output rows) of every encoder layer."""
+    layers = encoder_layers(model)
+    prefix = next(n for n, m in model.named_modules() if m is layers)
+    for index in range(len(layers)):
         for unit, (rows, cols) in UNIT_LINEARS.items():
-            yield from ((index, unit, n, True) for n in rows)
-            yield from ((index, unit, n, False) for n in cols)
+            yield from ((index, unit, f"{prefix}.{index}.{n}", True) for n in rows)
+            yield from ((index, unit, f"{prefix}.{index}.{n}", False) for n in cols)
 
 
 def current_widths(model: nn.Module) -> dict:
@@ -145,13 +133,11 @@ def remove_units(model: nn.Module, keep: dict[tuple[int, str], torch.Tensor], *,
     statistics are returned narrowed (a new object: the given one may be shared)."""
     widths = current_widths(model)
     head_size = model.config.hidden_size // model.config.num_attention_heads
-    prefix = _layers_prefix(model)
-    for index, unit, name, narrow_out in _unit_linears(model):
+    for index, unit, qualified, narrow_out in _unit_linears(model):
         if (index, unit) not in keep:
             continue
         units = keep[(index, unit)].sort().values
         entries = (units[:, None] * head_size + torch.arange(head_size)).flatten() if unit == "heads" else units
-        qualified = f"{prefix}.{index}.{name}"
         module = model.get_submodule(qualified)
         _slice(module, entries.to(next(module.parameters()).device), rows=narrow_out)
         rows, cols = (entries, None) if narrow_out else (None, entries)

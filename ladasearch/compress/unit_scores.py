@@ -20,6 +20,7 @@ from torch import nn
 
 from ..deploy.modeling_ladasearch import UNIT_LINEARS, encoder_layers
 from ..errors import LadaError
+from .registry import _register  # the factorizers' and pruning scores' registration rules
 
 # the linear that reads each unit's output (its input columns are the unit's)
 _READER = {unit: cols[0] for unit, (_, cols) in UNIT_LINEARS.items()}
@@ -116,10 +117,7 @@ UNIT_SCORES: dict[str, type[UnitScore]] = {c.name: c for c in (TaylorUnitScore, 
 
 def register_unit_score(cls: type[UnitScore]) -> type[UnitScore]:
     """Make ``cls`` (a ``UnitScore`` with a ``name`` and ``_observe``) available to ``structure_score``."""
-    if not getattr(cls, "name", ""):
-        raise LadaError(f"a unit score class needs a non-empty `name`, {cls.__name__} has none")
-    UNIT_SCORES[cls.name] = cls
-    return cls
+    return _register(UNIT_SCORES, "unit score", cls)
 
 
 def get_unit_score(name: str) -> UnitScore:

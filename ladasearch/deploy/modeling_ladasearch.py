@@ -74,6 +74,12 @@ def _factorized_like(old: nn.Module, kind: str, rank: int) -> nn.Module:
     raise ValueError(f"factorized layer kind {kind!r} is not one of linear, embedding")
 
 
+def replace_module(model: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    """Put ``new`` where ``model.get_submodule(qualified_name)`` is (``setattr`` on its parent)."""
+    parent_name, _, child = qualified_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
 WIDTHS_KEY = "ladasearch_widths"
 # per encoder layer: the linears whose output rows are a unit's (heads, neurons) and those whose input columns are
 UNIT_LINEARS = {"heads": (("attention.self.query", "attention.self.key", "attention.self.value"),
@@ -116,10 +122,8 @@ def narrow_layers(model: nn.Module, widths: dict | None) -> None:
                 old = layer.get_submodule(name)
                 shape = (size, old.in_features) if narrow_out else (old.out_features, size)
                 if (old.out_features, old.in_features) != shape:
-                    parent, _, child = name.rpartition(".")
-                    new = nn.Linear(shape[1], shape[0], bias=old.bias is not None,
-                                    device=old.weight.device, dtype=old.weight.dtype)
-                    setattr(layer.get_submodule(parent), child, new)
+                    replace_module(layer, name, nn.Linear(shape[1], shape[0], bias=old.bias is not None,
+                                                          device=old.weight.device, dtype=old.weight.dtype))
 
 
 class FactorizedLayersMixin:
@@ -129,9 +133,7 @@ class FactorizedLayersMixin:
     def _swap_factorized(self) -> None:
         narrow_layers(self, getattr(self.config, WIDTHS_KEY, None))
         for name, spec in (self.config.factorized or {}).items():
-            parent, _, child = name.rpartition(".")
-            owner = self.get_submodule(parent) if parent else self
-            setattr(owner, child, _factorized_like(getattr(owner, child), spec["kind"], int(spec["rank"])))
+            replace_module(self, name, _factorized_like(self.get_submodule(name), spec["kind"], int(spec["rank"])))
 
     def _init_weights(self, module):
         # only weights missing from the file reach this; the factors get the architecture's scale

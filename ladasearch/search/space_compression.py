@@ -58,12 +58,15 @@ class CompressionChoices:
             params[key] = param
         return cls(**params)
 
+    def _by_key(self) -> dict[str, Param | None]:
+        return {key: getattr(self, key) for key in KEYS}
+
     def params(self) -> list[Param]:
-        return [p for p in (self.factorizer, self.prune_score) if p is not None]
+        return [p for p in self._by_key().values() if p is not None]
 
     def to_dict(self) -> dict[str, Any]:
         return {key: p.value if p.fixed else {"choices": list(p.choices)}
-                for key, p in (("factorizer", self.factorizer), ("prune_score", self.prune_score)) if p is not None}
+                for key, p in self._by_key().items() if p is not None}
 
     def fixed(self, **names: str) -> CompressionChoices:
         """These choices with the given keys pinned to one name each (``factorizer="fisher"``)."""
@@ -78,11 +81,10 @@ class CompressionChoices:
 
     def candidates(self, base: CompressionConfig) -> dict[str, tuple[str, ...]]:
         """Every name each key can take in a trial (the space's, else ``base``'s)."""
-        params = {"factorizer": self.factorizer, "prune_score": self.prune_score}
-        return {key: tuple(p.values()) if p is not None else (getattr(base, key),) for key, p in params.items()}
+        return {key: tuple(p.values()) if p is not None else (getattr(base, key),)
+                for key, p in self._by_key().items()}
 
     def config(self, base: CompressionConfig, config: dict) -> CompressionConfig:
         """The compression of a trial: ``base`` with the names its sampled ``config`` holds."""
-        chosen = {key: config[p.name] for key, p in (("factorizer", self.factorizer), ("prune_score", self.prune_score))
-                  if p is not None and p.name in config}
+        chosen = {key: config[p.name] for key, p in self._by_key().items() if p is not None and p.name in config}
         return replace(base, **chosen)
