@@ -24,11 +24,14 @@ paired.
     python benchmarks/search_vs_fixed.py --task mnli --targets 5 --max-dev 2000 --name search_vs_fixed-mnli
     python benchmarks/search_vs_fixed.py --trials 2 --seeds 0 --targets 2.5 --max-train 200 --val-size 64 \\
         --max-dev 64 --teacher-steps 5 --steps-per-round 2 --final-steps 2 --out-dir /tmp/svf   # a smoke run
+    python benchmarks/search_vs_fixed.py --merge part-a.json part-b.json --name search_vs_fixed-sst2
+                          # one table from parts run side by side (e.g. --arms or --seeds split over processes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -57,6 +60,8 @@ def parse_args(argv=None):
     g = p.add_argument_group("this benchmark")
     g.add_argument("--targets", default="2.5,10", help="comma-separated reduction factors")
     g.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    g.add_argument("--factorizer", default="svd", help="every arm's factorizer (a registered name)")
+    g.add_argument("--prune-score", default="magnitude", help="every arm's pruning score (a registered name)")
     g.add_argument("--trials", type=int, default=12, help="trials per search (every arm, target and seed)")
     g.add_argument("--seeds", default="0,1,2")
     g.add_argument("--scheduler", default="fifo", help="fifo (equal compute per trial) or asha")
@@ -65,6 +70,8 @@ def parse_args(argv=None):
     g.add_argument("--work-dir", default=None, help="Ray state + MLflow stores (default: new folder under /tmp)")
     g.add_argument("--name", default=None, help="result file name (default search_vs_fixed-<task>)")
     g.add_argument("--out-dir", default=None, help="default benchmarks/results")
+    g.add_argument("--merge", nargs="+", default=None, metavar="PART",
+                   help="result JSONs of parts of one benchmark (same settings): write their joint table, run nothing")
     return p.parse_args(argv)
 
 
@@ -111,6 +118,7 @@ def fmt(ms: tuple[float | None, float | None]) -> str:
 def run_arm(args, arm: str, target: float, seed: int, teacher_dir: str, work: Path) -> dict | None:
     import torch
 
+    from ladasearch.config import CompressionConfig
     from ladasearch.search import SearchConfig, SearchSettings, run_search
 
     setup = arm_setup(arm, target)
@@ -125,7 +133,8 @@ def run_arm(args, arm: str, target: float, seed: int, teacher_dir: str, work: Pa
                        seed=seed, storage=str(work / "ray"), warm_start=warm,
                        tracking_uri=f"sqlite:///{work / f'mlflow-{arm}-s{seed}.db'}", experiment="search-vs-fixed")
     settings = SearchSettings(C.data_config(args), args.model, cfg, space, C.teacher_config(args),
-                              C.train_config(args, seed=seed), teacher_path=teacher_dir, device=args.device)
+                              C.train_config(args, seed=seed), teacher_path=teacher_dir, device=args.device,
+                              compression=CompressionConfig(factorizer=args.factorizer, prune_score=args.prune_score))
     C.log(f"{arm} at {target:g}x, seed {seed}: {args.trials} trials, space {space.name}, sampler {sampler}, "
           f"warm start {warm}")
     started = time.perf_counter()
@@ -156,7 +165,7 @@ def trials_to_reach(tpe: dict, random: dict) -> int | None:
     return next((k + 1 for k, v in enumerate(tpe["best_so_far_val"]) if v is not None and v >= goal), None)
 
 
-def summarize(args, runs: list[dict], targets: list[float], arms: list[str], metric: str) -> tuple[dict, str]:
+def summarize(task: str, runs: list[dict], targets: list[float], arms: list[str], metric: str) -> tuple[dict, str]:
     table, lines, aims = {}, [], []
     for target in targets:
         rows = []
@@ -167,12 +176,13 @@ def summarize(args, runs: list[dict], targets: list[float], arms: list[str], met
             dev, val = mean_std([r["chosen"]["dev"] for r in done]), mean_std([r["chosen"]["val"] for r in done])
             table[f"{target:g}x/{arm}"] = {"dev_mean": dev[0], "dev_std": dev[1], "val_mean": val[0],
                                            "val_std": val[1], "seeds": len(done)}
-            splits = ", ".join(f"{r['chosen']['ratios']['embedding']:.2f}/{r['chosen']['ratios']['svd']:.2f}/"
-                               f"{r['chosen']['ratios']['weight']:.2f}" for r in done)
+            splits = ", ".join(f"{r['chosen']['ratios']['method']} {r['chosen']['ratios']['embedding']:.2f}/"
+                               f"{r['chosen']['ratios']['svd']:.2f}/{r['chosen']['ratios']['weight']:.2f}"
+                               for r in done)
             rows.append([arm, fmt(dev), fmt(val), len(done), splits])
-        lines += [f"### {args.task} at {target:g}x", "",
+        lines += [f"### {task} at {target:g}x", "",
                   C.md_table(["arm", f"dev {metric} % (chosen)", f"val {metric} % (chosen on)", "seeds",
-                              "chosen emb/svd/weight ratios per seed"], rows, align="lrrrl"), ""]
+                              "chosen method emb/svd/weight ratios per seed"], rows, align="lrrrl"), ""]
         fixed = [table[f"{target:g}x/{a}"]["dev_mean"] for a in FIXED if f"{target:g}x/{a}" in table]
         searched = table.get(f"{target:g}x/tpe", {}).get("dev_mean")
         if fixed and searched is not None:
@@ -190,8 +200,62 @@ def summarize(args, runs: list[dict], targets: list[float], arms: list[str], met
     return table, "\n".join(lines + ["Aims:", ""] + aims)
 
 
+SAME = ("task", "teacher", "teacher_dev_score", "rows", "train_config")           # parts of one benchmark agree on
+SAME_ARGS = ("trials", "scheduler", "factorizer", "prune_score", "max_length", "precision")  # ... and these
+
+
+def merge(paths: list[str]) -> tuple[dict, list[dict]]:
+    """(the first part's payload, every part's runs) of parts of one benchmark; SystemExit when they differ."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    for path, part in zip(paths[1:], parts[1:]):
+        differ = [k for k in SAME if part[k] != first[k]] + \
+            [f"args.{k}" for k in SAME_ARGS if part["args"][k] != first["args"][k]]
+        if differ:
+            raise SystemExit(f"{path} is not a part of the same benchmark as {paths[0]}: {', '.join(differ)} differ")
+    runs = [r for part in parts for r in part["runs"]]
+    keys = [(r["arm"], r["target"], r["seed"]) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("the parts repeat an arm at the same target and seed; merge each only once")
+    return first, runs
+
+
+def write(args, meta: dict, runs: list[dict], wall: float) -> dict:
+    """The joint table, plot and result files of ``runs``."""
+    from _search_plot import plot_search_vs_fixed
+
+    targets = sorted({r["target"] for r in runs})
+    arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
+    cfg, task, rows = meta["train_config"], meta["task"], meta["rows"]
+    metric = meta["metric"]
+    table, body = summarize(task, runs, targets, arms, metric)
+    text = (f"Search vs fixed recipes, {task}, {meta['model']} teacher dev {metric} "
+            f"{100 * meta['teacher_dev_score']:.1f} ({rows['dev']} dev rows, {rows['val']} validation rows held out "
+            f"of train, {rows['train']} train rows). {meta['trials']} trials per search ({meta['scheduler']}), each "
+            f"{cfg['rounds']} rounds x {cfg['steps_per_round']} + {cfg['final_steps']} steps at batch "
+            f"{cfg['batch_size']}, lr {cfg['learning_rate']:g}; {meta['factorizer']} factorizer, {meta['prune_score']} "
+            f"pruning score; seeds {','.join(str(s) for s in sorted({r['seed'] for r in runs}))}. Chosen on "
+            f"validation, reported on dev, mean ± std over seeds. Wall time {C.fmt_time(wall)}.\n\n" + body + "\n")
+    print(text)
+    payload = {"benchmark": "search_vs_fixed", "command": C.command_line(), "args": vars(args),
+               "machine": C.machine(), **{k: meta[k] for k in ("task", "teacher", "teacher_dev_score", "rows",
+                                                               "train_config")},
+               "metric": metric, "trials": meta["trials"], "table": table, "runs": runs, "wall_s": wall,
+               "parts": meta.get("parts")}
+    name = args.name or f"search_vs_fixed-{task}"
+    out = C.write_result(name, payload, text, args.out_dir)
+    plot_search_vs_fixed(payload, out.with_suffix(".png"))
+    return payload
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        first, runs = merge(args.merge)
+        meta = {**{k: first[k] for k in SAME}, "model": first["args"]["model"], "metric": first.get("metric"),
+                **{k: first["args"][k] for k in SAME_ARGS}, "parts": args.merge}
+        meta["metric"] = meta["metric"] or "accuracy"
+        return write(args, meta, runs, sum(json.loads(Path(p).read_text())["wall_s"] for p in args.merge))
     C.set_threads(args)
     from ladasearch.search import init_ray
 
@@ -220,23 +284,11 @@ def main(argv=None) -> dict:
         import ray
 
         ray.shutdown()
-    wall = time.perf_counter() - started
-    cfg = C.train_config(args)
-    table, body = summarize(args, runs, targets, arms, task.main_metric)
-    text = (f"Search vs fixed recipes, {task.name}, {args.model} teacher dev {task.main_metric} "
-            f"{100 * teacher.score:.1f} ({len(prepared.dev)} dev rows, {len(prepared.val)} validation rows held out "
-            f"of train, {len(prepared.train)} train rows). {args.trials} trials per search ({args.scheduler}), each "
-            f"{cfg.rounds} rounds x {cfg.steps_per_round} + {cfg.final_steps} steps at batch {cfg.batch_size}, lr "
-            f"{cfg.learning_rate:g}; seeds {args.seeds}. Chosen on validation, reported on dev, mean ± std over "
-            f"seeds. Wall time {C.fmt_time(wall)}.\n\n" + body + "\n")
-    print(text)
-    payload = {"benchmark": "search_vs_fixed", "command": C.command_line(), "args": vars(args),
-               "machine": C.machine(), "task": task.name, "teacher": teacher_dir, "teacher_dev_score": teacher.score,
-               "rows": {"train": len(prepared.train), "val": len(prepared.val), "dev": len(prepared.dev)},
-               "train_config": {k: v for k, v in vars(cfg).items() if k != "loss_weights"}, "work_dir": str(work),
-               "table": table, "runs": runs, "wall_s": wall}
-    C.write_result(args.name or f"search_vs_fixed-{task.name}", payload, text, args.out_dir)
-    return payload
+    meta = {"task": task.name, "teacher": teacher_dir, "teacher_dev_score": teacher.score, "model": args.model,
+            "rows": {"train": len(prepared.train), "val": len(prepared.val), "dev": len(prepared.dev)},
+            "train_config": {k: v for k, v in vars(C.train_config(args)).items() if k != "loss_weights"},
+            "metric": task.main_metric, "work_dir": str(work), **{k: vars(args)[k] for k in SAME_ARGS}}
+    return write(args, meta, runs, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

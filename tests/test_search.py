@@ -202,14 +202,18 @@ def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, mo
     client = _client(uri)
     for child in children:
         p = child.data.params
-        ratios = Ratios(float(p["embedding_ratio"]), float(p["svd_ratio"]), float(p["weight_ratio"]))
+        ratios = Ratios(float(p["embedding_ratio"]), float(p["svd_ratio"]), float(p["weight_ratio"]),
+                        method=p["method"])  # each trial picks its method in this space
         assert budget(counts, ratios) == pytest.approx(counts.total / 5.0, rel=1e-6)  # eq. 7 meets the target
         rounds = [m.step for m in client.get_metric_history(child.info.run_id, "achieved_factor")]
         assert rounds[:2] == [1, 2]
         last = client.get_metric_history(child.info.run_id, "achieved_factor")[-1].value
         if child.data.tags.get("ladasearch.outcome") == "completed":
-            assert last == pytest.approx(5.0, rel=0.01)
             assert 0.0 <= child.data.metrics["val_score"] <= 1.0
+            # SVD alone rounds the rank of this model's 32-wide matrices (MiniLM's land within 1%): a trial that
+            # misses the target by more is never ranked
+            assert last == pytest.approx(5.0, rel=0.01) or \
+                (p["method"] == "svd" and "score_at_target" not in child.data.metrics)
     best = outcome.best
     assert best is not None and best.achieved_factor == pytest.approx(5.0, rel=0.01)
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]

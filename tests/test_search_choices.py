@@ -159,12 +159,22 @@ def tiny_counts():
     return count_parameters(build_tiny(0))
 
 
-@pytest.mark.parametrize("space, target, splits", [("ratios", 5.0, [1.0, 0.0]), ("default", 5.0, [0.9, 0.1]),
-                                                   ("ratios", 2.5, [1.0, 0.0]), ("prune_only", 5.0, [None])])
-def test_corners_are_the_split_bounds_at_the_uniform_embedding_ratio(tiny_counts, space, target, splits):
-    bounded = SearchSpace.load(space).bounded(tiny_counts, target)
+def _hybrid_space(methods, split=(0.1, 0.9)):
+    return SearchSpace.from_dict({"name": "h", "method": methods, "ratios": {
+        "embedding_ratio": {"low": 0.02, "high": 1.0, "log": True}, "svd_split": {"low": split[0], "high": split[1]}}})
+
+
+@pytest.mark.parametrize("space, target, corners", [
+    ("ratios", 5.0, [("svd", None), ("prune", None)]),            # the pure methods where the space offers them
+    ("default", 5.0, [("svd", None), ("prune", None)]),
+    ("ratios", 2.5, [("svd", None), ("prune", None)]),
+    (_hybrid_space("hybrid"), 5.0, [(None, 0.9), (None, 0.1)]),   # else the split's bounds
+    (_hybrid_space({"choices": ["hybrid", "svd"]}, (0.0, 1.0)), 5.0, [("svd", None), ("hybrid", 0.0)]),
+    ("prune_only", 5.0, [(None, None)])])
+def test_corners_are_the_pure_recipes_at_the_uniform_embedding_ratio(tiny_counts, space, target, corners):
+    bounded = (SearchSpace.load(space) if isinstance(space, str) else space).bounded(tiny_counts, target)
     points = [p for p in plan("corners", WarmContext(bounded, tiny_counts, target), 10) if p.source == "corner"]
-    assert [p.params.get("svd_split") for p in points] == splits
+    assert [(p.params.get("method"), p.params.get("svd_split")) for p in points] == corners
     c = tiny_counts
     uniform = (c.total / target - c.dense) / (c.embedding + c.encoder)
     expected = min(max(uniform, bounded.embedding_ratio.low), bounded.embedding_ratio.high)
@@ -179,13 +189,14 @@ def test_history_moves_a_past_best_to_the_new_target(tiny_counts, past_target, t
     c = tiny_counts
     old = SearchSpace.load("ratios").bounded(c, past_target)
     emb = math.sqrt(old.embedding_ratio.low * old.embedding_ratio.high)
-    ratios = old.ratios({"embedding_ratio": emb, "svd_split": 0.3}, c, past_target)
+    ratios = old.ratios({"method": "hybrid", "embedding_ratio": emb, "svd_split": 0.3}, c, past_target)
     past = PastBest("earlier", past_target, ratios.record(), 0.8)
     space = SearchSpace.load("ratios").bounded(c, target)
     (point,) = plan("history", WarmContext(space, c, target, (past,)), 10)
     share = emb * c.embedding / (c.total / past_target - c.dense)   # the embedding's share of the budget is kept
     expected = min(max(share * (c.total / target - c.dense) / c.embedding, space.embedding_ratio.low),
                    space.embedding_ratio.high)
+    assert point.params.pop("method") == "hybrid"   # the past best's method, which the space offers
     assert point.params == pytest.approx({"embedding_ratio": expected, "svd_split": 0.3})
     assert point.source == f"history:earlier@{past_target:g}x"
     assert plan("none", WarmContext(space, c, target, (past,)), 10) == []
@@ -221,9 +232,10 @@ def test_optuna_is_told_scores_at_the_target_only(tmp_path):
 
     from ladasearch.search.study import journal_storage, study_file
 
-    searcher = _searcher(tmp_path, [{"embedding_ratio": 0.1, "svd_split": 0.0}])
+    point = {"method": "hybrid", "embedding_ratio": 0.1, "svd_split": 0.0}
+    searcher = _searcher(tmp_path, [point])
     configs = {t: searcher.suggest(t) for t in ("a", "b", "c")}
-    assert configs["a"] == {"embedding_ratio": 0.1, "svd_split": 0.0}  # the enqueued point comes first
+    assert configs["a"] == point  # the enqueued point comes first
     for trial, rounds in (("a", [0.6, 0.7]), ("b", [0.9]), ("c", [0.5])):
         for step, score in enumerate(rounds, 1):
             searcher.on_trial_result(trial, {"score": score, "round": step,
@@ -244,8 +256,9 @@ def test_a_restored_searcher_requeues_warm_starts_it_lost(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    points = [{"embedding_ratio": 0.1, "svd_split": 0.0}, {"embedding_ratio": 0.2, "svd_split": 1.0},
-              {"embedding_ratio": 0.3, "svd_split": 0.5}]
+    points = [{"method": "hybrid", "embedding_ratio": 0.1, "svd_split": 0.0},
+              {"method": "prune", "embedding_ratio": 0.2},  # a pure method's point has no split
+              {"method": "hybrid", "embedding_ratio": 0.3, "svd_split": 0.5}]
     searcher = _searcher(tmp_path, points)
     assert searcher.suggest("a") == points[0]
     checkpoint = tmp_path / "searcher.pkl"
@@ -365,7 +378,7 @@ def test_warm_start_trials_run_first_with_the_enqueued_configs(searched):
     assert [w["source"] for w in warm][:2] == ["corner", "corner"]
     trials = _trials(searched.root, "s-False")
     assert [t["config"] for t in trials[:len(warm)]] == [w["params"] for w in warm]
-    assert "warm starts (corners): corner embedding_ratio" in searched.out[False]
+    assert "warm starts (corners): corner method svd, embedding_ratio" in searched.out[False]
 
 
 def test_summary_and_mlflow_say_which_split_is_which(searched):
@@ -396,8 +409,12 @@ def test_history_warm_start_moves_the_best_point_to_a_new_target(searched, tiny_
     expected = min(max(share * (c.total / 4.0 - c.dense) / c.embedding, space.embedding_ratio.low),
                    space.embedding_ratio.high)
     (trial,) = _trials(searched.root, "s-4x")
-    assert trial["config"] == pytest.approx({"embedding_ratio": expected,
-                                             "svd_split": float(tags["ladasearch.best.svd_split"])})
+    config = dict(trial["config"])
+    assert config.pop("method") == tags["ladasearch.best.method"]  # the space offers every method
+    splits = tags["ladasearch.best.method"] == "hybrid"            # the pure methods take no split
+    expected = {"embedding_ratio": expected, **({"svd_split": float(tags["ladasearch.best.svd_split"])}
+                                                if splits else {})}
+    assert config == pytest.approx(expected)
 
 
 @needs_glue

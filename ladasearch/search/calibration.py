@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 def search_needs(space: SearchSpace, base: CompressionConfig) -> frozenset[str]:
     """What the plug-ins a trial of ``space`` may pick read (only the factorizers when the method prunes
     nothing, only the scores when it factorizes nothing)."""
-    names, method = space.compression.candidates(base), get_method(space.method)
-    return plugin_needs(names["factorizer"] if method.factorizes else (),
-                        names["prune_score"] if method.prunes else ())
+    names, methods = space.compression.candidates(base), [get_method(m) for m in space.methods]
+    return plugin_needs(names["factorizer"] if any(m.factorizes for m in methods) else (),
+                        names["prune_score"] if any(m.prunes for m in methods) else ())
 
 
 def search_statistics(settings: SearchSettings, space: SearchSpace, teacher: Teacher, prepared: Prepared, device,

@@ -214,8 +214,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
                                cfg.num_samples, tracker, settings.model, task, parent_id)
             tracker.log_json(parent_id, [p.to_json() for p in warm], "warm_starts.json")
             if warm:
-                log(f"warm starts ({cfg.warm_start}): " + "; ".join(
-                    f"{p.source} " + ", ".join(f"{k} {v:.4f}" for k, v in p.params.items()) for p in warm))
+                log(f"warm starts ({cfg.warm_start}): " + "; ".join(p.describe() for p in warm))
 
         trainable = _trainable(built.payload, settings)
         if resuming and (cfg.folder / TUNER_STATE).is_file():

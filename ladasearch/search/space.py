@@ -6,7 +6,11 @@ encoder, optionally for ``structured_ratio`` (the share of every layer's heads a
 ratio is then solved from the budget (eq. 7, ``compress.budget.split_ratios``), so every sampled point
 meets the target exactly;
 ``svd_split`` is the share of the encoder's reduction (in log terms) done by SVD: 1 = SVD only,
-0 = pruning only, and a method that fixes a ratio fixes the split too.
+0 = pruning only, and a method that fixes a ratio fixes the split too.  ``method`` is one name or
+``{choices: [hybrid, prune, svd]}``: each trial then picks the method, and ``svd_split`` is sampled only for a
+method that splits (hybrid).  The split's ends are not the pure methods: at split 0 hybrid still factorizes
+every matrix (at the rank that saves nothing, a loss) and factorizes the embedding, so a space that should
+contain the pruning-only recipe offers the method itself.
 
 The embedding range is clipped to the ratios that leave the encoder a usable ratio
 (``compress.budget.feasible_embedding``, at structure 1) before the search starts; an empty range is an error.
@@ -28,6 +32,7 @@ from ..config import LossWeights, TrainConfig
 from ..errors import LadaError
 from .space_compression import CompressionChoices
 from .space_file import read_yaml
+from .space_param import Param
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
@@ -35,75 +40,6 @@ TRAIN_KNOBS = {"rounds": int, "steps_per_round": int, "final_steps": int, "batch
                "learning_rate": float, "temperature": float, "weight_decay": float}
 TOP_KEYS = {"name", "description", "method", "ratios", "train", "loss_weights", "distill", "compression"}
 RATIO_KEYS = {"embedding_ratio", "svd_split", "structured_ratio"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """A fixed value, a numeric range (optionally log-scaled) or a list of choices."""
-
-    name: str
-    value: Any = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple | None = None
-
-    @classmethod
-    def parse(cls, name: str, spec: Any, kind: type = float) -> Param:
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"low", "high", "log", "choices"}
-            if unknown:
-                raise LadaError(f"{name}: unknown key(s) {sorted(unknown)}; allowed: low, high, log, choices")
-            if "choices" in spec:
-                if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
-                    raise LadaError(f"{name}: 'choices' must be a non-empty list and stand alone")
-                return cls(name, choices=tuple(_typed(name, v, kind) for v in spec["choices"]))
-            if "low" not in spec or "high" not in spec:
-                raise LadaError(f"{name}: a range needs both 'low' and 'high', got {sorted(spec)}")
-            low, high = _typed(name, spec["low"], kind), _typed(name, spec["high"], kind)
-            if low > high:
-                raise LadaError(f"{name}: low {low} is above high {high}")
-            log = spec.get("log", False)
-            if not isinstance(log, bool):
-                raise LadaError(f"{name}: 'log' must be true or false, got {log!r}")
-            if log and low <= 0:
-                raise LadaError(f"{name}: a log range needs low > 0, got {low}")
-            return cls(name, low=low, high=high, log=log)
-        return cls(name, value=_typed(name, spec, kind))
-
-    @property
-    def fixed(self) -> bool:
-        return self.value is not None
-
-    def values(self) -> list:
-        """Every value this parameter can take that is worth checking: the value, the bounds or the choices."""
-        return [self.value] if self.fixed else list(self.choices) if self.choices else [self.low, self.high]
-
-    def suggest(self, trial) -> Any:
-        if self.fixed:
-            return self.value
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return trial.suggest_int(self.name, self.low, self.high, log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-
-
-def _typed(name: str, value: Any, kind: type):
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is str and isinstance(value, str):
-        return value
-    raise LadaError(f"{name}: expected {kind.__name__}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +55,7 @@ class SearchSpace:
     description: str = ""
     compression: CompressionChoices = field(default_factory=CompressionChoices)   # factorizer, pruning score
     structured_ratio: Param | None = None     # share of heads and FFN neurons kept; None: 1, none removed
+    method_choices: Param | None = None       # methods a trial picks from (then ``method`` is the default one)
 
     def __post_init__(self):
         if self.paper and self.structured_ratio is not None:
@@ -154,10 +91,9 @@ class SearchSpace:
         unknown = set(data) - TOP_KEYS
         if unknown:
             raise LadaError(f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
-        method = data.get("method", "hybrid")
-        if method not in METHOD_NAMES:
-            raise LadaError(f"method {method!r} is not one of {', '.join(METHOD_NAMES)}")
+        method, choices = _method(data.get("method", "hybrid"))
         kind = get_method(method)
+        splits = any(get_method(m).free_split for m in (choices.choices if choices else (method,)))
         distill = data.get("distill", True)
         if not isinstance(distill, bool):
             raise LadaError(f"distill must be true or false, got {distill!r}")
@@ -180,7 +116,7 @@ class SearchSpace:
             for v in split.values():
                 if not 0 <= v <= 1:
                     raise LadaError(f"svd_split: {v} is outside [0, 1]")
-            if not kind.free_split and not (split.fixed and split.value == kind.default_split):
+            if not splits and not (split.fixed and split.value == kind.default_split):
                 raise LadaError(f"method {method!r} fixes svd_split at {kind.default_split:g}; leave it out")
             if "structured_ratio" in ratios:
                 structure = Param.parse("structured_ratio", ratios["structured_ratio"])
@@ -188,7 +124,7 @@ class SearchSpace:
                     if not 0 < v <= 1:
                         raise LadaError(f"structured_ratio: {v} is outside (0, 1] (the share of heads and FFN "
                                         f"neurons kept; 1 = none removed)")
-        elif method != PAPER_METHOD:
+        elif method != PAPER_METHOD or choices is not None:
             raise LadaError(f"ratios: 'paper' is the {PAPER_METHOD} method's Table 2; use method: {PAPER_METHOD}")
         train = data.get("train") or {}
         if not isinstance(train, dict):
@@ -208,16 +144,23 @@ class SearchSpace:
             svd_split=split, train={k: Param.parse(k, v, TRAIN_KNOBS[k]) for k, v in train.items()},
             loss_weights={k: Param.parse(f"loss_weights.{k}", v) for k, v in weights.items()},
             distill=distill, description=str(data.get("description", "")),
-            compression=CompressionChoices.parse(data.get("compression")), structured_ratio=structure)
+            compression=CompressionChoices.parse(data.get("compression")), structured_ratio=structure,
+            method_choices=choices)
         for p in space.params():  # every bound and choice must make a valid TrainConfig
             for v in p.values():
                 space.train_config(TrainConfig(), {p.name: v})
         return space
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method a trial of this space may use."""
+        return self.method_choices.choices if self.method_choices is not None else (self.method,)
+
     def params(self) -> list[Param]:
         ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split] + \
             ([self.structured_ratio] if self.structured_ratio is not None else [])
-        return ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + self.compression.params()
+        methods = [self.method_choices] if self.method_choices is not None else []
+        return methods + ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + self.compression.params()
 
     def to_dict(self) -> dict:
         def spec(p: Param):
@@ -226,7 +169,8 @@ class SearchSpace:
             if p.choices is not None:
                 return {"choices": list(p.choices)}
             return {"low": p.low, "high": p.high, "log": p.log}
-        out: dict[str, Any] = {"name": self.name, "method": self.method, "distill": self.distill}
+        out: dict[str, Any] = {"name": self.name, "distill": self.distill,
+                               "method": self.method if self.method_choices is None else spec(self.method_choices)}
         out["ratios"] = "paper" if self.paper else {"embedding_ratio": spec(self.embedding_ratio),
                                                     "svd_split": spec(self.svd_split)}
         if self.structured_ratio is not None:
@@ -270,14 +214,20 @@ class SearchSpace:
         when the config's structured_ratio is below 1)."""
         if self.paper:
             return paper_ratios(counts, target)
-        return split_ratios(counts, target, config["embedding_ratio"], config["svd_split"], self.method,
+        method = get_method(config.get("method", self.method))
+        split = config["svd_split"] if method.free_split else method.default_split
+        return split_ratios(counts, target, config["embedding_ratio"], split, method.name,
                             structure=config.get("structured_ratio", 1.0), widths=widths)
 
     # ---- sampling ------------------------------------------------------------------------
     def define_by_run(self, trial) -> dict:
         """Optuna define-by-run: suggests every free parameter, returns the fixed ones."""
         constants = {}
+        method = self.method_choices.suggest(trial) if self.method_choices is not None else self.method
         for p in self.params():
+            if p is self.method_choices or (p is self.svd_split and not get_method(method).free_split
+                                            and self.method_choices is not None):
+                continue  # the split of a method that does not split is its own, never sampled
             value = p.suggest(trial)
             if p.fixed:
                 constants[p.name] = value
@@ -294,3 +244,22 @@ class SearchSpace:
         weights = {k: config[f"loss_weights.{k}"] for k in self.loss_weights if f"loss_weights.{k}" in config}
         return replace(base, **knobs, distill=self.distill and base.distill,
                        loss_weights=replace(base.loss_weights, **weights))
+
+
+def _method(spec: Any) -> tuple[str, Param | None]:
+    """(the default method, the choices or None) of a space's ``method``: a name or ``{choices: [names]}``."""
+    if isinstance(spec, dict):
+        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise LadaError(f"method: a method name or {{choices: [names]}}, got {spec!r:.60}")
+        choices = Param.parse("method", spec, str)
+        names = choices.choices
+    else:
+        choices, names = None, (spec,)
+    bad = [n for n in names if n not in METHOD_NAMES]
+    if bad:
+        raise LadaError(f"method {bad[0]!r} is not one of {', '.join(METHOD_NAMES)}")
+    if len(set(names)) != len(names):
+        raise LadaError(f"method: choices {list(names)} name one twice")
+    if len(names) == 1:
+        return names[0], None
+    return (PAPER_METHOD if PAPER_METHOD in names else names[0]), choices

@@ -12,14 +12,12 @@ Each key is a fixed name or a list of choices, sampled by Optuna as a categorica
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..compress.registry import get_factorizer, get_pruning_score
 from ..config import CompressionConfig
 from ..errors import LadaError
-
-if TYPE_CHECKING:
-    from .space import Param
+from .space_param import Param
 
 KEYS = {"factorizer": get_factorizer, "prune_score": get_pruning_score}   # the registry lookup of each key
 
@@ -33,8 +31,6 @@ class CompressionChoices:
 
     @classmethod
     def parse(cls, data: Any) -> CompressionChoices:
-        from .space import Param  # space.py holds this section: imported when parsed, not at import
-
         if data is None:
             return cls()
         if not isinstance(data, dict):
@@ -70,8 +66,6 @@ class CompressionChoices:
 
     def fixed(self, **names: str) -> CompressionChoices:
         """These choices with the given keys pinned to one name each (``factorizer="fisher"``)."""
-        from .space import Param
-
         unknown = sorted(set(names) - set(KEYS))
         if unknown:
             raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")

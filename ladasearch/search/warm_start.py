@@ -1,12 +1,14 @@
 """Warm starts: a search's first trials are known-good points, enqueued before the sampler samples.
 
-    corners   the all-SVD and the all-pruning encoder (the space's svd_split bounds) at the middle embedding
-              ratio (the one that keeps the same share of the embedding as of the encoder: uniform
+    corners   the all-SVD and the all-pruning encoder at the middle embedding
+              ratio (the svd and prune methods where the space offers them as method choices, else the
+              space's svd_split bounds) (the one that keeps the same share of the embedding as of the encoder: uniform
               compression, clipped to the space's range), and the paper's Table 2 ratios for the target where
               this model meets them in the space
     history   the best trial of each earlier search of the same model and task in the MLflow store, moved to
               the new target: its embedding keeps its share of the compressible budget (eq. 7), its split
-              (the share of the encoder's reduction done by SVD) is kept; both clipped to the space's ranges
+              (the share of the encoder's reduction done by SVD) is kept; both clipped to the space's ranges;
+              its method too where the space offers it
     all       history, then corners
 
 ``--warm-start none|corners|history|all``.  A point sets only the space's free ratio parameters (the
@@ -23,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 from ..compress.accounting import ParamCount
 from ..compress.budget import PAPER_TABLE2, paper_ratios
+from ..compress.methods import get_method
 from ..errors import LadaError
 from ..summary import RatioRecord
 from .space import Param, SearchSpace
@@ -55,10 +58,14 @@ class WarmPoint:
     """One enqueued point: where it came from and the space's free parameters it sets."""
 
     source: str
-    params: dict[str, float]
+    params: dict[str, float | str]   # a method choice is a name
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.source} " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in self.params.items())
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,23 @@ def _fit(param: Param | None, value: float) -> float | None:
     return min(max(value, param.low), param.high)
 
 
-def _point(ctx: WarmContext, source: str, embedding: float, split: float, structure: float = 1.0) -> WarmPoint | None:
+def _point(ctx: WarmContext, source: str, embedding: float, split: float | None, structure: float = 1.0,
+           method: str | None = None) -> WarmPoint | None:
+    """``method``: a name the space offers as a choice (None: the sampler's or the space's own method); a
+    method that does not split takes no split."""
+    splits = method is None or get_method(method).free_split
     values = {"embedding_ratio": _fit(ctx.space.embedding_ratio, embedding),
-              "svd_split": _fit(ctx.space.svd_split, split),
+              "svd_split": _fit(ctx.space.svd_split, split) if splits and split is not None else None,
               "structured_ratio": _fit(ctx.space.structured_ratio, structure)}
-    params = {k: float(v) for k, v in values.items() if v is not None}
+    params: dict[str, float | str] = {k: float(v) for k, v in values.items() if v is not None}
+    if method is not None:
+        params = {"method": method, **params}
     return WarmPoint(source, params) if params else None
+
+
+def _offered(space: SearchSpace, method: str) -> str | None:
+    """``method`` when the space samples the method and offers this one, else None."""
+    return method if space.method_choices is not None and method in space.methods else None
 
 
 def _uniform(counts: ParamCount, target: float) -> float:
@@ -100,15 +118,24 @@ def corners(ctx: WarmContext) -> list[WarmPoint]:
     if space.paper:
         return []
     middle = _uniform(ctx.counts, ctx.target)
-    points = [_point(ctx, "corner", middle, split) for split in reversed(_ends(space.svd_split))]
-    if ctx.target in PAPER_TABLE2 and space.svd_split is not None and not space.svd_split.fixed:
+    ends = _ends(space.svd_split)
+    points = []
+    for pure, split in (("svd", ends[-1]), ("prune", ends[0])):  # all-SVD first, as the split's upper bound
+        method = _offered(space, pure)
+        if method is not None:
+            points.append(_point(ctx, "corner", middle, None, method=method))
+        elif space.method_choices is None or "hybrid" in space.methods:
+            points.append(_point(ctx, "corner", middle, split, method=_offered(space, "hybrid")))
+    hybrid = space.method_choices is None or "hybrid" in space.methods
+    if hybrid and ctx.target in PAPER_TABLE2 and space.svd_split is not None and not space.svd_split.fixed:
         try:
             paper = paper_ratios(ctx.counts, ctx.target)
         except LadaError:  # the paper's ratios do not fit this model
             paper = None
         emb = space.embedding_ratio
         if paper is not None and (emb.fixed or emb.choices is not None or emb.low <= paper.embedding <= emb.high):
-            points.append(_point(ctx, "paper", paper.embedding, svd_split_of(paper.record())))
+            points.append(_point(ctx, "paper", paper.embedding, svd_split_of(paper.record()),
+                                 method=_offered(space, "hybrid")))
     return [p for p in points if p is not None]
 
 
@@ -126,7 +153,7 @@ def transferred(ctx: WarmContext) -> list[WarmPoint]:
         share = past.ratios.embedding * counts.embedding / allowed(past.target)
         embedding = share * allowed(ctx.target) / counts.embedding
         points.append(_point(ctx, f"history:{past.search}@{past.target:g}x", embedding, past.svd_split,
-                             past.ratios.structure))
+                             past.ratios.structure, method=_offered(ctx.space, past.ratios.method)))
     return [p for p in points if p is not None]
 
 
@@ -149,7 +176,7 @@ def plan(mode: str, ctx: WarmContext, limit: int) -> list[WarmPoint]:
     seen, out = set(), []
     for source in warm_start_kind(mode):
         for point in source(ctx):
-            key = tuple(sorted((k, round(v, 6)) for k, v in point.params.items()))
+            key = tuple(sorted((k, round(v, 6) if isinstance(v, float) else v) for k, v in point.params.items()))
             if key not in seen:
                 seen.add(key)
                 out.append(point)
