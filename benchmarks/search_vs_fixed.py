@@ -271,7 +271,11 @@ def main(argv=None) -> dict:
     teacher_dir, _ = C.teacher_folder(args)
     prepared, teacher = C.load_job(args, teacher_dir)
     task = prepared.data.task
-    runs = []
+    meta = {"task": task.name, "teacher": teacher_dir, "teacher_dev_score": teacher.score, "model": args.model,
+            "rows": {"train": len(prepared.train), "val": len(prepared.val), "dev": len(prepared.dev)},
+            "train_config": {k: v for k, v in vars(C.train_config(args)).items() if k != "loss_weights"},
+            "metric": task.main_metric, "work_dir": str(work), **{k: vars(args)[k] for k in SAME_ARGS}}
+    runs, payload = [], None
     init_ray(None)
     try:
         for seed in seeds:
@@ -279,16 +283,13 @@ def main(argv=None) -> dict:
                 for target in sorted(targets):  # ascending: the TPE arm's history then transfers upwards
                     record = run_arm(args, arm, target, seed, teacher_dir, work)
                     if record is not None:
-                        runs.append(record)
+                        runs.append(record)  # written after every search: a stopped run keeps what it finished
+                        payload = write(args, meta, runs, time.perf_counter() - started)
     finally:
         import ray
 
         ray.shutdown()
-    meta = {"task": task.name, "teacher": teacher_dir, "teacher_dev_score": teacher.score, "model": args.model,
-            "rows": {"train": len(prepared.train), "val": len(prepared.val), "dev": len(prepared.dev)},
-            "train_config": {k: v for k, v in vars(C.train_config(args)).items() if k != "loss_weights"},
-            "metric": task.main_metric, "work_dir": str(work), **{k: vars(args)[k] for k in SAME_ARGS}}
-    return write(args, meta, runs, time.perf_counter() - started)
+    return payload
 
 
 if __name__ == "__main__":

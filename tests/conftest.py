@@ -57,6 +57,13 @@ def ratios_for():
     return feasible_ratios
 
 
+def target_tolerance(method: str) -> float:
+    """How close a tiny-model trial lands on its target: 1%, except SVD alone, which has no pruning to take up
+    the rounding of the tiny embedding's rank (one rank is vocab + 32 parameters, ~3% of the tiny model; on
+    MiniLM 0.14%, and its trials land within 1%)."""
+    return 0.05 if method == "svd" else 0.01
+
+
 def random_features(n: int, seq: int = 16, vocab: int = 1000, seed: int = 0, num_labels: int = 2,
                     regression: bool = False) -> Features:
     """Random token ids with [CLS]=101-like first token, random lengths (padding = 0 / mask 0)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import build_tiny
+from conftest import build_tiny, target_tolerance
 from ladasearch.cli import main
 from ladasearch.compress import Ratios, budget, count_parameters, make_plan
 from ladasearch.compress.structure import Widths
@@ -295,9 +295,10 @@ def test_a_search_of_the_default_space_removes_heads_and_neurons(glue_dir, tiny_
         path = client.download_artifacts(child.info.run_id, "summary.json", str(tmp_path / child.info.run_id))
         summary = TrialSummary.from_json(json.loads(Path(path).read_text()))
         assert summary.ratios.structure == sampled
-        assert summary.achieved_factor == pytest.approx(5.0, rel=0.01), (p["method"], sampled, summary.achieved_factor)
+        assert summary.achieved_factor == pytest.approx(5.0, rel=target_tolerance(p["method"]))
         structured += sampled < 1
     corners = [c for c in children if c.data.params["config.structured_ratio"] == "1.0"]
     assert len(corners) >= 2  # the warm starts: the paper's recipe, no unit removed
     assert structured >= 1, [c.data.params.get("config.structured_ratio") for c in children]
-    assert outcome.best is not None and outcome.best.achieved_factor == pytest.approx(5.0, rel=0.01)
+    assert outcome.best is not None and \
+        outcome.best.achieved_factor == pytest.approx(5.0, rel=target_tolerance(outcome.best.ratios.method))

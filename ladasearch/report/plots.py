@@ -48,7 +48,7 @@ def _label(trial: LoadedTrial) -> str:
 def _ratios(trial: LoadedTrial) -> str:
     r = trial.summary.ratios
     name = trial.source.run_name if trial.source is not None and trial.source.run_name else None
-    return f"emb {r.embedding:.3f}, svd {r.svd:.3f}, w {r.weight:.3f}" + (f" ({name})" if name else "")
+    return f"{r.method} emb {r.embedding:.3f}, svd {r.svd:.3f}, w {r.weight:.3f}" + (f" ({name})" if name else "")
 
 
 def _axis(trials: list[LoadedTrial]) -> str:
