@@ -26,6 +26,8 @@ paired.
         --max-dev 64 --teacher-steps 5 --steps-per-round 2 --final-steps 2 --out-dir /tmp/svf   # a smoke run
     python benchmarks/search_vs_fixed.py --merge part-a.json part-b.json --name search_vs_fixed-sst2
                           # one table from parts run side by side (e.g. --arms or --seeds split over processes)
+    python benchmarks/search_vs_fixed.py --recover --work-dir DIR --seeds 0 --name part-c ...
+                          # the searches a stopped run finished (the same options as the run)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from _search_records import SAME, SAME_ARGS, merge, recover  # noqa: E402
 
 ARMS = ("tpe", "random", "prune", "svd", "paper")
 FIXED = ("prune", "svd", "paper")
@@ -72,6 +75,9 @@ def parse_args(argv=None):
     g.add_argument("--out-dir", default=None, help="default benchmarks/results")
     g.add_argument("--merge", nargs="+", default=None, metavar="PART",
                    help="result JSONs of parts of one benchmark (same settings): write their joint table, run nothing")
+    g.add_argument("--recover", action="store_true",
+                   help="run nothing: write the result of the searches a stopped run in --work-dir finished "
+                        "(read from its MLflow stores; --arms and --seeds select)")
     return p.parse_args(argv)
 
 
@@ -200,26 +206,6 @@ def summarize(task: str, runs: list[dict], targets: list[float], arms: list[str]
     return table, "\n".join(lines + ["Aims:", ""] + aims)
 
 
-SAME = ("task", "teacher", "teacher_dev_score", "rows", "train_config")           # parts of one benchmark agree on
-SAME_ARGS = ("trials", "scheduler", "factorizer", "prune_score", "max_length", "precision")  # ... and these
-
-
-def merge(paths: list[str]) -> tuple[dict, list[dict]]:
-    """(the first part's payload, every part's runs) of parts of one benchmark; SystemExit when they differ."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    first = parts[0]
-    for path, part in zip(paths[1:], parts[1:]):
-        differ = [k for k in SAME if part[k] != first[k]] + \
-            [f"args.{k}" for k in SAME_ARGS if part["args"][k] != first["args"][k]]
-        if differ:
-            raise SystemExit(f"{path} is not a part of the same benchmark as {paths[0]}: {', '.join(differ)} differ")
-    runs = [r for part in parts for r in part["runs"]]
-    keys = [(r["arm"], r["target"], r["seed"]) for r in runs]
-    if len(set(keys)) != len(keys):
-        raise SystemExit("the parts repeat an arm at the same target and seed; merge each only once")
-    return first, runs
-
-
 def write(args, meta: dict, runs: list[dict], wall: float) -> dict:
     """The joint table, plot and result files of ``runs``."""
     from _search_plot import plot_search_vs_fixed
@@ -275,6 +261,10 @@ def main(argv=None) -> dict:
             "rows": {"train": len(prepared.train), "val": len(prepared.val), "dev": len(prepared.dev)},
             "train_config": {k: v for k, v in vars(C.train_config(args)).items() if k != "loss_weights"},
             "metric": task.main_metric, "work_dir": str(work), **{k: vars(args)[k] for k in SAME_ARGS}}
+    if args.recover:
+        runs = [r for r in recover(work, arm_setup) if r["arm"] in arms and r["seed"] in seeds
+                and r["target"] in targets]
+        return write(args, {**meta, "recovered": str(work)}, runs, sum(r["seconds"] for r in runs))
     runs, payload = [], None
     init_ray(None)
     try:
