@@ -21,6 +21,7 @@ from ladasearch.search.objectives import (OBJECTIVES, RUNTIMES, MeasureSettings,
                                           parse_objectives)
 from ladasearch.search.results import TrialRow, at_target, pareto
 from ladasearch.search.settings import SearchConfig
+from ladasearch.summary import AT_TARGET
 
 pytest.importorskip("onnxruntime")
 
@@ -203,8 +204,8 @@ def test_search_with_latency_and_size_in_onnx_logs_and_plots_the_front(tiny_dir,
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "trials.json", str(tmp_path))).read_text())
     assert table["objectives"] == list(ALL) and table["runtime"] == "onnx" and table["target"] == 5.0
     assert len(table["trials"]) == 2 and table["pareto"]
-    candidates = [r for r in table["trials"]
-                  if r["status"] == "completed" and abs(r["achieved_factor"] / 5 - 1) <= 0.01]
+    candidates = [r for r in table["trials"]  # at the target: at most 1% short of it (SVD alone may overshoot)
+                  if r["status"] == "completed" and r["achieved_factor"] >= 5 * (1 - AT_TARGET)]
     for row in table["pareto"]:
         assert row in candidates
         assert row["latency_ms"] > 0 and row["size_bytes"] > 10_000 and row["score_at_target"] is not None

@@ -160,7 +160,8 @@ class SearchSpace:
         ratio_params = [] if self.paper else [self.embedding_ratio, self.svd_split] + \
             ([self.structured_ratio] if self.structured_ratio is not None else [])
         methods = [self.method_choices] if self.method_choices is not None else []
-        return methods + ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + self.compression.params()
+        return methods + ratio_params + list(self.train.values()) + list(self.loss_weights.values()) + \
+            self.compression.params()
 
     def to_dict(self) -> dict:
         def spec(p: Param):

@@ -28,7 +28,8 @@ from ..compress.budget import PAPER_TABLE2, paper_ratios
 from ..compress.methods import get_method
 from ..errors import LadaError
 from ..summary import RatioRecord
-from .space import Param, SearchSpace
+from .space import SearchSpace
+from .space_param import Param
 
 HISTORY_SEARCHES = 3   # earlier searches drawn on: those at the targets nearest the new one
 
