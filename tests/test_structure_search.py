@@ -289,8 +289,8 @@ def test_a_search_of_the_default_space_removes_heads_and_neurons(glue_dir, tiny_
             assert sampled < 1 and "structure ratio" in child.data.tags["ladasearch.error"]
             continue
         assert float(p.get("structured_ratio", 1.0)) == sampled
-        ratios = Ratios(float(p["embedding_ratio"]), float(p["svd_ratio"]), float(p["weight_ratio"]), method=p["method"],
-                        structure=sampled)
+        ratios = Ratios(float(p["embedding_ratio"]), float(p["svd_ratio"]), float(p["weight_ratio"]),
+                        method=p["method"], structure=sampled)
         assert budget(counts, ratios, widths) == pytest.approx(counts.total / 5.0, rel=1e-6)
         path = client.download_artifacts(child.info.run_id, "summary.json", str(tmp_path / child.info.run_id))
         summary = TrialSummary.from_json(json.loads(Path(path).read_text()))
