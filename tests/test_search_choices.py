@@ -431,7 +431,7 @@ def test_resume_keeps_the_optuna_study_and_the_warm_start_queue(tiny_dir, tmp_pa
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(cli + args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-    deadline = time.time() + 300
+    deadline, finished = time.time() + 600, []   # a loaded machine fine-tunes even the tiny teacher slowly
     while time.time() < deadline and first.poll() is None:
         time.sleep(1)
         if "search r:" not in (tmp_path / "first.log").read_text():  # the driver is still making the store
@@ -444,6 +444,7 @@ def test_resume_keeps_the_optuna_study_and_the_warm_start_queue(tiny_dir, tmp_pa
             break
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+    assert finished, "no trial finished before the kill: " + (tmp_path / "first.log").read_text()[-2000:]
     first.wait()
     journal = study_file(tmp_path / "runs" / "r")
     before = optuna.load_study(study_name="r", storage=journal_storage(journal)).trials
