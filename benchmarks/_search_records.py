@@ -14,8 +14,9 @@ SAME_ARGS = ("trials", "scheduler", "factorizer", "prune_score", "max_length", "
 NAME = re.compile(r"^svf-(?P<task>\w+)-(?P<arm>\w+)-(?P<target>[\d.]+)x-s(?P<seed>\d+)-")
 
 
-def merge(paths: list[str]) -> tuple[dict, list[dict]]:
-    """(the first part's payload, every part's runs) of parts of one benchmark; SystemExit when they differ."""
+def merge(paths: list[str]) -> tuple[dict, list[dict], float]:
+    """(the first part's payload, every part's runs, the parts' wall seconds added up) of parts of one
+    benchmark; SystemExit when they differ."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:]):
@@ -27,7 +28,7 @@ def merge(paths: list[str]) -> tuple[dict, list[dict]]:
     keys = [(r["arm"], r["target"], r["seed"]) for r in runs]
     if len(set(keys)) != len(keys):
         raise SystemExit("the parts repeat an arm at the same target and seed; merge each only once")
-    return first, runs
+    return first, runs, sum(part["wall_s"] for part in parts)
 
 
 def _number(text: str):

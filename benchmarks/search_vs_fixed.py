@@ -33,7 +33,6 @@ paired.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -224,8 +223,7 @@ def write(args, meta: dict, runs: list[dict], wall: float) -> dict:
             f"validation, reported on dev, mean ± std over seeds. Wall time {C.fmt_time(wall)}.\n\n" + body + "\n")
     print(text)
     payload = {"benchmark": "search_vs_fixed", "command": C.command_line(), "args": vars(args),
-               "machine": C.machine(), **{k: meta[k] for k in ("task", "teacher", "teacher_dev_score", "rows",
-                                                               "train_config")},
+               "machine": C.machine(), **{k: meta[k] for k in SAME},
                "metric": metric, "trials": meta["trials"], "table": table, "runs": runs, "wall_s": wall,
                "parts": meta.get("parts")}
     name = args.name or f"search_vs_fixed-{task}"
@@ -237,11 +235,13 @@ def write(args, meta: dict, runs: list[dict], wall: float) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.merge:
-        first, runs = merge(args.merge)
-        meta = {**{k: first[k] for k in SAME}, "model": first["args"]["model"], "metric": first.get("metric"),
-                **{k: first["args"][k] for k in SAME_ARGS}, "parts": args.merge}
-        meta["metric"] = meta["metric"] or "accuracy"
-        return write(args, meta, runs, sum(json.loads(Path(p).read_text())["wall_s"] for p in args.merge))
+        from ladasearch.data import TASKS
+
+        first, runs, wall = merge(args.merge)
+        meta = {**{k: first[k] for k in SAME}, "model": first["args"]["model"],
+                "metric": TASKS[first["task"]].main_metric, **{k: first["args"][k] for k in SAME_ARGS},
+                "parts": args.merge}
+        return write(args, meta, runs, wall)
     C.set_threads(args)
     from ladasearch.search import init_ray
 

@@ -32,7 +32,7 @@ from ..config import LossWeights, TrainConfig
 from ..errors import LadaError
 from .space_compression import CompressionChoices
 from .space_file import read_yaml
-from .space_param import Param
+from .space_param import Param, parse_names
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
@@ -249,18 +249,11 @@ class SearchSpace:
 
 def _method(spec: Any) -> tuple[str, Param | None]:
     """(the default method, the choices or None) of a space's ``method``: a name or ``{choices: [names]}``."""
-    if isinstance(spec, dict):
-        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
-            raise LadaError(f"method: a method name or {{choices: [names]}}, got {spec!r:.60}")
-        choices = Param.parse("method", spec, str)
-        names = choices.choices
-    else:
-        choices, names = None, (spec,)
-    bad = [n for n in names if n not in METHOD_NAMES]
-    if bad:
-        raise LadaError(f"method {bad[0]!r} is not one of {', '.join(METHOD_NAMES)}")
-    if len(set(names)) != len(names):
-        raise LadaError(f"method: choices {list(names)} name one twice")
-    if len(names) == 1:
-        return names[0], None
-    return (PAPER_METHOD if PAPER_METHOD in names else names[0]), choices
+    def known(name: str) -> None:
+        if name not in METHOD_NAMES:
+            raise LadaError(f"method {name!r} is not one of {', '.join(METHOD_NAMES)}")
+
+    param = parse_names("method", spec, known, "a method name")
+    if param.fixed or len(param.choices) == 1:
+        return param.values()[0], None
+    return (PAPER_METHOD if PAPER_METHOD in param.choices else param.choices[0]), param

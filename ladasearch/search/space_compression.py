@@ -17,9 +17,19 @@ from typing import Any
 from ..compress.registry import get_factorizer, get_pruning_score
 from ..config import CompressionConfig
 from ..errors import LadaError
-from .space_param import Param
+from .space_param import Param, parse_names
 
 KEYS = {"factorizer": get_factorizer, "prune_score": get_pruning_score}   # the registry lookup of each key
+
+
+def _registered(key: str):
+    """The check of a ``key`` name: its registry's lookup, its error prefixed with the space's key."""
+    def check(value: str) -> None:
+        try:
+            KEYS[key](value)
+        except LadaError as exc:
+            raise LadaError(f"compression.{key}: {exc}") from None
+    return check
 
 
 @dataclass(frozen=True)
@@ -38,21 +48,8 @@ class CompressionChoices:
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
             raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
-        params = {}
-        for key, spec in data.items():
-            name = f"compression.{key}"
-            if isinstance(spec, dict) and set(spec) != {"choices"}:
-                raise LadaError(f"{name}: a registered name or {{choices: [names]}}, got {spec!r:.60}")
-            param = Param.parse(name, spec, str)
-            for value in param.values():
-                try:
-                    KEYS[key](value)
-                except LadaError as exc:
-                    raise LadaError(f"{name}: {exc}") from None
-            if param.choices is not None and len(set(param.choices)) != len(param.choices):
-                raise LadaError(f"{name}: choices {list(param.choices)} name one twice")
-            params[key] = param
-        return cls(**params)
+        return cls(**{key: parse_names(f"compression.{key}", spec, _registered(key), "a registered name")
+                      for key, spec in data.items()})
 
     def _by_key(self) -> dict[str, Param | None]:
         return {key: getattr(self, key) for key in KEYS}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import LadaError
@@ -75,3 +76,17 @@ def _typed(name: str, value: Any, kind: type):
     if kind is str and isinstance(value, str):
         return value
     raise LadaError(f"{name}: expected {kind.__name__}, got {value!r}")
+
+
+def parse_names(name: str, spec: Any, check: Callable[[str], None], noun: str) -> Param:
+    """One name or ``{choices: [names]}`` of the plug-ins a space picks from (methods, factorizers, scores):
+    ``check`` raises a LadaError for a name it does not know; a name may be given once only."""
+    if isinstance(spec, dict) and (set(spec) != {"choices"} or not isinstance(spec["choices"], list)
+                                   or not spec["choices"]):
+        raise LadaError(f"{name}: {noun} or {{choices: [names]}}, got {spec!r:.60}")
+    param = Param.parse(name, spec, str)
+    for value in param.values():
+        check(value)
+    if param.choices is not None and len(set(param.choices)) != len(param.choices):
+        raise LadaError(f"{name}: choices {list(param.choices)} name one twice")
+    return param

@@ -120,23 +120,23 @@ def corners(ctx: WarmContext) -> list[WarmPoint]:
         return []
     middle = _uniform(ctx.counts, ctx.target)
     ends = _ends(space.svd_split)
+    hybrid = _offered(space, "hybrid")                       # a choice to name, or None
+    by_split = space.method_choices is None or hybrid is not None   # the space's split reaches its points
     points = []
     for pure, split in (("svd", ends[-1]), ("prune", ends[0])):  # all-SVD first, as the split's upper bound
         method = _offered(space, pure)
         if method is not None:
             points.append(_point(ctx, "corner", middle, None, method=method))
-        elif space.method_choices is None or "hybrid" in space.methods:
-            points.append(_point(ctx, "corner", middle, split, method=_offered(space, "hybrid")))
-    hybrid = space.method_choices is None or "hybrid" in space.methods
-    if hybrid and ctx.target in PAPER_TABLE2 and space.svd_split is not None and not space.svd_split.fixed:
+        elif by_split:
+            points.append(_point(ctx, "corner", middle, split, method=hybrid))
+    if by_split and ctx.target in PAPER_TABLE2 and space.svd_split is not None and not space.svd_split.fixed:
         try:
             paper = paper_ratios(ctx.counts, ctx.target)
         except LadaError:  # the paper's ratios do not fit this model
             paper = None
         emb = space.embedding_ratio
         if paper is not None and (emb.fixed or emb.choices is not None or emb.low <= paper.embedding <= emb.high):
-            points.append(_point(ctx, "paper", paper.embedding, svd_split_of(paper.record()),
-                                 method=_offered(space, "hybrid")))
+            points.append(_point(ctx, "paper", paper.embedding, svd_split_of(paper.record()), method=hybrid))
     return [p for p in points if p is not None]
 
 
