@@ -102,6 +102,14 @@ def _echo_outcome(outcome) -> None:
 @click.option("--runtime", default="torch", show_default=True,
               help="Where latency and size are measured: torch (the exported HF folder's model.safetensors, "
                    "PyTorch on the trial's device), onnx (model.onnx, onnxruntime CPU) or onnx-int8 (dynamic int8).")
+@click.option("--final-budget", default="1000", show_default=True,
+              help="Training of the best trial after the search: distilled from the teacher at its target size for "
+                   "this many steps (or e.g. '2epochs'), the best checkpoint on validation shipped; 0 ships the "
+                   "trial's own short checkpoint.")
+@click.option("--final-rows", default=None, type=click.IntRange(min=1),
+              help="Train rows the final budget may read [default: as many as it reads once, beyond --max-train].")
+@click.option("--final-eval-every", default=None, type=click.IntRange(min=1),
+              help="Score on validation (and checkpoint) every N final steps [default: a tenth of the budget].")
 @click.option("--name", default=None, help="Search name (default <task>-<target>x-<time>).")
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue the search --name instead of starting one.")
 @click.option("--allow-other-teacher", is_flag=True,
@@ -120,6 +128,7 @@ def run(**kw):
     import time
 
     from .compress import parse_target
+    from .config import FinalBudget
     from .search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
     from .search.objectives import parse_objectives
 
@@ -147,7 +156,9 @@ def run(**kw):
     settings = SearchSettings(data=data_config(kw), model=kw["model"], search=cfg,
                               space=space, teacher=teacher_config(kw),
                               train=train_config(kw), compression=compression_config(kw),
-                              teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"])
+                              teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"],
+                              final=FinalBudget.parse(kw["final_budget"], max_rows=kw["final_rows"],
+                                                      eval_every=kw["final_eval_every"]))
     _echo_outcome(run_search(settings, log=click.echo))
 
 

@@ -21,6 +21,11 @@ def _positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
         raise LadaError(f"{owner}.{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+def _check_warmup(owner: str, warmup) -> None:
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= 0.5:
+        raise LadaError(f"{owner}.warmup must be a share of the steps in [0, 0.5], got {warmup!r}")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the distillation terms (see ``ladasearch.distill``)."""
@@ -52,9 +57,11 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     precision: str = "fp32"       # "bf16": forward passes under autocast (see ladasearch.precision)
+    warmup: float = 0.1           # share of each training phase's steps the learning rate ramps up (``schedule``)
 
     def __post_init__(self):
         _check_precision("train", self.precision)
+        _check_warmup("train", self.warmup)
         for name in ("rounds", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -66,6 +73,78 @@ class TrainConfig:
         for name in ("learning_rate", "temperature", "max_grad_norm"):
             _positive("train", name, getattr(self, name))
         _positive("train", "weight_decay", self.weight_decay, allow_zero=True)
+
+
+FINAL_UNITS = ("steps", "epochs")
+
+
+@dataclass(frozen=True)
+class FinalBudget:
+    """The training the chosen student gets after the search: distillation at its target size from the
+    teacher, on up to ``max_rows`` train rows (the search's subset bounds only the trials), with warm-up and
+    decay over the whole budget, scored on validation every ``eval_every`` steps, the best checkpoint kept.
+
+    ``amount`` of ``unit`` (steps, or epochs over the rows used); 0 turns the stage off (the chosen trial's
+    own checkpoint is the result, as before the final budget existed).
+    """
+
+    amount: float = 0
+    unit: str = "steps"
+    max_rows: int | None = None       # None: as many as the budget reads once (steps x batch), all for epochs
+    eval_every: int | None = None     # None: a tenth of the budget (at least 10 steps)
+    learning_rate: float | None = None  # None: the trials' learning rate
+    warmup: float = 0.06
+
+    def __post_init__(self):
+        if self.unit not in FINAL_UNITS:
+            raise LadaError(f"final budget unit must be one of {', '.join(FINAL_UNITS)}, got {self.unit!r}")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, (int, float)) or math.isnan(self.amount) \
+                or self.amount < 0 or (self.unit == "steps" and self.amount != int(self.amount)):
+            raise LadaError(f"final budget must be a whole number of steps or a number of epochs >= 0, "
+                            f"got {self.amount!r} {self.unit}")
+        for name in ("max_rows", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise LadaError(f"final.{name} must be an integer >= 1 or unset, got {value!r}")
+        if self.learning_rate is not None:
+            _positive("final", "learning_rate", self.learning_rate)
+        _check_warmup("final", self.warmup)
+
+    @classmethod
+    def parse(cls, text: str, **options) -> FinalBudget:
+        """'1000', '1000steps', '2epochs', '0.5 epochs', '0' (off)."""
+        raw = str(text).strip().lower()
+        number = raw.rstrip("abcdefghijklmnopqrstuvwxyz ")
+        unit = raw[len(number):].strip() or "steps"
+        unit = {"step": "steps", "epoch": "epochs"}.get(unit, unit)
+        try:
+            amount = float(number)
+        except ValueError:
+            raise LadaError(f"final budget {text!r} must be a number of steps or epochs, e.g. 1000, 1000steps, "
+                            f"2epochs, or 0 for none") from None
+        return cls(amount=int(amount) if unit == "steps" and amount == int(amount) else amount, unit=unit, **options)
+
+    @property
+    def enabled(self) -> bool:
+        return self.amount > 0
+
+    def rows_needed(self, batch_size: int) -> int | None:
+        """Train rows the budget reads (None: all there are)."""
+        if self.unit == "epochs":
+            return self.max_rows
+        needed = int(self.amount) * batch_size
+        return needed if self.max_rows is None else min(needed, self.max_rows)
+
+    def steps(self, rows: int, batch_size: int) -> int:
+        if self.unit == "steps":
+            return int(self.amount)
+        return max(1, math.ceil(self.amount * (rows // min(batch_size, rows))))
+
+    def eval_interval(self, steps: int) -> int:
+        return min(self.eval_every or max(10, steps // 10), max(steps, 1))
+
+    def describe(self) -> str:
+        return f"{self.amount:g} {self.unit}" if self.enabled else "none"
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,11 @@ from .compress.structure import StructurePlan, Widths, kept_heads
 from .config import CompressionConfig, TrainConfig
 from .data import TaskSpec, main_score
 from .distill import TERMS, distill_losses, task_loss
+from .errors import LadaError
 from .evaluate import evaluate
 from .features import Features, train_batches
 from .precision import autocast
+from .schedule import warmup_decay
 from .summary import MatrixRecord, RoundRecord, TrialSummary
 
 if TYPE_CHECKING:
@@ -100,12 +102,52 @@ class TrainingPhase:
     scorer: PruningScore
 
 
-def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int) -> dict[str, float]:
-    """``steps`` optimizer steps on the student; returns the mean of each loss term."""
+@dataclass(frozen=True)
+class Optimization:
+    """The optimizer of one training phase and its warm-up + decay schedule over the phase's ``steps``.
+
+    A phase trained in several calls of ``train_steps`` (the final budget, scored between them) passes the same
+    one each time, so its schedule runs once over the whole phase.
+    """
+
+    names: tuple[str, ...]        # the trained parameters, in the optimizer's order (its state is saved by name)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+    @classmethod
+    def of(cls, student: nn.Module, cfg: TrainConfig, steps: int, learning_rate: float | None = None,
+           warmup: float | None = None) -> Optimization:
+        trained = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([p for _, p in trained], lr=learning_rate or cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay)
+        return cls(tuple(n for n, _ in trained), optimizer,
+                   warmup_decay(optimizer, steps, cfg.warmup if warmup is None else warmup))
+
+    def state(self) -> dict:
+        """Optimizer and schedule state keyed by parameter name (a reloaded model may order them otherwise)."""
+        saved = self.optimizer.state_dict()
+        return {"state": {self.names[i]: v for i, v in saved["state"].items()},
+                "groups": [{k: v for k, v in g.items() if k != "params"} for g in saved["param_groups"]],
+                "schedule": self.schedule.state_dict()}
+
+    def restore(self, state: dict) -> None:
+        index = {name: i for i, name in enumerate(self.names)}
+        missing = sorted(set(state["state"]) - set(index))
+        if missing:
+            raise LadaError(f"saved optimizer state names parameters the model does not have: {missing[:3]}")
+        groups = [{**g, "params": list(range(len(self.names)))} for g in state["groups"]]
+        self.optimizer.load_state_dict({"state": {index[n]: v for n, v in state["state"].items()},
+                                        "param_groups": groups})
+        self.schedule.load_state_dict(state["schedule"])
+
+
+def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int,
+                optimization: Optimization | None = None) -> dict[str, float]:
+    """``steps`` optimizer steps on the student; returns the mean of each loss term.  Without ``optimization``
+    the steps are a phase of their own (a fresh optimizer, warm-up and decay over these ``steps``)."""
     student, teacher, cfg, task = phase.student, phase.teacher, phase.cfg, phase.task
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad],
-                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.1, total_iters=max(steps, 1))
+    optimization = optimization or Optimization.of(student, cfg, steps)
+    optimizer, schedule = optimization.optimizer, optimization.schedule
     observed = [(name, m, matrix_names(m)) for name, (_, m) in compressible_modules(student).items()] \
         if phase.scorer.learns_from_training else []
     heads = kept_heads(student)  # the teacher head of every student head, once heads were removed

@@ -207,6 +207,7 @@ class TrialSummary:
     inference: dict[str, Any] | None = None                 # written by `ladasearch measure`
     dev_score: float | None = None                          # the final student on dev: only for the chosen model
     dev_metrics: dict[str, float] = field(default_factory=dict)
+    final: dict[str, Any] | None = None     # the final budget's record (``ladasearch.final``): steps, rows, curve
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -289,4 +290,5 @@ class TrialSummary:
             latency_ms=_need(data, "latency_ms", float, where, optional=True),
             inference=_need(data, "inference", dict, where, optional=True),
             dev_score=_need(data, "dev_score", float, where, optional=True),
-            dev_metrics=_numbers(data.get("dev_metrics"), f"{where}.dev_metrics"))
+            dev_metrics=_numbers(data.get("dev_metrics"), f"{where}.dev_metrics"),
+            final=_need(data, "final", dict, where, optional=True))

@@ -28,6 +28,7 @@ from .features import Features, train_batches
 from .io import write_json_atomic
 from .models import load_classifier, load_tokenizer, model_fingerprint
 from .precision import autocast
+from .schedule import warmup_decay
 
 
 def default_cache_dir() -> Path:
@@ -54,9 +55,7 @@ def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression:
               log: Callable[[str], None] = print) -> None:
     """Plain fine-tuning on gold labels: AdamW, 10% warm-up then linear decay."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    warmup = max(1, cfg.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warmup))))
+    schedule = warmup_decay(optimizer, cfg.steps, 0.1)
     batches = train_batches(train, cfg.batch_size, cfg.seed, device)
     model.train()
     started, running = time.perf_counter(), 0.0

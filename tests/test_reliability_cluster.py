@@ -38,7 +38,8 @@ ENV = {**BASE_ENV, "PYTHONUNBUFFERED": "1"}
 def run_args(model: Path, root: Path, name: str, *extra: str) -> list[str]:
     return ["run", "--task", "sst2", "--target", "5x", "--data-dir", str(GLUE), "--model", str(model),
             "--teacher", str(model), "--max-train", "200", "--max-dev", "64", "--rounds", "2",
-            "--steps-per-round", "3", "--final-steps", "2", "--space", "ratios", "--concurrency", "1",
+            "--steps-per-round", "3", "--final-steps", "2", "--final-budget", "0", "--space", "ratios",
+            "--concurrency", "1",
             "--name", name, "--storage", str(root / "runs"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}",
             *extra]
 

@@ -67,7 +67,7 @@ def _runs(uri, search):
 
 def _cli_args(tiny_dir, tmp_path, name, *extra):
     return ["run", "--task", "sst2", "--target", "5x", "--data-dir", str(GLUE), "--model", str(tiny_dir),
-            "--max-train", "200", "--max-dev", "64", "--teacher-steps", "5", "--name", name,
+            "--max-train", "200", "--max-dev", "64", "--teacher-steps", "5", "--final-budget", "0", "--name", name,
             "--space", "ratios", "--storage", str(tmp_path / "runs"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--cache-dir", str(tmp_path / "cache"), *extra]
 

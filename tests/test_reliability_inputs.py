@@ -75,7 +75,8 @@ def _where(state) -> list[str]:
 
 def _run_args(tiny_dir, state, *extra, target="5x", data_dir=GLUE, task="sst2"):
     return ["run", "--task", task, "--data-dir", str(data_dir), "--model", str(tiny_dir), "--target", target,
-            "--trials", "1", "--concurrency", "1", "--name", "fresh", *SMALL, *_where(state), *extra]
+            "--trials", "1", "--concurrency", "1", "--name", "fresh", *SMALL, "--final-budget", "0", *_where(state),
+            *extra]
 
 
 def _compress_args(tiny_dir, state, *extra, target="5x"):
@@ -327,7 +328,8 @@ def test_unwritable_default_mlflow_store(runner, tiny_dir, state, tmp_path):
         kept = store
         expected = f"the MLflow store {store} exists and is not a folder"
     args = ["run", "--task", "sst2", "--data-dir", str(GLUE), "--model", str(tiny_dir), "--target", "5x",
-            "--trials", "1", "--name", "fresh", "--space", "ratios", *SMALL, "--storage", str(root / "runs"),
+            "--trials", "1", "--name", "fresh", "--space", "ratios", *SMALL, "--final-budget", "0",
+            "--storage", str(root / "runs"),
             "--cache-dir", str(root / "cache")]
     try:
         result = runner.invoke(main, args)

@@ -43,7 +43,8 @@ def _runs(uri, search):
 def _args(tiny_dir, tmp_path, name, trials, extra=()):
     return ["run", "--task", "sst2", "--target", "5x", "--data-dir", str(GLUE), "--model", str(tiny_dir),
             "--max-train", "200", "--max-dev", "64", "--teacher-steps", "5", "--rounds", "2",
-            "--steps-per-round", "3", "--final-steps", "2", "--trials", str(trials), "--name", name,
+            "--steps-per-round", "3", "--final-steps", "2", "--final-budget", "0", "--trials", str(trials),
+            "--name", name,
             "--space", "ratios", "--storage", str(tmp_path / "runs"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--cache-dir", str(tmp_path / "cache"), *extra]
 

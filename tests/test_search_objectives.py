@@ -190,7 +190,8 @@ def test_search_with_latency_and_size_in_onnx_logs_and_plots_the_front(tiny_dir,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", "--task", "sst2", "--target", "5x", "--data-dir", str(GLUE), "--model", str(tiny_dir),
             "--max-train", "200", "--max-dev", "64", "--teacher-steps", "5", "--rounds", "2", "--steps-per-round", "3",
-            "--final-steps", "2", "--trials", "2", "--name", "obj", "--space", "ratios", "--warm-start", "none",
+            "--final-steps", "2", "--final-budget", "0", "--trials", "2", "--name", "obj", "--space", "ratios",
+            "--warm-start", "none",
             "--storage", str(tmp_path / "runs"), "--tracking-uri", uri, "--cache-dir", str(tmp_path / "cache"),
             "--objective", "score,latency,size", "--runtime", "onnx", "--sampler", "random"]
     result = CliRunner().invoke(main, args)

@@ -160,3 +160,23 @@ def ratio_split(trials: list[LoadedTrial], path: str | Path, title: str | None =
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     return _finish(fig, ax, path, xlabel=None, ylabel="reduction factor (1 / retention ratio)",
                    title=title or "ratio split of the best trial per target", grid_axis="y")
+
+
+def final_curve(curve, shipped, trial, path: str | Path) -> Path:
+    """The final budget's validation curve (``ladasearch.final.FinalPoint`` s), the checkpoint kept ringed; the
+    dev scores of the trial's own model and of the one shipped, and the teacher's, as reference lines."""
+    if not curve:
+        raise LadaError("no final distillation to plot")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    metric = shipped.main_metric
+    ax.plot([p.step for p in curve], [p.score for p in curve], marker="o", ms=3, label=f"val {metric}")
+    best = max(curve, key=lambda p: (p.score, -p.step))
+    ax.scatter([best.step], [best.score], s=90, facecolors="none", edgecolors="black", label="checkpoint kept")
+    for value, style, label in ((shipped.teacher_score, ":", "teacher dev"), (trial.dev_score, "--", "trial dev"),
+                                (shipped.dev_score, "-", "shipped dev")):
+        if value is not None:
+            ax.axhline(value, ls=style, lw=1, color="gray" if label == "teacher dev" else None, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _finish(fig, ax, path, xlabel="final distillation step", ylabel=metric,
+                   title=f"final budget of the chosen {shipped.target or shipped.achieved_factor:g}x student "
+                         f"({shipped.task})")

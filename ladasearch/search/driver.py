@@ -5,6 +5,7 @@
              -> TrialPayload (train + val, never dev) in Ray's object store
              -> Tuner(StudySearch with the warm starts enqueued + ASHA over rounds) -> trials (worker.run_trial)
              -> MLflow via callbacks -> results.finish (best trial on val, its dev score, Pareto front, plots)
+             -> final_stage (the best trial distilled to the final budget: the model shipped, scored on dev)
 
 State lives in ``<storage>/<name>/`` (Tune's experiment folder, and the Optuna study's journal
 ``optuna_study.log``: ``study``) and ``<storage>/<name>.ladasearch.json`` (``settings.SavedSearch``:
@@ -27,6 +28,7 @@ from ..tracking import Tracker, resolve_tracking_uri
 from .calibration import search_statistics
 from .cluster import connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
 from .dev_eval import DevSet
+from .final_stage import FinalStage
 from .locks import search_lock
 from .recorded import recorded_outcome
 from .results import SearchOutcome, finish
@@ -223,7 +225,8 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
         else:  # a new search, or one stopped after it was recorded but before Ray Tune saved any state
             tuner = _new_tuner(TunerArgs(settings, built.space, trainable, tracker, parent_id, tags, run_params,
                                          tuple(warm)))
-        outcome = finish(cfg, tuner.fit(), tracker, parent_id, built.tokenizer, log, built.dev)
+        final = FinalStage(settings, built.payload, built.dev.device, log)
+        outcome = finish(cfg, tuner.fit(), tracker, parent_id, built.tokenizer, log, built.dev, final)
     except BaseException:
         if parent_id is not None:
             tracker.finish(parent_id, "KILLED")

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LadaError
 from ..report.pareto import pareto_front
@@ -24,6 +24,9 @@ from .dev_eval import DevSet
 from .settings import SearchConfig
 from .warm_start import svd_split_of
 from .worker import reported_summary
+
+if TYPE_CHECKING:
+    from .final_stage import FinalStage
 
 STATUSES = ("completed", "stopped_early", "failed")
 
@@ -186,21 +189,49 @@ def _score_chosen(chosen: dict[str, tuple[GatheredTrial, str]], dev: DevSet | No
 
 
 def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSummary) -> None:
-    """The best trial on the parent run: scores as metrics, ratios as tags (what later warm starts read)."""
+    """The best trial on the parent run: scores as metrics, ratios as tags (what later warm starts read).  The
+    scores are those of the model shipped: after the final budget when there was one."""
     r, nan = summary.ratios, math.nan
-    tracker.log_metrics(parent_id, {"val_score": row.score_at_target, "best_achieved_factor": row.achieved_factor,
+    tracker.log_metrics(parent_id, {"val_score": summary.score_at_target, "best_achieved_factor": row.achieved_factor,
                                     "dev_score": summary.dev_score if summary.dev_score is not None else nan,
                                     "best_latency_ms": row.latency_ms if row.latency_ms is not None else nan})
     tracker.set_tags(parent_id, {"ladasearch.best_trial": row.trial_id, f"{BEST}method": r.method,
                                  f"{BEST}embedding_ratio": r.embedding, f"{BEST}svd_ratio": r.svd,
                                  f"{BEST}weight_ratio": r.weight, f"{BEST}svd_split": svd_split_of(r),
                                  f"{BEST}structured_ratio": r.structure,
-                                 f"{BEST}val_score": row.score_at_target, f"{BEST}dev_score": summary.dev_score})
+                                 f"{BEST}val_score": summary.score_at_target, f"{BEST}dev_score": summary.dev_score})
+
+
+def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, dev: DevSet | None, tracker: Tracker,
+                 parent_id: str, log: Callable[[str], None]) -> tuple[Path, TrialSummary]:
+    """The best trial distilled to the final budget, scored once on dev; its curve and plot on the parent run."""
+    from ..report.plots import final_curve
+
+    result = final(best.checkpoint, best.summary)
+    summary = dev.score(result.folder, result.summary) if dev is not None else result.summary
+    for point in result.curve:
+        tracker.log_metrics(parent_id, {"final_val_score": point.score}, step=point.step)
+    best_point = result.best
+    tracker.log_metrics(parent_id, {"final_steps": float(result.curve[-1].step), "final_best_step": best_point.step,
+                                    "final_start_val_score": result.curve[0].score,
+                                    "trial_dev_score": trial.dev_score if trial.dev_score is not None else math.nan})
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            tracker.log_artifact(parent_id, final_curve(result.curve, summary, trial, Path(folder) / "final_curve.png"),
+                                 "plots")
+        except LadaError as exc:
+            log(f"plot final_curve.png skipped: {exc}")
+    before = f", dev {trial.dev_score:.4f}" if trial.dev_score is not None else ""
+    after = f", dev {summary.dev_score:.4f}" if summary.dev_score is not None else ""
+    log(f"final distillation done: val {result.curve[0].score:.4f}{before} (trial {best.row.trial_id}) -> val "
+        f"{best_point.score:.4f}{after} after {best_point.step} of {result.curve[-1].step} steps")
+    return result.folder, summary
 
 
 def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
-           log: Callable[[str], None], dev: DevSet | None = None) -> SearchOutcome:
-    """Best trial (on val) -> dev score -> parent run (metrics, tags, summary, model, plots); the table of trials."""
+           log: Callable[[str], None], dev: DevSet | None = None, final: FinalStage | None = None) -> SearchOutcome:
+    """Best trial (on val) -> final budget (``final``, once every trial ended) -> dev score -> parent run (metrics,
+    tags, summary, model, plots); the table of trials."""
     trials = gather(grid)
     rows = [t.row for t in trials]
     completed = sum(r.status == "completed" for r in rows)
@@ -223,6 +254,8 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
     best_model = best_summary = None
     if best is not None:
         row, best_summary, best_model = best.row, scored[best.row.trial_id], best.checkpoint
+        if final is not None and final.budget.enabled and not interrupted:
+            best_model, best_summary = _final_model(final, best, best_summary, dev, tracker, parent_id, log)
         if tokenizer is not None and not (best_model / "tokenizer_config.json").exists():
             tokenizer.save_pretrained(best_model)
         tracker.log_artifacts(parent_id, best_model, "best_model")
@@ -230,8 +263,9 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
         _log_best(tracker, parent_id, row, best_summary)
         teacher = best_summary.teacher_score if best_summary.teacher_score is not None else math.nan
         dev_text = f", dev {best_summary.dev_score:.4f}" if best_summary.dev_score is not None else ""
-        log(f"{'best trial so far' if interrupted else 'best trial'} {row.trial_id}: val {best_summary.main_metric} "
-            f"{row.score_at_target:.4f} at {row.achieved_factor:.3f}x{dev_text} (teacher dev {teacher:.4f}); "
+        shipped = " after the final budget" if best_summary.final else ""
+        log(f"{'best trial so far' if interrupted else 'best trial'} {row.trial_id}{shipped}: val "
+            f"{best_summary.main_metric} {best_summary.score_at_target:.4f} at {row.achieved_factor:.3f}x{dev_text} (teacher dev {teacher:.4f}); "
             f"model in {best_model}")
     elif completed:
         sizes = [r.achieved_factor for r in rows if r.status == "completed" and r.achieved_factor]

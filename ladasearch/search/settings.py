@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
+from ..config import CompressionConfig, DataConfig, FinalBudget, LossWeights, TeacherConfig, TrainConfig
 from ..errors import LadaError
 from ..io import write_json_atomic
 from .objectives import OBJECTIVES as MEASURED, check_objectives
@@ -113,6 +113,7 @@ class SearchSettings:
     teacher_path: str | None = None     # a fine-tuned folder used as is (no fine-tuning)
     device: str = "auto"                # of the driver's teacher fine-tuning; trials use what Ray gives them
     cache_dir: str | None = None        # teacher cache (None: $LADASEARCH_CACHE)
+    final: FinalBudget = field(default_factory=FinalBudget)   # the best trial's training after the search
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
@@ -127,7 +128,7 @@ class SearchSettings:
         return {"data": asdict(self.data), "teacher": asdict(self.teacher), "train": asdict(self.train),
                 "compression": asdict(self.compression), "search": {**asdict(self.search), "objectives": list(self.search.objectives)},
                 "space": self.space.to_dict(), "model": self.model, "teacher_path": self.teacher_path,
-                "device": self.device, "cache_dir": self.cache_dir}
+                "device": self.device, "cache_dir": self.cache_dir, "final": asdict(self.final)}
 
     @classmethod
     def from_json(cls, data: Any, where: str = "search settings") -> SearchSettings:
@@ -142,7 +143,8 @@ class SearchSettings:
                        train=TrainConfig(**{**train, "loss_weights": LossWeights(**train["loss_weights"])}),
                        compression=CompressionConfig(**data.get("compression", {})),  # older specs: the defaults
                        teacher_path=data.get("teacher_path"), device=data.get("device", "auto"),
-                       cache_dir=data.get("cache_dir"))
+                       cache_dir=data.get("cache_dir"),
+                       final=FinalBudget(**data.get("final", {})))  # older specs: no final budget
         except KeyError as exc:
             raise LadaError(f"{where} has no {exc.args[0]!r}") from None
         except TypeError as exc:  # an unknown or missing field of one of the configs
