@@ -37,7 +37,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads when timing [default: torch's].")
 @click.option("--no-measure", is_flag=True, help="Skip latency and deployment memory (the card says so).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14), help="ONNX opset.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out (files of the same name are replaced).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a non-empty --out as a whole (never SOURCE, its teacher, or a folder holding them).")
 @click.option("--tracking-uri", default=None,
               help="MLflow store of a search SOURCE (default sqlite:///mlruns/mlflow.db).")
 @user_errors

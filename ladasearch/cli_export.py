@@ -64,11 +64,13 @@ def export_command(sources, fmt, out, all_trials, tracking_uri):
 @click.option("--no-log", is_flag=True, help="Do not log the plots to the MLflow parent run(s).")
 @user_errors
 def report_command(sources, out, top_k, tracking_uri, no_log):
+    from .io import refuse_source_overlap
     from .report.plots import learning_curves, pareto_plot, ratio_split
     from .report.sources import parent_runs
     from .report.table import format_table, ratio_table
     from .tracking import Tracker
 
+    refuse_source_overlap(out, sources)  # a summary folder SOURCE must not get (or hold) the plots
     summaries = _load(sources, tracking_uri)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
 from .data import main_score
 from .errors import LadaError
 from .evaluate import evaluate
-from .io import write_json_atomic
+from .io import refuse_source_overlap, write_json_atomic
 from .ladabert import LoopHooks, compress_model
 from .models import load_classifier, pick_device
 from .pipeline import data_record, prepare, prepare_teacher
@@ -53,6 +53,8 @@ def compress_once(data_cfg: DataConfig, model: str, teacher_cfg: TeacherConfig, 
                   out: str | Path | None = None, device: str = "auto", cache_dir: str | None = None,
                   log: Callable[[str], None] = print) -> TrialSummary:
     """Fine-tune (or reuse) the teacher, compress it with the given ratios, save model + summary.json."""
+    if out is not None:  # before any loading: the saved student must not land on the teacher or model it reads
+        refuse_source_overlap(out, (teacher_path, model))
     factor = parse_target(target)
     dev = pick_device(device)
     prepared = prepare(data_cfg, model, teacher_path)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import LadaError
+from ..io import refuse_source_overlap
 from ..summary import TrialSummary
 from .formats import Timed, Written, get_format
 from .latency import Latency
@@ -112,18 +113,27 @@ def _umask() -> int:
 
 
 def _move_into(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder at ``out``; an existing ``out`` (--overwrite) is replaced as a whole.
+
+    Replaced, not merged into: a file of an earlier export (model.onnx beside a new hf export, an old card)
+    would otherwise ship with the new one.  The old folder is renamed away before the new one is renamed in
+    and removed only then, so a failed rename puts the old export back."""
     for item in staging.iterdir():  # some writers (safetensors through a temporary file) leave files private
         if item.is_file():
             item.chmod(0o666 & ~_umask())
     if not out.exists():
         staging.replace(out)
         return
-    for item in staging.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        item.replace(target)
-    staging.rmdir()
+    # a fresh name for the old folder (a symlinked --out moves as the link; what it points at is kept)
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    old = holder / out.name
+    out.replace(old)
+    try:
+        staging.replace(out)
+    except OSError:
+        old.replace(out)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
 
 
 def export_model(source: str | Path, fmt: str, out: str | Path, settings: ExportSettings = ExportSettings(),
@@ -139,14 +149,18 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
     form = get_format(fmt)
     out = Path(out)
     _check_out(out, settings.overwrite)
+    where = Path(os.path.abspath(out))  # staging beside it, never inside it (--out .)
     with open_source(source, settings.tracking_uri) as src:
         summary = src.summary
+        # before loading the model: the export (with --overwrite, a replacement of the whole folder) must not
+        # land on the model it reads, nor on the teacher whose tokenizer and size the card may read
+        refuse_source_overlap(out, (src.folder, summary.teacher))
         log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
         tokenizer = source_tokenizer(src)
         exported = deploy_model(load_compressed(src.folder, keep_masks=False), summary)
         dev = load_dev(settings.dev.for_task(summary.task), tokenizer) if form.needs_dev else None
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        where.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
         try:
             written = form.write(exported, staging, tokenizer, dev=dev, max_drop=settings.max_drop,
@@ -168,7 +182,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
                                   latency, memory)
             write_card(record, staging)
             (staging / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2, default=float) + "\n")
-            _move_into(staging, out)
+            _move_into(staging, where)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
