@@ -118,8 +118,9 @@ def distill_final(start: Path, summary: TrialSummary, teacher: nn.Module, train:
         score = main_score(task, evaluate(student, val, task, cfg.eval_batch_size, device))
         done, curve = 0, (FinalPoint(0, score, None, 0.0),)
         _save_atomic(work, BEST, lambda folder: save_compressed(student, folder, summary))
-        log(f"final distillation: {steps} steps{f" ({budget.describe()})" if budget.unit == "epochs" else ""} on {len(train):,} train rows, val "
-            f"{task.main_metric} {score:.4f} at the start, scored every {every} steps")
+        unit = f" ({budget.describe()})" if budget.unit == "epochs" else ""
+        log(f"final distillation: {steps} steps{unit} on {len(train):,} train rows, val {task.main_metric} "
+            f"{score:.4f} at the start, scored every {every} steps")
     # the same batch order a run without the kill would have drawn
     batches = islice(train_batches(train, cfg.batch_size, cfg.seed, device), done, None)
     phase = TrainingPhase(student, teacher, cfg, task, LoopHooks(), get_pruning_score("magnitude"))

@@ -1,0 +1,218 @@
+"""The frontier against the int8 teacher: the pipeline as a user runs it (search + final budget), each student
+measured in every runtime beside the dense teacher in torch and in onnxruntime int8.
+
+Two steps, so that parts run side by side (one thread each) and are all timed in one process afterwards:
+
+    python benchmarks/frontier.py search --task sst2 --target 5 --space structured --seed 0 --work W
+        runs `ladasearch run ... --final-budget N` (the CLI, as a user types it) in W/<label>/, and writes
+        W/<label>.json: the command, its wall time, the search's summary of the shipped model (val and dev
+        after the final budget, the trial's own dev score, the final curve)
+    python benchmarks/frontier.py measure --task sst2 --work W
+        exports every part's best model (hf, onnx, onnx-int8 through `export-model`) and the teacher (torch,
+        onnx, onnx-int8), times them (batch 1 and 32, length 128, one thread, interleaved in this process),
+        scores them on the dev rows, and writes results/frontier-<task>.{json,md,png}
+
+The aim (issue): on SST-2 a student at least 2.5x faster than the int8 teacher at batch 32 and within 0.5 dev
+point of it; on MNLI-m at least 2x faster and within 1.0 point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as C
+import _deployment as D
+
+AIMS = {"sst2": (2.5, 0.5), "mnli": (2.0, 1.0)}   # (speed-up over the int8 teacher at batch 32, dev points lost)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="step", required=True)
+    s = sub.add_parser("search", help="one part: the pipeline at one target and space")
+    s.add_argument("--task", required=True)
+    s.add_argument("--target", type=float, required=True)
+    s.add_argument("--space", default="structured", help="structured (heads and neurons removed) or ratios")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--work", required=True)
+    s.add_argument("--final-budget", default="1000")
+    s.add_argument("--extra", default="", help="more `ladasearch run` options, space-separated")
+    m = sub.add_parser("measure", help="time and score every part beside the teacher")
+    m.add_argument("--task", required=True)
+    m.add_argument("--work", required=True)
+    m.add_argument("--runs", type=int, default=10)
+    m.add_argument("--out-dir", default=None)
+    for q in (s, m):
+        q.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR"))
+        q.add_argument("--max-train", type=int, default=20000)
+        q.add_argument("--max-length", type=int, default=64)
+        q.add_argument("--teacher-steps", type=int, default=600)
+        q.add_argument("--teacher-lr", type=float, default=1e-4)
+    args = p.parse_args(argv)
+    if not args.data_dir:
+        p.error("give --data-dir or set LADASEARCH_DATA_DIR (the GLUE folder)")
+    return args
+
+
+def label_of(target: float, space: str, seed: int) -> str:
+    return f"{target:g}x-{space}-seed{seed}"
+
+
+def search_part(args) -> dict:
+    """`ladasearch run` as a user types it; its shipped model's summary."""
+    from ladasearch.serialize import saved_summary
+
+    label = label_of(args.target, args.space, args.seed)
+    folder = Path(args.work).resolve() / label
+    folder.mkdir(parents=True, exist_ok=True)
+    plugins = ["--factorizer", "activation", "--prune-score", "taylor"]
+    command = [sys.executable, "-m", "ladasearch.cli", "run", "--task", args.task, "--target", f"{args.target:g}x",
+               "--data-dir", args.data_dir, "--max-train", str(args.max_train), "--max-length", str(args.max_length),
+               "--teacher-steps", str(args.teacher_steps), "--teacher-lr", str(args.teacher_lr),
+               "--space", args.space, *plugins, "--trials", "4", "--concurrency", "1", "--cpus-per-trial", "1",
+               "--threads", "1", "--rounds", "2", "--steps-per-round", "20", "--final-steps", "20",
+               "--final-budget", args.final_budget, "--seed", str(args.seed), "--name", label,
+               "--storage", str(folder / "runs"), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}",
+               *args.extra.split()]
+    C.log(" ".join(command))
+    started = time.perf_counter()
+    with open(folder / "run.log", "w") as out:
+        done = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    seconds = time.perf_counter() - started
+    text = (folder / "run.log").read_text()
+    if done.returncode != 0:
+        raise SystemExit(f"{label}: ladasearch run exited {done.returncode}; see {folder / 'run.log'}")
+    best = next(line.split("best model: ", 1)[1].strip() for line in text.splitlines()
+                if line.startswith("best model: "))
+    summary = saved_summary(best)
+    done_line = next(line for line in text.splitlines() if line.startswith("final distillation done: "))
+    trial_dev = float(done_line.split(", dev ", 1)[1].split(" ", 1)[0]) if ", dev " in done_line else None
+    part = {"trial_dev": trial_dev, "label": label, "target": args.target, "space": args.space, "seed": args.seed,
+            "command": " ".join(command), "seconds": seconds, "best_model": best, "summary": summary.to_json()}
+    (Path(args.work) / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")
+    C.log(f"{label}: dev {summary.dev_score}, val {summary.score_at_target}, {C.fmt_time(seconds)}")
+    return part
+
+
+def teacher_dir_of(part: dict) -> str:
+    return part["summary"]["teacher"]
+
+
+def measure(args) -> dict:
+    from transformers import AutoTokenizer
+
+    from ladasearch.deploy.export import DevData
+    from ladasearch.deploy.formats import Timed
+    from ladasearch.deploy.scoring import load_dev
+
+    work = Path(args.work).resolve()
+    parts = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
+    if not parts:
+        raise SystemExit(f"no finished part in {work}")
+    teachers = {teacher_dir_of(p) for p in parts}
+    if len(teachers) != 1:
+        raise SystemExit(f"the parts distilled different teachers: {sorted(teachers)}")
+    teacher_dir = teachers.pop()
+    timed = Timed(batches=(1, 32), seq_len=128, runs=args.runs, threads=1)
+    dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length)
+    dev = load_dev(dev_data.for_task(args.task), AutoTokenizer.from_pretrained(teacher_dir))
+    C.log(f"teacher {teacher_dir}, dev {dev.rows} rows")
+    teacher, _ = D.teacher_rows(teacher_dir, work / "deploy", dev, timed, C.log)
+    models = [{"label": "teacher (dense)", "rows": teacher}]
+    for part in parts:
+        C.log(f"student {part['label']}")
+        rows, _ = D.student_rows(Path(part["best_model"]), work / "deploy" / part["label"], dev_data, timed, C.log)
+        models.append({"label": part["label"], "part": part, "rows": rows})
+    return {"task": args.task, "dev_rows": dev.rows, "timed": {"batches": [1, 32], "seq_len": 128, "runs": args.runs,
+                                                              "threads": 1},
+            "models": models, "machine": C.machine(), "command": C.command_line()}
+
+
+def fastest(rows, batch: str = "32") -> dict:
+    return min(rows, key=lambda r: r["latency_ms"][batch]["median_ms"])
+
+
+def report(result: dict) -> str:
+    task = result["task"]
+    speed_aim, drop_aim = AIMS.get(task, (2.0, 1.0))
+    teacher = result["models"][0]
+    int8 = next(r for r in teacher["rows"] if r["runtime"] == "onnx-int8")
+    torch_teacher = next(r for r in teacher["rows"] if r["runtime"] == "torch")
+
+    def ms(r, b):
+        return r["latency_ms"][b]["median_ms"]
+
+    headers = ["model", "runtime", "dev", "vs int8 teacher (points)", "b1 ms", "b32 ms", "b32 speed-up vs int8",
+               "file MiB", "trial dev (before final)", "final val (start -> best)", "pipeline time"]
+    table, reached = [], []
+    for r in teacher["rows"]:
+        table.append(["teacher (dense)", r["runtime"], C.pct(r["score"]), f"{100 * (r['score'] - int8['score']):+.1f}",
+                      f"{ms(r, '1'):.1f}", f"{ms(r, '32'):.0f}", f"{ms(int8, '32') / ms(r, '32'):.2f}x",
+                      f"{r['file_bytes'] / 2**20:.1f}", "", "", ""])
+    for m in result["models"][1:]:
+        s, part = m["part"]["summary"], m["part"]
+        final = s.get("final") or {}
+        r = fastest([x for x in m["rows"] if x.get("score") is not None])
+        speed, lost = ms(int8, "32") / ms(r, "32"), 100 * (int8["score"] - r["score"])
+        reached.append((m["label"], speed, lost, speed >= speed_aim and lost <= drop_aim))
+        table.append([m["label"], r["runtime"], C.pct(r["score"]), f"{-lost:+.1f}", f"{ms(r, '1'):.1f}",
+                      f"{ms(r, '32'):.0f}", f"{speed:.2f}x", f"{r['file_bytes'] / 2**20:.1f}",
+                      C.pct(_trial_dev(part)), f"{C.pct(final.get('start_score'))} -> {C.pct(s.get('score'))} "
+                      f"(step {final.get('best_step')}/{final.get('steps')})", C.fmt_time(part["seconds"])])
+    verdict = "\n".join(f"- {label}: {speed:.2f}x the int8 teacher's batch-32 speed, {lost:+.1f} points below it: "
+                        f"aim ({speed_aim:g}x, within {drop_aim:g} point) {'REACHED' if ok else 'not reached'}"
+                        for label, speed, lost, ok in reached)
+    return (f"# Frontier against the int8 teacher: {task}\n\n`{result['command']}`\n\n"
+            f"Dev score on {result['dev_rows']} dev rows; each student in its fastest runtime at batch 32 (every "
+            f"runtime is in the JSON); latency = median of {result['timed']['runs']} runs, length 128, 1 thread, "
+            f"teacher and students timed in one process. Torch teacher b32: {ms(torch_teacher, '32'):.0f} ms.\n\n"
+            + C.md_table(headers, table) + "\n\n" + verdict + "\n")
+
+
+def _trial_dev(part: dict) -> float | None:
+    """The dev score of the chosen trial's own checkpoint (before the final budget), from its MLflow trial run."""
+    return part.get("trial_dev")
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in result["models"]:
+        for r in m["rows"]:
+            if r.get("score") is None:
+                continue
+            marker = "s" if m["label"].startswith("teacher") else "o"
+            ax.scatter(r["latency_ms"]["32"]["median_ms"], 100 * r["score"], marker=marker)
+            ax.annotate(f"{m['label'].split('-seed')[0]} {r['runtime']}", (r["latency_ms"]["32"]["median_ms"],
+                                                                            100 * r["score"]), fontsize=7)
+    ax.set_xlabel("batch-32 latency, ms (length 128, 1 thread)")
+    ax.set_ylabel(f"dev score ({result['task']})")
+    ax.set_title(f"{result['task']}: dev score vs latency, students after the final budget and the teacher")
+    ax.grid(alpha=0.3)
+    C.save_png(fig, path)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.step == "search":
+        return search_part(args)
+    result = measure(args)
+    name = f"frontier-{args.task}"
+    C.write_result(name, result, report(result), args.out_dir)
+    plot(result, Path(args.out_dir or C.RESULTS) / f"{name}.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
