@@ -102,6 +102,9 @@ def _echo_outcome(outcome) -> None:
 @click.option("--runtime", default="torch", show_default=True,
               help="Where latency and size are measured: torch (the exported HF folder's model.safetensors, "
                    "PyTorch on the trial's device), onnx (model.onnx, onnxruntime CPU) or onnx-int8 (dynamic int8).")
+@click.option("--screen", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Rung 0: compress this many random configurations untrained (one shot from the calibration "
+                   "statistics), score them on validation, and enqueue the best as trials after the warm starts.")
 @click.option("--final-budget", default="1000", show_default=True,
               help="Training of the best trial after the search: distilled from the teacher at its target size for "
                    "this many steps (or e.g. '2epochs'), the best checkpoint on validation shipped; 0 ships the "
@@ -147,7 +150,8 @@ def run(**kw):
                        startup_trials=kw["startup_trials"], address=kw["address"],
                        connect_timeout=kw["connect_timeout"], storage=kw["storage"],
                        tracking_uri=kw["tracking_uri"], experiment=kw["experiment"], warm_start=kw["warm_start"],
-                       grace_period=kw["grace_period"], reduction_factor=kw["reduction_factor"], runtime=kw["runtime"])
+                       grace_period=kw["grace_period"], reduction_factor=kw["reduction_factor"], runtime=kw["runtime"],
+                       screen=kw["screen"])
     space = SearchSpace.load(kw["space_name"])
     source = click.get_current_context().get_parameter_source
     given = {k: kw[k] for k in ("factorizer", "prune_score") if source(k) == click.core.ParameterSource.COMMANDLINE}

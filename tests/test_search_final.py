@@ -98,3 +98,34 @@ def test_a_kill_during_the_final_distillation_is_resumed(tiny_dir, tmp_path):
     (parent,), _ = _runs(uri, "fk")
     assert parent.info.status == "FINISHED"
     assert saved_summary(tmp_path / "runs" / "fk" / "final" / "best").final["steps"] == 4000
+
+
+def test_screened_points_become_the_first_trials_and_never_rank(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(main, _args(tiny_dir, tmp_path, "sc", 2, ["--screen", "4", "--warm-start", "none",
+                                                                         "--concurrency", "1"]))
+    assert result.exit_code == 0, result.output[-3000:]
+    assert [line.split(":")[0] for line in result.output.splitlines() if line.startswith("screen ")] == \
+        [f"screen {i}/4" for i in range(1, 5)]
+    (parent,), children = _runs(uri, "sc")
+    tracker = Tracker(uri)
+    screened = tracker.read_summary(parent.info.run_id, "screen.json")["points"]
+    warm = json.loads(Path(_client(uri).download_artifacts(parent.info.run_id, "warm_starts.json",
+                                                           str(tmp_path / "dl"))).read_text())
+    assert len(screened) == 4
+    scores = [p["score"] for p in screened if p["score"] is not None]
+    assert scores == sorted(scores, reverse=True)                      # best first
+    ranked = [p for p in screened if p["score"] is not None][:2]
+    assert [w["params"] for w in warm] == [p["params"] for p in ranked]  # the best two are the trials
+    assert sorted(json.dumps(c.data.params.get("embedding_ratio")) for c in children) == sorted(
+        json.dumps(str(p["params"]["embedding_ratio"])) for p in ranked)
+    # a screened score is no trial's: the ranked score is a trained round's, at the target
+    best = Tracker(uri).read_summary(parent.info.run_id, "best_summary.json")
+    assert best["history"][-1]["losses"] and len(children) == 2
+
+
+def test_a_bad_screen_count_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--task", "sst2", "--target", "5x", "--screen", "-1",
+                                       "--storage", str(tmp_path)])
+    assert result.exit_code == 2 and "--screen" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -3,6 +3,7 @@
     settings -> data (train / val / dev) + teacher (fine-tuned once on train, cached)
              + calibration statistics of every plug-in the space may pick (gathered once, cached)
              -> TrialPayload (train + val, never dev) in Ray's object store
+             -> rung 0 (``screen``: random points compressed untrained, scored on val; the best enqueued)
              -> Tuner(StudySearch with the warm starts enqueued + ASHA over rounds) -> trials (worker.run_trial)
              -> MLflow via callbacks -> results.finish (best trial on val, its dev score, Pareto front, plots)
              -> final_stage (the best trial distilled to the final budget: the model shipped, scored on dev)
@@ -33,6 +34,7 @@ from .locks import search_lock
 from .recorded import recorded_outcome
 from .results import SearchOutcome, finish
 from .samplers import make_sampler, search_seed
+from .screen import screen, screened_warm_points
 from .settings import OBJECTIVES, SPEC_SUFFIX, SavedSearch, SearchSettings, spec_path
 from .signals import sigterm_as_sigint
 from .space import SearchSpace
@@ -214,6 +216,12 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
                 f"MLflow parent run {parent_id} at {tracker.tracking_uri}")
             warm = warm_points(cfg.warm_start, WarmContext(built.space, built.payload.counts, cfg.target),
                                cfg.num_samples, tracker, settings.model, task, parent_id)
+            if cfg.screen:
+                points = screen(built.payload, cfg.screen, search_seed(cfg.seed, task, cfg.target),
+                                built.dev.device, log)
+                tracker.log_json(parent_id, {"screened": len(points), "points": [p.to_json() for p in points]},
+                                 "screen.json")
+                warm += screened_warm_points(points, cfg.num_samples - len(warm))
             tracker.log_json(parent_id, [p.to_json() for p in warm], "warm_starts.json")
             if warm:
                 log(f"warm starts ({cfg.warm_start}): " + "; ".join(p.describe() for p in warm))

@@ -57,6 +57,7 @@ class SearchConfig:
     grace_period: int = 1               # ASHA: rounds every trial runs before it may be stopped
     reduction_factor: float = 2.0       # ASHA: 1/reduction_factor of the trials go on at each rung
     runtime: str = "torch"              # where latency and size objectives are measured (``objectives.RUNTIMES``)
+    screen: int = 0                     # rung 0: configurations compressed untrained and scored (``screen``)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
@@ -83,6 +84,8 @@ class SearchConfig:
             raise LadaError(f"unknown scheduler {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
         if self.startup_trials is not None and (not isinstance(self.startup_trials, int) or self.startup_trials < 1):
             raise LadaError(f"startup_trials must be an integer >= 1, got {self.startup_trials!r}")
+        if isinstance(self.screen, bool) or not isinstance(self.screen, int) or not 0 <= self.screen <= 1000:
+            raise LadaError(f"screen must be a number of configurations in [0, 1000], got {self.screen!r}")
         check_objectives(self.objectives, self.runtime)
         sampler_kind(self.sampler, self.multi_objective)
 
