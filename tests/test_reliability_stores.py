@@ -70,7 +70,8 @@ def state(template, tmp_path, monkeypatch):
 
 def run_args(tiny_dir, root: Path, *extra, uri: str | None = None) -> list[str]:
     return ["run", "--task", "sst2", "--data-dir", str(GLUE), "--model", str(tiny_dir), "--target", "5x",
-            "--trials", "1", "--concurrency", "1", "--space", "ratios", "--name", "fresh", *SMALL, "--final-budget", "0",
+            "--trials", "1", "--concurrency", "1", "--space", "ratios", "--name", "fresh", *SMALL,
+            "--final-budget", "0",
             "--storage", str(root / "runs"), "--tracking-uri", uri or f"sqlite:///{root / 'mlflow.db'}",
             "--cache-dir", str(root / "cache"), *extra]
 

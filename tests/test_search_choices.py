@@ -308,7 +308,8 @@ def _data_dir(root: Path, flip: bool, train: Path) -> Path:
 def _cli(tiny_dir, root: Path, data: Path, name: str, trials: int, *extra: str) -> list[str]:
     return ["run", "--task", "sst2", "--target", "5x", "--data-dir", str(data), "--model", str(tiny_dir),
             "--max-train", "300", "--val-size", "100", "--max-length", "32", "--teacher-steps", "60",
-            "--teacher-lr", "3e-3", "--lr", "1e-3", "--rounds", "2", "--steps-per-round", "4", "--final-steps", "4", "--final-budget", "0",
+            "--teacher-lr", "3e-3", "--lr", "1e-3", "--rounds", "2", "--steps-per-round", "4", "--final-steps", "4",
+            "--final-budget", "0",
             "--batch-size", "16", "--space", "ratios", "--trials", str(trials), "--concurrency", "1", "--name", name,
             "--storage", str(root / "runs"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}",
             "--cache-dir", str(root / "cache"), *extra]

@@ -84,7 +84,9 @@ def test_a_kill_during_the_final_distillation_is_resumed(tiny_dir, tmp_path):
                                                                          "--final-rows", "400"]),
                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 600
-        while time.time() < deadline and first.poll() is None and "final distillation: step" not in log_file.read_text():
+        while time.time() < deadline and first.poll() is None:
+            if "final distillation: step" in log_file.read_text():
+                break
             time.sleep(0.5)
         assert first.poll() is None, log_file.read_text()[-2000:]
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started

@@ -192,7 +192,8 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
     """The best trial on the parent run: scores as metrics, ratios as tags (what later warm starts read).  The
     scores are those of the model shipped: after the final budget when there was one."""
     r, nan = summary.ratios, math.nan
-    tracker.log_metrics(parent_id, {"val_score": summary.score_at_target, "best_achieved_factor": row.achieved_factor,
+    tracker.log_metrics(parent_id, {"val_score": summary.score_at_target,
+                                    "best_achieved_factor": row.achieved_factor,
                                     "dev_score": summary.dev_score if summary.dev_score is not None else nan,
                                     "best_latency_ms": row.latency_ms if row.latency_ms is not None else nan})
     tracker.set_tags(parent_id, {"ladasearch.best_trial": row.trial_id, f"{BEST}method": r.method,
@@ -217,8 +218,8 @@ def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, de
                                     "trial_dev_score": trial.dev_score if trial.dev_score is not None else math.nan})
     with tempfile.TemporaryDirectory() as folder:
         try:
-            tracker.log_artifact(parent_id, final_curve(result.curve, summary, trial, Path(folder) / "final_curve.png"),
-                                 "plots")
+            plot = final_curve(result.curve, summary, trial, Path(folder) / "final_curve.png")
+            tracker.log_artifact(parent_id, plot, "plots")
         except LadaError as exc:
             log(f"plot final_curve.png skipped: {exc}")
     before = f", dev {trial.dev_score:.4f}" if trial.dev_score is not None else ""
@@ -255,7 +256,11 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
     if best is not None:
         row, best_summary, best_model = best.row, scored[best.row.trial_id], best.checkpoint
         if final is not None and final.budget.enabled and not interrupted:
-            best_model, best_summary = _final_model(final, best, best_summary, dev, tracker, parent_id, log)
+            try:
+                best_model, best_summary = _final_model(final, best, best_summary, dev, tracker, parent_id, log)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is scored so far stays in the final/ folder
+                interrupted = True
+                log("final distillation interrupted: it continues from its last scored step on resume")
         if tokenizer is not None and not (best_model / "tokenizer_config.json").exists():
             tokenizer.save_pretrained(best_model)
         tracker.log_artifacts(parent_id, best_model, "best_model")
@@ -265,8 +270,8 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
         dev_text = f", dev {best_summary.dev_score:.4f}" if best_summary.dev_score is not None else ""
         shipped = " after the final budget" if best_summary.final else ""
         log(f"{'best trial so far' if interrupted else 'best trial'} {row.trial_id}{shipped}: val "
-            f"{best_summary.main_metric} {best_summary.score_at_target:.4f} at {row.achieved_factor:.3f}x{dev_text} (teacher dev {teacher:.4f}); "
-            f"model in {best_model}")
+            f"{best_summary.main_metric} {best_summary.score_at_target:.4f} at {row.achieved_factor:.3f}x{dev_text} "
+            f"(teacher dev {teacher:.4f}); model in {best_model}")
     elif completed:
         sizes = [r.achieved_factor for r in rows if r.status == "completed" and r.achieved_factor]
         log(f"no trial reached the target size: the {completed} completed trial(s) ended at {min(sizes):.3f}x to "
