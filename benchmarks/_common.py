@@ -27,7 +27,7 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DEFAULT_DATA = "/work/shared/data/glue"
+DEFAULT_DATA = str(HERE.parent.parent / "shared" / "data" / "glue")   # ../shared beside the checkout
 # The paper (LadaBERT, Table 3/4, BERT-base teacher): dev score of the teacher and at each target.
 PAPER = {
     "sst2": {"teacher": 93.5, 2.5: 92.8, 5.0: 91.8, 7.5: 89.9, 10.0: 84.0},

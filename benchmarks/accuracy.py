@@ -13,7 +13,7 @@ Each row reports the raw dev score, score / teacher score, and the paper's reten
 it reports (as the paper's dev-set numbers do), so "searched" has a selection advantage over the
 single-run rows when k > 1.
 
-    python benchmarks/accuracy.py --data-dir /work/shared/data/glue               # SST-2, CPU defaults
+    python benchmarks/accuracy.py --data-dir ../shared/data/glue               # SST-2, CPU defaults
     python benchmarks/accuracy.py --task mnli --max-dev 2000                      # MNLI-m (train.sample)
 """
 

@@ -164,21 +164,33 @@ def report(result: dict) -> str:
         reached.append((m["label"], speed, lost, speed >= speed_aim and lost <= drop_aim))
         table.append([m["label"], r["runtime"], C.pct(r["score"]), f"{-lost:+.1f}", f"{ms(r, '1'):.1f}",
                       f"{ms(r, '32'):.0f}", f"{speed:.2f}x", f"{r['file_bytes'] / 2**20:.1f}",
-                      C.pct(_trial_dev(part)), f"{C.pct(final.get('start_score'))} -> {C.pct(s.get('score'))} "
+                      C.pct(part.get("trial_dev")), f"{C.pct(final.get('start_score'))} -> {C.pct(s.get('score'))} "
                       f"(step {final.get('best_step')}/{final.get('steps')})", C.fmt_time(part["seconds"])])
-    verdict = "\n".join(f"- {label}: {speed:.2f}x the int8 teacher's batch-32 speed, {lost:+.1f} points below it: "
-                        f"aim ({speed_aim:g}x, within {drop_aim:g} point) {'REACHED' if ok else 'not reached'}"
-                        for label, speed, lost, ok in reached)
+    curves = []
+    for m in result["models"][1:]:
+        s = m["part"]["summary"]
+        final = s.get("final") or {}
+        teacher_dev = s.get("teacher_score")
+        paper = C.paper_retention(task, m["part"]["target"])
+        curves.append([m["label"], " / ".join(f"{p['step']}: {C.pct(p['score'])}" for p in final.get("curve", [])),
+                       C.pct(s.get("dev_score")), C.pct(teacher_dev),
+                       f"{100 * s['dev_score'] / teacher_dev:.1f}%" if s.get("dev_score") and teacher_dev else "",
+                       f"{100 * paper:.1f}%" if paper else ""])
+    verdict = "\n".join(
+        f"- {label}: {speed:.2f}x the int8 teacher's batch-32 speed, {abs(lost):.1f} points "
+        f"{'below' if lost > 0 else 'above'} it: aim ({speed_aim:g}x, within {drop_aim:g} point) "
+        f"{'REACHED' if ok else 'not reached'}" for label, speed, lost, ok in reached)
     return (f"# Frontier against the int8 teacher: {task}\n\n`{result['command']}`\n\n"
             f"Dev score on {result['dev_rows']} dev rows; each student in its fastest runtime at batch 32 (every "
             f"runtime is in the JSON); latency = median of {result['timed']['runs']} runs, length 128, 1 thread, "
             f"teacher and students timed in one process. Torch teacher b32: {ms(torch_teacher, '32'):.0f} ms.\n\n"
-            + C.md_table(headers, table) + "\n\n" + verdict + "\n")
-
-
-def _trial_dev(part: dict) -> float | None:
-    """The dev score of the chosen trial's own checkpoint (before the final budget), from its MLflow trial run."""
-    return part.get("trial_dev")
+            + C.md_table(headers, table) + "\n\n" + verdict + "\n\n"
+            "Budget curve: validation score at every scored step of the one final distillation (warm-up + decay "
+            "over its whole budget, so an intermediate point is not what a shorter budget would reach); the "
+            "shipped model's dev score (torch) and its retention of the teacher's, beside the paper's at that "
+            "target (BERT-base, full training).\n\n"
+            + C.md_table(["student", "val by final step", "shipped dev", "teacher dev", "retention",
+                          "paper retention"], curves) + "\n")
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -22,7 +22,7 @@ Sections (``--sections``, all by default):
     profile  ``torch.profiler`` split of one forward pass (matmul / attention / other) of the teacher and the
              students at the largest target (weight-only and structured), as deployed in torch (SDPA)
 
-    python benchmarks/inference.py --data-dir /work/shared/data/glue
+    python benchmarks/inference.py --data-dir ../shared/data/glue
     python benchmarks/inference.py --students compressed/sst2-10x,compressed/sst2-5x --sections deploy,profile
 """
 

@@ -9,7 +9,7 @@ Note: ladasearch's TPE sampler is ``optuna.samplers.TPESampler(seed=seed, multiv
 default ``n_startup_trials=10``: its first 10 trials are random draws, so TPE can only differ from random
 search from trial 11 on (with the same seed the first 10 configurations may even coincide).
 
-    python benchmarks/search_efficiency.py --data-dir /work/shared/data/glue
+    python benchmarks/search_efficiency.py --data-dir ../shared/data/glue
     python benchmarks/search_efficiency.py --trials 40 --seeds 0,1,2 --max-dev 0 --rounds 3 \
         --steps-per-round 100 --final-steps 100 --batch-size 32          # a GPU-sized run
 """

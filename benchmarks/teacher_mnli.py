@@ -1,6 +1,6 @@
 """The MNLI teacher of benchmarks/importance.py: MiniLM fine-tuned on every row of MNLI's train.sample.tsv.
 
-    python benchmarks/teacher_mnli.py --out /work/teachers/mnli-full       # about 2 epochs (656 steps, batch 32)
+    python benchmarks/teacher_mnli.py --out teachers/mnli-full       # about 2 epochs (656 steps, batch 32)
 
 The committed results used a teacher made by this recipe at commit 8ca6700, before the loader held out a
 validation split: all 10,471 rows, 656 steps (2.0 epochs), lr 5e-5, length 64, seed 0, 2 torch threads;
@@ -26,7 +26,8 @@ from ladasearch.pipeline import prepare, prepare_teacher
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="folder for the teacher (replaced)")
-    p.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR", "/work/shared/data/glue"))
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"   # ../shared beside the checkout
+    p.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR", str(beside)))
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", default=None, help="ladasearch teacher cache (default: beside --out)")

@@ -16,7 +16,7 @@
    ``train_steps`` with distill=True) vs plain fine-tuning of the same compressed student on gold labels
    (distill=False) vs plain fine-tuning of the dense teacher; same batches for all.
 
-    python benchmarks/training_cost.py --data-dir /work/shared/data/glue
+    python benchmarks/training_cost.py --data-dir ../shared/data/glue
 """
 
 from __future__ import annotations
