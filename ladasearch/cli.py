@@ -196,7 +196,7 @@ def _port_free(host: str, port: int) -> None:
 @main.command()
 @click.option("--tracking-uri", default=None, help="MLflow store (default sqlite:///mlruns/mlflow.db).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @user_errors
 def ui(tracking_uri, host, port):
     """Start the MLflow UI on the search store."""

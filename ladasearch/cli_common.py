@@ -143,11 +143,18 @@ def _val_size(ctx, param, value) -> float | int:
         number = float(value)
     except (TypeError, ValueError):
         raise click.BadParameter(f"{value!r} is not a number (a fraction like 0.1 or a row count like 500)") from None
+    if number >= 1 and "." in str(value):  # '1.0' could mean all of train or one row: neither is meant
+        raise click.BadParameter(f"{value!r} is ambiguous: give a fraction below 1 (e.g. 0.1) or a whole row "
+                                 f"count without a decimal point (e.g. 500)")
     return int(number) if number >= 1 and number == int(number) else number
 
 
 def data_config(kw: dict) -> DataConfig:
     val_size = kw.get("val_size")  # scripts that build their options themselves may leave it out
+    context = click.get_current_context(silent=True)
+    if kw.get("val_file") and context is not None and "val_size" in kw \
+            and context.get_parameter_source("val_size") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --val-file or --val-size, not both: the file's rows are the validation split")
     return DataConfig(task=kw["task"], data_dir=kw["data_dir"], max_length=kw["max_length"],
                       max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"],
                       **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"))

@@ -22,7 +22,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.argument("source")
 @click.option("--format", "fmt", required=True, help="hf (transformers, trust_remote_code), onnx, or onnx-int8.")
 @click.option("--out", required=True, help="Output folder (new or empty; see --overwrite).")
-@click.option("--max-drop", default=1.0, show_default=True, type=float,
+@click.option("--max-drop", default=1.0, show_default=True, type=click.FloatRange(0, 100),
               help="onnx-int8: largest dev-score drop against fp32 allowed, in points (main metric x 100).")
 @click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
               help="onnx-int8: local GLUE folder for the dev split; default $LADASEARCH_DATA_DIR, else the hub.")

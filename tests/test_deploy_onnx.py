@@ -107,19 +107,27 @@ def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
     assert json.loads((record.folder / "tokenizer.json").read_text())["padding"] is None
 
 
-def test_int8_gate_refuses_a_drop_above_max_drop(sources, glue, tmp_path):
+def test_int8_gate_refuses_a_drop_above_max_drop(sources, glue, tmp_path, monkeypatch):
+    import ladasearch.deploy.quantize as quantize
+
     out = tmp_path / "int8"
     args = ["export-model", str(sources["hybrid"]), "--format", "onnx-int8", "--out", str(out), "--data-dir",
             str(glue), "--no-measure"]
-    # scores lie in [0, 1], so no drop is below -100 points: -100.5 refuses whatever int8 scores ...
-    result = CliRunner().invoke(main, [*args, "--max-drop", "-100.5"])
+    real, scored = quantize.onnx_score, []
+
+    def int8_loses_a_point(session, dev):  # the gate scores fp32 first, then int8
+        scored.append(real(session, dev))
+        return scored[-1] - (0.01 if len(scored) % 2 == 0 else 0.0)
+
+    monkeypatch.setattr(quantize, "onnx_score", int8_loses_a_point)
+    result = CliRunner().invoke(main, [*args, "--max-drop", "0.5"])
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: int8 refused: dev accuracy"), result.stderr
-    assert "above --max-drop -100.5" in lines[0]
+    assert "above --max-drop 0.5" in lines[0]
     assert not out.exists()  # nothing is left behind
-    # ... and the same run with room for any drop passes
-    assert CliRunner().invoke(main, [*args, "--max-drop", "100"]).exit_code == 0
+    # ... and the same run with room for that drop passes
+    assert CliRunner().invoke(main, [*args, "--max-drop", "1.5"]).exit_code == 0
 
 
 def test_int8_gate_enforce_uses_points():

@@ -1,0 +1,36 @@
+"""Ambiguous or out-of-range options are one error line and exit 2, refused before any work."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ladasearch.cli import main
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["ui", "--port", "-1"], "--port"),
+    (["ui", "--port", "70000"], "--port"),
+    (["export-model", "x", "--format", "hf", "--out", "o", "--max-drop", "inf"], "--max-drop"),
+    (["export-model", "x", "--format", "hf", "--out", "o", "--max-drop", "-1"], "--max-drop"),
+    (["run", "--task", "sst2", "--target", "5x", "--val-size", "1.0"], "ambiguous"),
+    (["run", "--task", "sst2", "--target", "5x", "--val-size", "250.5"], "ambiguous"),
+    (["compress", "--task", "sst2", "--target", "5x", "--val-size", "1.0"], "ambiguous"),
+    (["run", "--task", "sst2", "--target", "5x", "--val-size", "200", "--val-file", "v.tsv"], "not both"),
+    (["compress", "--task", "sst2", "--target", "5x", "--val-size", "0.2", "--val-file", "v.tsv"], "not both"),
+])
+def test_refused_in_one_line(args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.tsv").write_text("sentence\tlabel\na\t1\n")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "v.tsv"]  # nothing written
+
+
+@pytest.mark.parametrize("text, expected", [("0.1", 0.1), ("500", 500), ("1e3", 1000), ("0.5", 0.5)])
+def test_val_size_forms_that_stay(text, expected):
+    from ladasearch.cli_common import _val_size
+
+    assert _val_size(None, None, text) == expected
