@@ -34,3 +34,15 @@ def test_val_size_forms_that_stay(text, expected):
     from ladasearch.cli_common import _val_size
 
     assert _val_size(None, None, text) == expected
+
+
+@pytest.mark.parametrize("text", ["ratios: " + "[" * 1000 + "]" * 1000 + "\n",
+                                  "".join("  " * i + f"k{i}:\n" for i in range(400)) + "  " * 400 + "x: 1\n"])
+def test_deeply_nested_space_is_one_line(text, tmp_path):
+    space = tmp_path / "deep.yaml"
+    space.write_text(text)
+    result = CliRunner().invoke(main, ["run", "--task", "sst2", "--target", "5x", "--space", str(space),
+                                       "--storage", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nesting deeper than 20 levels" in lines[0] and "at line" in lines[0], result.stderr

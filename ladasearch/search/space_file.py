@@ -16,17 +16,26 @@ import yaml
 from ..errors import LadaError
 
 MAX_BYTES = 1 << 20
+MAX_DEPTH = 20   # a space nests 3-4 levels; deeper input would reach Python's recursion limit in the composer
 
 
 class _NoAliases(yaml.SafeLoader):
-    """YAML's safe loader, refusing every alias instead of expanding it."""
+    """YAML's safe loader, refusing every alias instead of expanding it, and nesting deeper than ``MAX_DEPTH``."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed in a search space "
                                               f"(write the value out)", event.start_mark)
-        return super().compose_node(parent, index)
+        depth = getattr(self, "_depth", 0)
+        if depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels is not allowed "
+                                              f"in a search space", self.peek_event().start_mark)
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
 
 
 def read_yaml(path: Path) -> Any:
