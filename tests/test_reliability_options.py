@@ -46,3 +46,14 @@ def test_deeply_nested_space_is_one_line(text, tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nesting deeper than 20 levels" in lines[0] and "at line" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("out", ["afile/sub", "/proc/nope/out"])
+def test_export_out_that_cannot_be_made_is_one_line(out, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "src").mkdir()
+    result = CliRunner().invoke(main, ["export-model", str(tmp_path / "src"), "--format", "hf", "--out", out])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be written" in lines[0], result.stderr

@@ -104,6 +104,13 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise LadaError(f"--out {str(out)!r} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LadaError(f"--out {str(out)!r} is not empty; give a new folder or --overwrite")
+    parent = Path(os.path.abspath(out)).parent
+    try:  # the staging folder is made beside --out: find out now, before the model is loaded, that it can be
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=parent))
+    except OSError as exc:
+        raise LadaError(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}"
+                        + (f" ({exc.filename})" if exc.filename else "")) from None
 
 
 def _umask() -> int:
