@@ -198,15 +198,16 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in result["models"]:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = {"torch": "o", "onnx": "s", "onnx-int8": "^", "onnx-fused": "D"}
+    for color, m in enumerate(result["models"]):
         for r in m["rows"]:
-            if r.get("score") is None:
-                continue
-            marker = "s" if m["label"].startswith("teacher") else "o"
-            ax.scatter(r["latency_ms"]["32"]["median_ms"], 100 * r["score"], marker=marker)
-            ax.annotate(f"{m['label'].split('-seed')[0]} {r['runtime']}", (r["latency_ms"]["32"]["median_ms"],
-                                                                            100 * r["score"]), fontsize=7)
+            if r.get("score") is not None:
+                ax.scatter(r["latency_ms"]["32"]["median_ms"], 100 * r["score"], color=f"C{color}",
+                           marker=markers.get(r["runtime"], "x"), s=45,
+                           label=f"{m['label'].removesuffix('-seed0')} {r['runtime']}")
+    ax.set_xscale("log")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("batch-32 latency, ms (length 128, 1 thread)")
     ax.set_ylabel(f"dev score ({result['task']})")
     ax.set_title(f"{result['task']}: dev score vs latency, students after the final budget and the teacher")
