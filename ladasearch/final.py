@@ -62,7 +62,7 @@ class FinalResult:
 
     @property
     def best(self) -> FinalPoint:
-        return max(self.curve, key=lambda p: (p.score, -p.step))
+        return best_point(self.curve)
 
 
 def _save_atomic(work: Path, name: str, write: Callable[[Path], None]) -> None:
@@ -77,9 +77,14 @@ def _save_atomic(work: Path, name: str, write: Callable[[Path], None]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def best_point(curve: tuple[FinalPoint, ...]) -> FinalPoint:
+    """The highest validation score, the earliest step among equals (the checkpoint ``best/`` holds)."""
+    return max(curve, key=lambda p: (p.score, -p.step))
+
+
 def _curve_summary(start: TrialSummary, curve: tuple[FinalPoint, ...], budget: FinalBudget, steps: int, rows: int,
                    record: RoundRecord) -> TrialSummary:
-    best = max(curve, key=lambda p: (p.score, -p.step))
+    best = best_point(curve)
     final = {"budget": budget.describe(), "steps": steps, "rows": rows, "best_step": best.step,
              "start_score": curve[0].score, "curve": [p.to_json() for p in curve]}
     return start.with_(score=best.score, metrics=dict(record.metrics), history=start.history + (record,),
@@ -124,7 +129,7 @@ def distill_final(start: Path, summary: TrialSummary, teacher: nn.Module, train:
     # the same batch order a run without the kill would have drawn
     batches = islice(train_batches(train, cfg.batch_size, cfg.seed, device), done, None)
     phase = TrainingPhase(student, teacher, cfg, task, LoopHooks(), get_pruning_score("magnitude"))
-    best = max(curve, key=lambda p: (p.score, -p.step))
+    best = best_point(curve)
     teacher_params = count_parameters(teacher)
     started = time.perf_counter() - curve[-1].seconds
     while done < steps:
