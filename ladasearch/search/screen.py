@@ -2,7 +2,8 @@
 
 Each screened point is a configuration of the space (sampled at random, seeded by the search) compressed to its
 target in one shot, from the calibration statistics the trials use (no training step), and scored on the
-validation rows.  Screening N points costs about what one short trained trial does; the best of them are
+validation rows (no training: each point costs one compression and one validation pass, not yet timed
+on MiniLM against a trained trial); the best of them are
 enqueued as trials after the warm starts.  A screened score is never a trial's: it never ranks at the target,
 and nothing but the enqueued order depends on it.  All of them are listed in the parent run's ``screen.json``.
 """
