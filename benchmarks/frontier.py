@@ -7,6 +7,10 @@ Two steps, so that parts run side by side (one thread each) and are all timed in
         runs `ladasearch run ... --final-budget N` (the CLI, as a user types it) in W/<label>/, and writes
         W/<label>.json: the command, its wall time, the search's summary of the shipped model (val and dev
         after the final budget, the trial's own dev score, the final curve)
+    python benchmarks/frontier.py final --task sst2 --work W --part 5x-structured-seed0 --seed 1 [--final-budget N]
+        distils the configuration that part's search chose again, from the same trial checkpoint, with another
+        seed (batch order and dropout) and/or another budget, as the search's final stage does; writes
+        W/<part>-final<budget>-seed<S>.json beside the parts (measure scores it with them)
     python benchmarks/frontier.py measure --task sst2 --work W
         exports every part's best model (hf, onnx, onnx-int8 through `export-model`) and the teacher (torch,
         onnx, onnx-int8), times them (batch 1 and 32, length 128, one thread, interleaved in this process),
@@ -43,12 +47,18 @@ def parse_args(argv=None):
     s.add_argument("--work", required=True)
     s.add_argument("--final-budget", default="1000")
     s.add_argument("--extra", default="", help="more `ladasearch run` options, space-separated")
+    f = sub.add_parser("final", help="the final distillation of a finished part again: another seed or budget")
+    f.add_argument("--task", required=True)
+    f.add_argument("--work", required=True)
+    f.add_argument("--part", required=True, help="a finished search part's label, e.g. 10x-structured-seed0")
+    f.add_argument("--seed", type=int, required=True)
+    f.add_argument("--final-budget", default="1000")
     m = sub.add_parser("measure", help="time and score every part beside the teacher")
     m.add_argument("--task", required=True)
     m.add_argument("--work", required=True)
     m.add_argument("--runs", type=int, default=10)
     m.add_argument("--out-dir", default=None)
-    for q in (s, m):
+    for q in (s, f, m):
         q.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR"))
         q.add_argument("--max-train", type=int, default=20000)
         q.add_argument("--max-length", type=int, default=64)
@@ -98,6 +108,64 @@ def search_part(args) -> dict:
             "command": " ".join(command), "seconds": seconds, "best_model": best, "summary": summary.to_json()}
     (Path(args.work) / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")
     C.log(f"{label}: dev {summary.dev_score}, val {summary.score_at_target}, {C.fmt_time(seconds)}")
+    return part
+
+
+def chosen_checkpoint(search_folder: Path, config: dict) -> Path:
+    """The trial checkpoint the search's final stage started from: the trial whose sampled config it shipped."""
+    from ladasearch.serialize import saved_summary
+
+    found = [c for c in sorted(search_folder.glob("run_trial_*/checkpoint_*"))
+             if (s := saved_summary(c)) is not None and s.config == config]
+    if not found:
+        raise SystemExit(f"no trial checkpoint in {search_folder} has the shipped configuration {config}")
+    return found[-1]
+
+
+def final_part(args) -> dict:
+    """The search's final stage once more on the chosen configuration: same checkpoint, teacher, rows, budget rule
+    and schedule (``FinalStage``), another seed and/or budget."""
+    from dataclasses import replace
+
+    from ladasearch.config import FinalBudget
+    from ladasearch.data import main_score
+    from ladasearch.evaluate import evaluate
+    from ladasearch.final import distill_final
+    from ladasearch.models import load_classifier
+    from ladasearch.pipeline import prepare
+    from ladasearch.search.final_stage import final_train_rows
+    from ladasearch.search.settings import SavedSearch, spec_path
+    from ladasearch.serialize import load_compressed, saved_summary
+
+    work = Path(args.work).resolve()
+    source = json.loads((work / f"{args.part}.json").read_text())
+    storage = work / args.part / "runs"
+    settings = SavedSearch.read(spec_path(storage, args.part)).settings
+    budget = FinalBudget.parse(args.final_budget)
+    settings = replace(settings, final=replace(settings.final, amount=budget.amount, unit=budget.unit))
+    start = chosen_checkpoint(storage / args.part, source["summary"]["config"])
+    trial = saved_summary(start)
+    teacher_dir = teacher_dir_of(source)
+    prepared = prepare(settings.data, settings.model, teacher_dir)
+    task = prepared.data.task
+    teacher = load_classifier(teacher_dir, task.num_labels, task.is_regression)
+    train_cfg = replace(settings.space.train_config(settings.train, trial.config), seed=args.seed)
+    label = f"{args.part}-final{args.final_budget}-seed{args.seed}"
+    C.log(f"{label}: from {start}, {budget.describe()}, seed {args.seed}")
+    started = time.perf_counter()
+    train = final_train_rows(settings, prepared.train, C.log)
+    result = distill_final(start, trial, teacher, train, prepared.val, task, train_cfg, settings.final,
+                           work / label, "cpu", C.log)
+    seconds = time.perf_counter() - started
+    dev_metrics = evaluate(load_compressed(result.folder), prepared.dev, task, train_cfg.eval_batch_size)
+    dev = main_score(task, dev_metrics)
+    summary = result.summary.with_(dev_score=dev, dev_metrics=dev_metrics)
+    part = {"trial_dev": source["trial_dev"], "label": label, "target": source["target"], "space": source["space"],
+            "seed": args.seed, "of_part": args.part, "final_budget": args.final_budget,
+            "command": C.command_line(), "seconds": seconds, "best_model": str(result.folder),
+            "summary": summary.to_json()}
+    (work / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")
+    C.log(f"{label}: dev {dev:.4f}, val {summary.score:.4f}, {C.fmt_time(seconds)}")
     return part
 
 
@@ -220,6 +288,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.step == "search":
         return search_part(args)
+    if args.step == "final":
+        return final_part(args)
     result = measure(args)
     name = f"frontier-{args.task}"
     C.write_result(name, result, report(result), args.out_dir)
