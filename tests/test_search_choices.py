@@ -17,7 +17,9 @@ import pytest
 
 from ladasearch.compress import count_parameters
 from ladasearch.data import VAL_CAP, load_task
-from ladasearch.data.validation import val_rows
+from ladasearch.data.split import Split
+from ladasearch.data.tasks import get_task
+from ladasearch.data.validation import hold_out, sentence_rows, val_rows
 from ladasearch.errors import LadaError
 from ladasearch.models import load_classifier
 from ladasearch.search import SearchSpace
@@ -54,10 +56,11 @@ def test_validation_rows_are_stratified_seeded_and_never_trained_on(task, size):
     train_rows = set(zip(data.train.text_a, data.train.text_b or data.train.text_a, data.train.labels))
     val_rows_ = list(zip(data.val.text_a, data.val.text_b or data.val.text_a, data.val.labels))
     assert not train_rows.intersection(val_rows_)
-    if not data.task.is_regression:  # each class keeps its share of the train file, to one row
-        for label in set(whole.train.labels):
-            share = whole.train.labels.count(label) / len(whole.train)
-            assert abs(data.val.labels.count(label) - share * expected) <= 1
+    if not data.task.is_regression:  # each class keeps its share of the rows it is carved from, to one row
+        pool = ([whole.train.labels[i] for i in sentence_rows(whole.train.text_a)]
+                if data.task.val_rule == "sentences" else whole.train.labels)
+        for label in set(pool):
+            assert abs(data.val.labels.count(label) - pool.count(label) / len(pool) * expected) <= 1
     else:
         assert abs(sorted(data.val.labels)[expected // 2] - sorted(whole.train.labels)[len(whole.train) // 2]) < 0.5
     again = load_task(task, GLUE, val_size=size, max_train=300, seed=3)
@@ -66,6 +69,47 @@ def test_validation_rows_are_stratified_seeded_and_never_trained_on(task, size):
     # the teacher's cache key covers the held-out rows: a teacher trained on them is never reused
     assert len({data.train_fingerprint, other.train_fingerprint, load_task(task, GLUE, max_train=300, seed=3)
                 .train_fingerprint}) == 3
+
+
+@pytest.mark.parametrize("texts, sentences", [
+    (["a good film", "good film", "film", "a bad one"], [0, 3]),
+    (["Good  film ", "a good film .", "goodfilm"], [1, 2]),        # word boundaries, case and spacing ignored
+    (["same row", "same row", "row"], [0, 1]),                    # an equal row does not hide its twin
+    (["", "x"], [0, 1])])
+def test_sentence_rows_are_the_rows_no_longer_row_contains(texts, sentences):
+    assert sentence_rows(texts) == sentences
+
+
+def test_the_sentence_rule_carves_whole_sentences_and_drops_their_phrases_from_train():
+    sentences = [f"film number {i} was {'good' if i % 2 else 'bad'} ." for i in range(20)]
+    phrases = [p for s in sentences for p in (s.split(" was ")[1], " ".join(s.split()[:3]))]
+    train = Split(tuple(sentences + phrases + ["unrelated words"]), None,
+                  tuple([i % 2 for i in range(20)] + [i // 2 % 2 for i in range(40)] + [1]))
+    held = hold_out(train, get_task("sst2"), 4, seed=0)
+    assert len(held.val) == 4 and set(held.val.text_a) <= set(sentences)
+    assert sorted(held.val.labels) == [0, 0, 1, 1]
+    # "film number 1" is inside "film number 1x ..." too: word boundaries keep it, only the held sentences' own go
+    dropped = set(train.text_a) - set(held.train.text_a)
+    assert dropped == {p for s in held.val.text_a for p in train.text_a if f" {p} " in f" {s} "}
+    assert "unrelated words" in held.train.text_a and "whole sentences" in held.source
+    assert hold_out(train, get_task("rte"), 4, seed=0).source.startswith("4 rows carved")
+
+
+def test_the_sentence_rule_needs_enough_sentences():
+    train = Split(("a b", "a", "b", "c d", "c"), None, (0, 0, 0, 1, 1))
+    with pytest.raises(LadaError, match="has 2; 2 validation rows would take over half"):
+        hold_out(train, get_task("sst2"), 2, seed=0)
+
+
+@needs_glue
+def test_sst2_validation_rows_are_sentences_like_dev():
+    data = load_task("sst2", GLUE, val_size=0.1, seed=0)
+    words = [len(t.split()) for t in data.val.text_a]
+    dev_words = [len(t.split()) for t in data.dev.text_a]
+    assert abs(sum(words) / len(words) - sum(dev_words) / len(dev_words)) < 2   # dev: 19.5 words, phrases: 9.4
+    train = {" " + " ".join(t.split()) + " " for t in data.train.text_a}
+    inside = [t for t in train if any(t in " " + " ".join(v.split()) + " " for v in data.val.text_a[:50])]
+    assert not inside
 
 
 @needs_glue

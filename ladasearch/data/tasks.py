@@ -34,8 +34,13 @@ class TaskSpec:
     main_metric: str
     metrics: tuple[str, ...]           # every metric reported, main_metric among them
     dev_splits: tuple[str, ...] = ("dev",)
+    # how validation rows are carved from train (``validation.VAL_RULES``): "rows" when train rows look like dev
+    # rows; "sentences" when train also holds the phrases of its sentences (SST-2) and dev holds sentences only
+    val_rule: str = "rows"
 
     def __post_init__(self):
+        if self.val_rule not in ("rows", "sentences"):
+            raise ValueError(f"task {self.name}: val_rule {self.val_rule!r} is not 'rows' or 'sentences'")
         if self.main_metric not in self.metrics:
             raise ValueError(f"task {self.name}: main metric {self.main_metric!r} is not in {self.metrics}")
         if len(self.tsv_labels) != len(self.label_names):
@@ -59,7 +64,7 @@ TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
         TaskSpec("sst2", "SST-2", TsvLayout("sentence", None, "label"), ("sentence", None),
-                 ("negative", "positive"), _BINARY, "accuracy", ("accuracy",)),
+                 ("negative", "positive"), _BINARY, "accuracy", ("accuracy",), val_rule="sentences"),
         TaskSpec("mnli", "MNLI", TsvLayout("sentence1", "sentence2", "gold_label"), ("premise", "hypothesis"),
                  ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"),
                  "accuracy", ("accuracy",), dev_splits=("dev_matched", "dev_mismatched")),

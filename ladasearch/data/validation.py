@@ -8,6 +8,12 @@ The rows are carved from the task's train file BEFORE a ``--max-train`` subset i
 stratified by label (by class; by label decile for regression), with the job's seed.  ``size`` is a
 fraction of the train file (capped at ``VAL_CAP`` rows) or a row count; ``--val-file`` gives the rows
 instead (a TSV in the task's train layout), and then train is used whole.
+
+Per task (``TaskSpec.val_rule``): "rows" carves train rows as they are, which resemble dev rows for every GLUE
+task but SST-2.  SST-2's train file holds every phrase of its sentences' parse trees (9 words on average) while
+dev holds whole sentences (20 words), so rows carved at random are mostly fragments, easier than dev, and
+their sentences' other phrases stay in train.  "sentences" carves whole sentences (rows no longer row contains)
+and drops from train every row inside a carved sentence, so validation is scored on unseen sentences, like dev.
 """
 
 from __future__ import annotations
@@ -88,6 +94,56 @@ class Holdout:
     identity: tuple
 
 
+def _words(text: str) -> str:
+    """A row as space-padded words, so that containment is checked at word boundaries."""
+    return " " + " ".join(text.lower().split()) + " "
+
+
+class _WordIndex:
+    """Rows by word and word pair, to find the rows that contain a text among few candidates: those holding its
+    rarest word or pair (a pair is far more selective than a word: 3.5 s -> under 1 s on SST-2's 67k rows)."""
+
+    def __init__(self, texts: Sequence[str]):
+        self.texts = texts
+        self.rows: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            for key in self._keys(text):
+                self.rows.setdefault(key, []).append(i)
+
+    @staticmethod
+    def _keys(text: str) -> set[str]:
+        words = text.split()
+        return set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+
+    def containing(self, text: str) -> list[int]:
+        keys = self._keys(text)
+        if not keys:
+            return []
+        rarest = min(keys, key=lambda k: len(self.rows.get(k, ())))
+        return [j for j in self.rows.get(rarest, ()) if text in self.texts[j]]
+
+
+def sentence_rows(texts: Sequence[str]) -> list[int]:
+    """Indices of the rows no longer row contains (SST-2: its whole sentences, not their phrases)."""
+    padded = [_words(t) for t in texts]
+    index = _WordIndex(padded)
+    return [i for i, text in enumerate(padded)
+            if not any(len(padded[j]) > len(text) for j in index.containing(text))]
+
+
+def _carve_sentences(train: Split, task: TaskSpec, k: int, seed: int) -> tuple[list[int], set[int]]:
+    """(``k`` sentence rows, stratified and seeded; every train row inside one of them) for the "sentences" rule."""
+    candidates = sentence_rows(train.text_a)
+    if k > len(candidates) // 2:
+        raise LadaError(f"task {task.name} carves validation rows from whole sentences, and its train file has "
+                        f"{len(candidates)}; {k} validation rows would take over half of them: give a smaller "
+                        f"--val-size or a --val-file")
+    picked = sorted(candidates[i] for i in stratified_pick([train.labels[c] for c in candidates], k, seed))
+    held = _WordIndex([_words(train.text_a[i]) for i in picked])
+    inside = {i for i, text in enumerate(train.text_a) if held.containing(_words(text))}
+    return picked, inside | set(picked)
+
+
 def _file_identity(path: Path) -> tuple:
     st = path.stat()
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -107,8 +163,13 @@ def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
             raise LadaError(f"validation file {str(path)!r} has no rows")
         return Holdout(train, val, f"file {path}", ("val-file",) + _file_identity(path))
     k = val_rows(len(train), DEFAULT_VAL_SIZE if size is None else size)
-    picked = stratified_pick(train.labels, k, seed, task.is_regression)
-    held = set(picked)
+    if task.val_rule == "sentences" and train.text_b is None:
+        picked, held = _carve_sentences(train, task, k, seed)
+        source = (f"{k} whole sentences carved from train (stratified, seed {seed}); the {len(held) - k} "
+                  f"other train rows inside them dropped")
+        identity = ("val-sentences", k, seed)
+    else:
+        picked = stratified_pick(train.labels, k, seed, task.is_regression)
+        held, source, identity = set(picked), f"{k} rows carved from train (stratified, seed {seed})", ("val", k, seed)
     rest = train.select([i for i in range(len(train)) if i not in held])
-    return Holdout(rest, train.select(picked), f"{k} rows carved from train (stratified, seed {seed})",
-                   ("val", k, seed))
+    return Holdout(rest, train.select(picked), source, identity)
