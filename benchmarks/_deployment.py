@@ -118,7 +118,7 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[di
         tokenizer.save_pretrained(folder)
         model.config.save_pretrained(folder)
     log("teacher to ONNX fp32 and int8")
-    fp32 = export_onnx(model, folders["onnx"] / ONNX_FILE, optional_token_types=True)
+    fp32 = export_onnx(model, folders["onnx"] / ONNX_FILE)
     int8 = quantize_int8(fp32, folders["onnx-int8"] / ONNX_FILE)
     gate = accuracy_gate(fp32, int8, dev, math.inf, timed.threads)
     for runtime, path, score in (("onnx", fp32, gate.before), ("onnx-int8", int8, gate.after)):

@@ -13,6 +13,7 @@ import ladasearch
 from ladasearch.cli import main
 from ladasearch.deploy.export import DevData, ExportSettings, export_model
 from ladasearch.errors import LadaError
+from ladasearch.inference.inputs import INPUT_NAMES
 from test_deploy_hf import METHODS, TEXTS, make_source, tiny_tokenizer
 
 onnx = pytest.importorskip("onnx")
@@ -46,7 +47,7 @@ def _session(path):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_onnx_folder_runs_without_token_type_ids_and_matches_torch(sources, method, tmp_path):
+def test_onnx_folder_lists_every_input_and_matches_torch_fed_as_serving_code_feeds_it(sources, method, tmp_path):
     from transformers import AutoTokenizer
 
     out = tmp_path / "onnx"
@@ -57,8 +58,9 @@ def test_onnx_folder_runs_without_token_type_ids_and_matches_torch(sources, meth
         assert [d.dim_param for d in graph_input.type.tensor_type.shape.dim] == ["batch", "sequence"]
     assert {o.domain: o.version for o in graph.opset_import}[""] == record.written.opset == 17
     session = _session(out / "model.onnx")
-    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
-    assert [i.name for i in session.get_overridable_initializers()] == ["token_type_ids"]
+    # serving code builds its feed from get_inputs(): an input hidden as an overridable initializer is dropped
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert session.get_overridable_initializers() == []
 
     student = ladasearch.load(sources[method]).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)  # the tokenizer beside model.onnx
@@ -66,20 +68,46 @@ def test_onnx_folder_runs_without_token_type_ids_and_matches_torch(sources, meth
         enc = tokenizer(texts, padding=True, return_tensors="np")
         with torch.no_grad():
             want = student(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
-        without = session.run(["logits"], {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
-        with_types = session.run(["logits"], {k: v.astype(np.int64) for k, v in enc.items()})[0]
-        assert np.abs(without - want).max() < 1e-4
-        assert np.abs(with_types - want).max() < 1e-4
-    # segment ids, when given, are used (a pair task's second segment changes the logits)
-    enc = tokenizer([TEXTS[0]], [TEXTS[1]], return_tensors="np")
-    feed = {k: v.astype(np.int64) for k, v in enc.items()}
+        got = session.run(["logits"], {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+        assert np.abs(got - want).max() < 1e-4
+    # an MNLI-shaped pair batch fed through get_inputs(): its second segment reaches the graph
+    enc = tokenizer([TEXTS[0], TEXTS[1]], [TEXTS[1], TEXTS[0] + " indeed"], padding=True, return_tensors="np")
+    assert enc["token_type_ids"].max() == 1
+    feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
     with torch.no_grad():
         want = student(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
-    assert np.abs(session.run(["logits"], feed)[0] - want).max() < 1e-4
+        one_segment = student(**{k: torch.from_numpy(v) for k, v in feed.items() if k != "token_type_ids"}).logits
+    gap = np.abs(session.run(["logits"], feed)[0] - want).max()
+    assert gap < 1e-4
+    assert np.abs(one_segment.numpy() - want).max() > 10 * gap   # the segment ids matter: the check above sees them
     assert record.written.onnx_check.worst < 1e-4
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"} and "auto_map" not in config
     assert "ONNX opset 17" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("which", [*METHODS, "dense teacher"])
+def test_int8_graph_of_every_model_runs_a_pair_batch_fed_from_get_inputs(sources, which, tmp_path):
+    """A dense word embedding (pruning only, the teacher) once crashed onnxruntime's int8 graph, and a segment
+    input with a default value was left out of get_inputs(), so pairs ran as one segment."""
+    from transformers import AutoTokenizer
+
+    from conftest import build_tiny
+    from ladasearch.deploy.quantize import quantize_int8
+    from ladasearch.inference.onnx import export_onnx
+
+    model = build_tiny(0).eval() if which == "dense teacher" else ladasearch.load(sources[which]).eval()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(sources["hybrid"])
+    enc = tokenizer([TEXTS[0], TEXTS[2]], [TEXTS[1], TEXTS[1]], padding=True, return_tensors="np")
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+    for path, atol in ((fp32, 1e-4), (int8, 0.5)):   # int8: weight rounding only
+        session = _session(path)
+        assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
+        got = session.run(["logits"], {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+        assert got.shape == want.shape and np.abs(got - want).max() < atol
 
 
 def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
@@ -98,7 +126,7 @@ def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
     graph = onnx.load(str(record.folder / "model.onnx"))
     assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.graph.initializer)
     assert record.file_bytes < fp32.file_bytes
-    assert [i.name for i in _session(record.folder / "model.onnx").get_overridable_initializers()] == ["token_type_ids"]
+    assert [i.name for i in _session(record.folder / "model.onnx").get_inputs()] == list(INPUT_NAMES)
     card = (record.folder / "README.md").read_text()
     assert f"dev accuracy {gate.before:.4f} (fp32 ONNX) -> {gate.after:.4f} (int8) on 40 rows" in card
     saved = json.loads((record.folder / "ladasearch_export.json").read_text())["int8_gate"]
@@ -174,7 +202,7 @@ def test_attention_fuses_with_each_layers_head_count(heads, tmp_path):
     from ladasearch.inference.onnx_fusion import fuse_attention
 
     model = _narrowed_tiny(heads)
-    path = export_onnx(model, tmp_path / "m.onnx", optional_token_types=True)
+    path = export_onnx(model, tmp_path / "m.onnx")
     fusion = fuse_attention(model, path)
     assert fusion.applied and fusion.reason == "" and fusion.attention_layers == fusion.layers == 2
     # each layer's own count: a global 4 would split a 1-head layer into 4 heads of 4 and change the logits
@@ -189,7 +217,7 @@ def test_factorized_projections_keep_the_traced_graph(sources, tmp_path):
     from ladasearch.inference.onnx_fusion import fuse_attention
 
     student = ladasearch.load(sources["svd"])
-    path = export_onnx(student, tmp_path / "m.onnx", optional_token_types=True)
+    path = export_onnx(student, tmp_path / "m.onnx")
     before = path.read_bytes()
     fusion = fuse_attention(student, path)
     assert not fusion.applied and fusion.attention_layers == 0 and "factorized" in fusion.reason
@@ -203,7 +231,7 @@ def test_a_fusion_that_fails_its_check_or_the_optimizer_leaves_the_file(tmp_path
     from ladasearch.inference.onnx import export_onnx
 
     model = build_tiny(0)
-    path = export_onnx(model, tmp_path / "m.onnx", optional_token_types=True)
+    path = export_onnx(model, tmp_path / "m.onnx")
     before = path.read_bytes()
     # no difference is below 0: the fused graph is refused however close it is
     fusion = onnx_fusion.fuse_attention(model, path, atol=0.0)

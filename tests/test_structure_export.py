@@ -163,8 +163,8 @@ def test_saved_weights_are_narrow(structured):
             assert tensor.shape == loaded[base].shape, name
 
 
-@pytest.mark.parametrize("token_types", [True, False])
-def test_onnx_matches_with_and_without_token_type_ids(structured, tmp_path, token_types):
+@pytest.mark.parametrize("pair", [True, False])
+def test_onnx_matches_on_pairs_and_single_sentences_fed_from_get_inputs(structured, tmp_path, pair):
     _, result, folder = structured
     out = tmp_path / "onnx"
     record = export_model(folder, "onnx", out, NO_MEASURE, log=lambda _: None)
@@ -172,11 +172,11 @@ def test_onnx_matches_with_and_without_token_type_ids(structured, tmp_path, toke
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    enc = tiny_tokenizer()(TEXTS, padding=True, return_tensors="np")
-    names = ("input_ids", "attention_mask", "token_type_ids") if token_types else ("input_ids", "attention_mask")
-    got = session.run(["logits"], {k: enc[k].astype(np.int64) for k in names})[0]
+    enc = tiny_tokenizer()(TEXTS, TEXTS[::-1] if pair else None, padding=True, return_tensors="np")
+    assert enc["token_type_ids"].max() == (1 if pair else 0)
+    got = session.run(["logits"], {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
     with torch.no_grad():
-        want = ladasearch.load(folder).eval()(**{k: torch.from_numpy(enc[k]) for k in names}).logits.numpy()
+        want = ladasearch.load(folder).eval()(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
     assert np.abs(got - want).max() < 1e-4
 
 

@@ -78,7 +78,7 @@ def _score_lines(record: ExportRecord) -> list[str]:
              f"teacher: {_score(s.teacher_score)}."]
     if w.onnx_check is not None:
         lines.append(f"- The fp32 ONNX graph matches the PyTorch model to {w.onnx_check.worst:.1e} (max |logit "
-                     f"difference|, with and without `token_type_ids`).")
+                     f"difference|, on sentence pairs and on single sentences).")
     if w.quantized_check is not None:
         lines.append(f"- The int8 graph's logits differ from the PyTorch model's by up to "
                      f"{w.quantized_check.worst:.2g} (int8 rounding).")
@@ -103,11 +103,12 @@ def _usage(record: ExportRecord) -> list[str]:
             'tokenizer = AutoTokenizer.from_pretrained("PATH")',
             f'session = ort.InferenceSession("PATH/{record.written.model_file}")',
             'enc = tokenizer(["a gripping, beautifully acted film"], return_tensors="np")',
-            'logits = session.run(["logits"], {k: v.astype(np.int64) for k, v in enc.items()})[0]', "```", "",
-            f"ONNX opset {opset}. Inputs `input_ids`, `attention_mask` and the optional `token_type_ids` (int64, "
-            "dynamic batch and sequence axes; left out it means all zeros: it is an input with a default value, "
-            "which onnxruntime lists under `get_overridable_initializers()` and warns about once when loading); "
-            "output `logits` (batch x labels). Label names are in `config.json` (`id2label`)."]
+            'feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}',
+            'logits = session.run(["logits"], feed)[0]', "```", "",
+            f"ONNX opset {opset}. Inputs `input_ids`, `attention_mask` and `token_type_ids` (int64, dynamic batch "
+            "and sequence axes), all three listed by `session.get_inputs()`: feed the tokenizer's "
+            "`token_type_ids` (for a sentence pair its second segment is 1; zeros for single sentences). Output "
+            "`logits` (batch x labels). Label names are in `config.json` (`id2label`)."]
 
 
 def render_card(record: ExportRecord) -> str:

@@ -47,8 +47,9 @@ else:
     options.intra_op_num_threads = spec["threads"]
     options.log_severity_level = 3
     session = ort.InferenceSession(spec["model"], options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()} | {i.name for i in session.get_overridable_initializers()}
-    logits = session.run(["logits"], {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
+    feed = {k: v.astype(np.int64) for k, v in enc.items()}
+    feed.setdefault("token_type_ids", np.zeros_like(feed["input_ids"]))
+    logits = session.run(["logits"], {i.name: feed[i.name] for i in session.get_inputs()})[0]
 print("RSS-RESULT " + json.dumps({"baseline": baseline, "peak": vm("VmHWM"), "rows": int(logits.shape[0])}))
 """
 

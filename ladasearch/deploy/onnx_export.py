@@ -2,7 +2,7 @@
 
 The graph is traced from the exported model (see ``hf``: masks folded, factors merged where cheaper) by
 ``inference.onnx.export_onnx``: inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
-dynamic batch and sequence axes; ``token_type_ids`` may be left out, it then means all zeros), output
+dynamic batch and sequence axes; all three are graph inputs ``session.get_inputs()`` lists), output
 ``logits`` (dynamic batch axis).  The folder also holds ``config.json`` (label names, architecture
 sizes; no ``auto_map``: there is no torch code in this folder) and the tokenizer.
 
@@ -28,14 +28,14 @@ ATOL = 1e-4  # onnxruntime vs. torch logits: float rounding of a different kerne
 
 @dataclass(frozen=True)
 class OnnxCheck:
-    """max |logits(onnxruntime) - logits(torch)| with and without ``token_type_ids`` fed."""
+    """max |logits(onnxruntime) - logits(torch)| on a pair batch (segment 1 used) and on one-segment rows."""
 
-    with_token_types: float
-    without_token_types: float
+    pair: float
+    single: float
 
     @property
     def worst(self) -> float:
-        return max(self.with_token_types, self.without_token_types)
+        return max(self.pair, self.single)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -44,22 +44,34 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return session(path, threads)
 
 
+def onnx_feed(session, inputs: dict) -> dict[str, np.ndarray]:
+    """The feed of every input ``session.get_inputs()`` lists, as serving code builds it; ``token_type_ids``
+    as zeros when the inputs have none (a tokenizer without segments: one segment)."""
+    arrays = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).astype(np.int64)
+              for k, v in inputs.items()}
+    if "token_type_ids" not in arrays and "input_ids" in arrays:
+        arrays["token_type_ids"] = np.zeros_like(arrays["input_ids"])
+    missing = [i.name for i in session.get_inputs() if i.name not in arrays]
+    if missing:
+        raise LadaError(f"the ONNX graph needs the inputs {', '.join(missing)}, which the batch does not have")
+    return {i.name: arrays[i.name] for i in session.get_inputs()}
+
+
 def run_onnx(session, inputs: dict[str, torch.Tensor]) -> np.ndarray:
-    """Logits of ``session`` for the inputs it takes (``token_type_ids`` only when given)."""
-    names = {i.name for i in session.get_inputs()} | {i.name for i in session.get_overridable_initializers()}
-    feed = {k: v.cpu().numpy().astype(np.int64) for k, v in inputs.items() if k in names}
-    return session.run(["logits"], feed)[0]
+    """Logits of ``session`` for ``inputs`` (see :func:`onnx_feed`)."""
+    return session.run(["logits"], onnx_feed(session, inputs))[0]
 
 
 def check_onnx_folder(model: nn.Module, path: str | Path, session=None) -> OnnxCheck:
-    """Compare ``path`` with ``model`` on a batch of another shape than the traced one (padding, segment 1)."""
+    """Compare ``path`` with ``model`` on a batch of another shape than the traced one (padding, segment 1), and
+    on the same rows in one segment, each fed as :func:`onnx_feed` builds it."""
     from ..inference.inputs import max_length, random_inputs
 
     session = session or onnx_session(path)
     inputs = random_inputs(model, 3, max_length(model, 37), seed=1, padded=True)
-    without = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+    single = {k: v for k, v in inputs.items() if k != "token_type_ids"}
     gaps = []
-    for feed in (inputs, without):
+    for feed in (inputs, single):
         with torch.no_grad():
             want = model(**feed).logits.float().numpy()
         gaps.append(float(np.abs(run_onnx(session, feed) - want).max()))
@@ -82,7 +94,7 @@ def write_onnx_folder(exported: nn.Module, folder: str | Path, tokenizer, opset:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = export_onnx(exported, folder / ONNX_FILE, opset=opset, optional_token_types=True)
+    path = export_onnx(exported, folder / ONNX_FILE, opset=opset)
     check = check_onnx_folder(exported, path)
     if not check.worst < ATOL:
         raise LadaError(f"the ONNX graph's logits differ from torch's by {check.worst:.3g} (allowed < {ATOL:g})")

@@ -45,11 +45,13 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 128, *, batch: int = 2, opset: int = 17,
-                dynamo: bool | None = None, optional_token_types: bool = False) -> Path:
+                dynamo: bool | None = None) -> Path:
     """Write ``model`` (a loaded compressed or dense classifier) to the ONNX file ``path``; returns the path.
 
     dynamo: None tries the TorchScript exporter and falls back to torch.export; True/False forces one.
-    optional_token_types: callers may leave ``token_type_ids`` out (see :func:`default_token_types`).
+    Every input is a plain graph input that ``session.get_inputs()`` lists: serving code builds its feed from
+    that list, and an input given a default (an overridable initializer) is silently left out of it - the
+    graph then runs on all-zero segments, wrong for pair tasks, and an int8 graph of a dense embedding fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,31 +81,10 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 128, *, batch
             errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(exc).__name__}: {exc}")
     else:
         raise LadaError("ONNX export failed: " + " | ".join(e.splitlines()[0] for e in errors))
-    if optional_token_types:
-        default_token_types(path)
     import onnx
 
     onnx.checker.check_model(str(path))
     return path
-
-
-def default_token_types(path: str | Path) -> None:
-    """Give the graph input ``token_type_ids`` a default value, so that feeding it is optional.
-
-    ONNX graph inputs cannot be optional, but an input that also has an initializer of the same name is
-    one whose value the caller may override (IR >= 4; onnxruntime lists it under
-    ``get_overridable_initializers``).  The default is a 1 x 1 zero: the segment embedding it selects
-    broadcasts over batch and sequence, which equals all-zero segment ids of the input's shape.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    graph_file = str(path)
-    proto = onnx.load(graph_file)
-    if not any(i.name == "token_type_ids" for i in proto.graph.input):
-        raise LadaError(f"{graph_file} has no token_type_ids input to make optional")
-    proto.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 1), dtype=np.int64), "token_type_ids"))
-    onnx.save(proto, graph_file)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):

@@ -94,7 +94,7 @@ class OnnxRuntime(Runtime):
         from ..deploy.onnx_export import ATOL, ONNX_FILE, check_onnx_folder
         from ..inference.onnx import export_onnx
 
-        path = export_onnx(exported, folder / ONNX_FILE, optional_token_types=True)
+        path = export_onnx(exported, folder / ONNX_FILE)
         gap = check_onnx_folder(exported, path).worst
         if not gap < ATOL:
             raise LadaError(f"the ONNX graph's logits differ from torch's by {gap:.3g} (allowed < {ATOL:g})")
