@@ -93,6 +93,10 @@ def job_options(fn):
                           "row count."),
         click.option("--val-file", default=None,
                      help="A TSV of validation rows in the task's train layout, instead of --val-size."),
+        click.option("--val-rule", default=None, type=click.Choice(["rows", "sentences"]),
+                     help="How validation rows are carved from train: 'rows' (random rows) or 'sentences' (whole "
+                          "sentences, their phrases dropped from train). Default: the task's rule (sentences for "
+                          "SST-2, whose train file holds phrases while dev holds sentences; rows otherwise)."),
         click.option("--model", default="minilm", show_default=True,
                      help="Base model: hub id (bert-base-uncased), local folder, or 'minilm' (offline MiniLM-L6)."),
         click.option("--teacher", "teacher_path", default=None,
@@ -157,7 +161,8 @@ def data_config(kw: dict) -> DataConfig:
         raise click.UsageError("give --val-file or --val-size, not both: the file's rows are the validation split")
     return DataConfig(task=kw["task"], data_dir=kw["data_dir"], max_length=kw["max_length"],
                       max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"],
-                      **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"))
+                      **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"),
+                      val_rule=kw.get("val_rule"))
 
 
 def teacher_config(kw: dict) -> TeacherConfig:

@@ -179,11 +179,15 @@ class DataConfig:
     seed: int = 0
     val_size: float | int = 0.1      # held out of train for every choice: a fraction (capped) or a row count
     val_file: str | None = None      # a TSV of validation rows instead (train is then used whole)
+    val_rule: str | None = None      # how rows are carved (``data.validation.VAL_RULES``); None: the task's own
 
     def __post_init__(self):
-        from .data.validation import check_val_size
+        from .data.validation import VAL_RULES, check_val_size
 
         check_val_size(self.val_size)
+        if self.val_rule is not None and self.val_rule not in VAL_RULES:
+            raise LadaError(f"data.val_rule must be one of {', '.join(VAL_RULES)} or unset (the task's rule), "
+                            f"got {self.val_rule!r}")
         if not isinstance(self.max_length, int) or not 8 <= self.max_length <= 512:
             raise LadaError(f"data.max_length must be an integer in [8, 512], got {self.max_length!r}")
         for name in ("max_train", "max_dev"):

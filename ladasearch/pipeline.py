@@ -31,7 +31,7 @@ def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = No
     quiet_transformers()
     data = load_task(data_cfg.task, data_cfg.data_dir, dev_split=data_cfg.dev_split,
                      max_train=data_cfg.max_train, max_dev=data_cfg.max_dev, seed=data_cfg.seed,
-                     val_size=data_cfg.val_size, val_file=data_cfg.val_file)
+                     val_size=data_cfg.val_size, val_file=data_cfg.val_file, val_rule=data_cfg.val_rule)
     tokenizer = load_tokenizer(teacher_path or model_name)
     regression = data.task.is_regression
     return Prepared(data, tokenizer, encode(data.train, tokenizer, data_cfg.max_length, regression),

@@ -101,6 +101,30 @@ def test_the_sentence_rule_needs_enough_sentences():
         hold_out(train, get_task("sst2"), 2, seed=0)
 
 
+@pytest.mark.parametrize("rule, source", [(None, "whole sentences"), ("sentences", "whole sentences"),
+                                          ("rows", "rows carved")])
+def test_a_validation_rule_is_the_tasks_own_unless_one_is_given(rule, source):
+    from ladasearch.config import DataConfig
+
+    sentences = [f"film {i} was {'good' if i % 2 else 'bad'} ." for i in range(20)]
+    train = Split(tuple(sentences + [s.split(" was ")[1] for s in sentences]), None, tuple(i % 2 for i in range(40)))
+    assert source in hold_out(train, get_task("sst2"), 4, 0, rule=rule).source
+    assert DataConfig("sst2", val_rule=rule).val_rule == rule
+    with pytest.raises(LadaError, match="val_rule must be one of rows, sentences or unset"):
+        DataConfig("sst2", val_rule="phrases")
+
+
+def test_a_search_spec_from_before_validation_rules_keeps_carving_rows():
+    from ladasearch.config import DataConfig
+    from ladasearch.search.settings import SearchConfig, SearchSettings
+
+    settings = SearchSettings(DataConfig("sst2"), "minilm", SearchConfig(name="old", target=5.0), SearchSpace.load("ratios"))
+    saved = settings.to_json()
+    assert saved["data"]["val_rule"] is None and SearchSettings.from_json(saved).data.val_rule is None
+    del saved["data"]["val_rule"]
+    assert SearchSettings.from_json(saved).data.val_rule == "rows"
+
+
 @needs_glue
 def test_sst2_validation_rows_are_sentences_like_dev():
     data = load_task("sst2", GLUE, val_size=0.1, seed=0)

@@ -61,6 +61,7 @@ def load_task(
     seed: int = 0,
     val_size: float | int | None = None,
     val_file: str | os.PathLike | None = None,
+    val_rule: str | None = None,
 ) -> TaskData:
     """Load train and dev data of a GLUE task from a local folder or the hub.
 
@@ -78,7 +79,7 @@ def load_task(
         train, dev, source, identity, train_identity = load_local(spec, split, root)
     held = None
     if val_size is not None or val_file is not None:
-        held = hold_out(train, spec, val_size, seed, val_file)
+        held = hold_out(train, spec, val_size, seed, val_file, val_rule)
         train, identity, train_identity = held.train, (identity, held.identity), (train_identity, held.identity)
     eff_train, eff_dev = _effective(max_train, train), _effective(max_dev, dev)
     fingerprint = _fingerprint(spec.name, split, identity, eff_train, eff_dev,

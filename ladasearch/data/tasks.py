@@ -21,6 +21,9 @@ class TsvLayout:
     has_header: bool = True
 
 
+VAL_RULES = ("rows", "sentences")   # see ``validation``
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Static description of one GLUE task."""
@@ -39,7 +42,7 @@ class TaskSpec:
     val_rule: str = "rows"
 
     def __post_init__(self):
-        if self.val_rule not in ("rows", "sentences"):
+        if self.val_rule not in VAL_RULES:
             raise ValueError(f"task {self.name}: val_rule {self.val_rule!r} is not 'rows' or 'sentences'")
         if self.main_metric not in self.metrics:
             raise ValueError(f"task {self.name}: main metric {self.main_metric!r} is not in {self.metrics}")

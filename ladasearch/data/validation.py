@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import LadaError
 from .split import Split
-from .tasks import TaskSpec
+from .tasks import VAL_RULES, TaskSpec
 
 DEFAULT_VAL_SIZE = 0.1
 VAL_CAP = 1000           # rows a fraction may carve: a dev-sized split; a larger one only slows every round
@@ -150,8 +150,12 @@ def _file_identity(path: Path) -> tuple:
 
 
 def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
-             val_file: str | os.PathLike | None = None) -> Holdout:
-    """The validation split of ``train``: read from ``val_file``, else ``size`` rows carved (stratified, seeded)."""
+             val_file: str | os.PathLike | None = None, rule: str | None = None) -> Holdout:
+    """The validation split of ``train``: read from ``val_file``, else ``size`` rows carved (stratified, seeded)
+    by ``rule`` (one of ``VAL_RULES``; None: the task's own)."""
+    rule = rule or task.val_rule
+    if rule not in VAL_RULES:
+        raise LadaError(f"validation rule {rule!r} is not one of {', '.join(VAL_RULES)}")
     if val_file is not None:
         from .local import read_tsv
 
@@ -163,7 +167,7 @@ def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
             raise LadaError(f"validation file {str(path)!r} has no rows")
         return Holdout(train, val, f"file {path}", ("val-file",) + _file_identity(path))
     k = val_rows(len(train), DEFAULT_VAL_SIZE if size is None else size)
-    if task.val_rule == "sentences" and train.text_b is None:
+    if rule == "sentences" and train.text_b is None:
         picked, held = _carve_sentences(train, task, k, seed)
         source = (f"{k} whole sentences carved from train (stratified, seed {seed}); the {len(held) - k} "
                   f"other train rows inside them dropped")

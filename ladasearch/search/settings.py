@@ -140,7 +140,8 @@ class SearchSettings:
         try:
             train = dict(data["train"])
             search = dict(data["search"])
-            return cls(data=DataConfig(**data["data"]), model=data["model"],
+            # specs written before validation rules existed carved random rows: resumed, they still do
+            return cls(data=DataConfig(**{"val_rule": "rows", **data["data"]}), model=data["model"],
                        search=SearchConfig(**{**search, "objectives": tuple(search["objectives"])}),
                        space=SearchSpace.from_dict(data["space"]), teacher=TeacherConfig(**data["teacher"]),
                        train=TrainConfig(**{**train, "loss_weights": LossWeights(**train["loss_weights"])}),
