@@ -181,7 +181,8 @@ def measure(args) -> dict:
     from ladasearch.deploy.scoring import load_dev
 
     work = Path(args.work).resolve()
-    parts = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
+    every = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
+    parts = [p for p in every if "of_part" not in p]   # searches: exported and timed in every runtime
     if not parts:
         raise SystemExit(f"no finished part in {work}")
     teachers = {teacher_dir_of(p) for p in parts}
@@ -198,44 +199,96 @@ def measure(args) -> dict:
         C.log(f"student {part['label']}")
         rows, _ = D.student_rows(Path(part["best_model"]), work / "deploy" / part["label"], dev_data, timed, C.log)
         models.append({"label": part["label"], "part": part, "rows": rows})
+    reruns = [p for p in every if "of_part" in p]
+    for part in reruns:   # another seed or budget of a search's choice: the same architecture, so its timing
+        source = next(m for m in models if m["label"] == part["of_part"])
+        int8 = next(r for r in source["rows"] if r["runtime"] == "onnx-int8")
+        row = {"runtime": "onnx-int8", "timed_as": source["label"], "file_bytes": int8["file_bytes"],
+               "latency_ms": int8["latency_ms"], "score": None}
+        if final_steps(part) == final_steps(source["part"]):   # another seed: scored in int8 too
+            row["score"] = int8_score(Path(part["best_model"]), work / "deploy" / part["label"], dev_data)
+        models.append({"label": part["label"], "part": part, "rows": [row]})
     return {"task": args.task, "dev_rows": dev.rows, "timed": {"batches": [1, 32], "seq_len": 128, "runs": args.runs,
                                                               "threads": 1},
             "models": models, "machine": C.machine(), "command": C.command_line()}
+
+
+def final_steps(part: dict) -> int | None:
+    return (part["summary"].get("final") or {}).get("steps")
+
+
+def int8_score(source: Path, out: Path, dev_data) -> float:
+    """The dev score of ``source``'s int8 ONNX file (``export-model``'s gate scores it)."""
+    import math
+
+    from ladasearch.deploy.export import ExportSettings, export_model
+
+    settings = ExportSettings(max_drop=math.inf, dev=dev_data, measure=False, overwrite=True)
+    return export_model(source, "onnx-int8", out / "onnx-int8", settings, log=lambda m: C.log("  " + m)).written.gate.after
 
 
 def fastest(rows, batch: str = "32") -> dict:
     return min(rows, key=lambda r: r["latency_ms"][batch]["median_ms"])
 
 
+def _mean_std(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return ""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
+
+
 def report(result: dict) -> str:
+    import statistics
+
     task = result["task"]
     speed_aim, drop_aim = AIMS.get(task, (2.0, 1.0))
     teacher = result["models"][0]
     int8 = next(r for r in teacher["rows"] if r["runtime"] == "onnx-int8")
     torch_teacher = next(r for r in teacher["rows"] if r["runtime"] == "torch")
+    students = [m for m in result["models"][1:] if any(r.get("score") is not None for r in m["rows"])]
+    searches = [m for m in result["models"][1:] if "of_part" not in m["part"]]
 
     def ms(r, b):
         return r["latency_ms"][b]["median_ms"]
 
     headers = ["model", "runtime", "dev", "vs int8 teacher (points)", "b1 ms", "b32 ms", "b32 speed-up vs int8",
-               "file MiB", "trial dev (before final)", "final val (start -> best)", "pipeline time"]
-    table, reached = [], []
+               "file MiB", "trial dev (before final)", "final val (start -> best)", "time"]
+    table = []
     for r in teacher["rows"]:
         table.append(["teacher (dense)", r["runtime"], C.pct(r["score"]), f"{100 * (r['score'] - int8['score']):+.1f}",
                       f"{ms(r, '1'):.1f}", f"{ms(r, '32'):.0f}", f"{ms(int8, '32') / ms(r, '32'):.2f}x",
                       f"{r['file_bytes'] / 2**20:.1f}", "", "", ""])
-    for m in result["models"][1:]:
+    for m in students:
         s, part = m["part"]["summary"], m["part"]
         final = s.get("final") or {}
         r = fastest([x for x in m["rows"] if x.get("score") is not None])
         speed, lost = ms(int8, "32") / ms(r, "32"), 100 * (int8["score"] - r["score"])
-        reached.append((m["label"], speed, lost, speed >= speed_aim and lost <= drop_aim))
-        table.append([m["label"], r["runtime"], C.pct(r["score"]), f"{-lost:+.1f}", f"{ms(r, '1'):.1f}",
+        timed = f" (timed as {r['timed_as']})" if r.get("timed_as") else ""
+        table.append([m["label"], r["runtime"] + timed, C.pct(r["score"]), f"{-lost:+.1f}", f"{ms(r, '1'):.1f}",
                       f"{ms(r, '32'):.0f}", f"{speed:.2f}x", f"{r['file_bytes'] / 2**20:.1f}",
                       C.pct(part.get("trial_dev")), f"{C.pct(final.get('start_score'))} -> {C.pct(s.get('score'))} "
                       f"(step {final.get('best_step')}/{final.get('steps')})", C.fmt_time(part["seconds"])])
-    curves = []
-    for m in result["models"][1:]:
+    # seeds of the final distillation, per configuration a search chose; the aim is judged on their mean
+    seeds, verdict = [], []
+    for m in searches:
+        group = [m] + [x for x in students if x["part"].get("of_part") == m["label"]
+                       and final_steps(x["part"]) == final_steps(m["part"])]
+        fast = [fastest([x for x in g["rows"] if x.get("score") is not None]) for g in group]
+        int8_scores, torch_scores = [r["score"] for r in fast], [g["part"]["summary"]["dev_score"] for g in group]
+        speed = ms(int8, "32") / ms(fast[0], "32")
+        lost = 100 * (int8["score"] - statistics.mean(int8_scores))
+        ok = speed >= speed_aim and lost <= drop_aim
+        seeds.append([m["label"].removesuffix("-seed0"), str(len(group)), _mean_std(torch_scores),
+                      f"{fast[0]['runtime']}: {_mean_std(int8_scores)}", f"{-lost:+.1f}", f"{speed:.2f}x",
+                      "REACHED" if ok else "not reached"])
+        verdict.append(f"- {m['label'].removesuffix('-seed0')}: {speed:.2f}x the int8 teacher's batch-32 speed, "
+                       f"{abs(lost):.1f} points {'below' if lost > 0 else 'above'} it on the mean of {len(group)} "
+                       f"seed(s): aim ({speed_aim:g}x, within {drop_aim:g} point) {'REACHED' if ok else 'not reached'}")
+    curves, budgets = [], []
+    for m in searches:
         s = m["part"]["summary"]
         final = s.get("final") or {}
         teacher_dev = s.get("teacher_score")
@@ -244,21 +297,34 @@ def report(result: dict) -> str:
                        C.pct(s.get("dev_score")), C.pct(teacher_dev),
                        f"{100 * s['dev_score'] / teacher_dev:.1f}%" if s.get("dev_score") and teacher_dev else "",
                        f"{100 * paper:.1f}%" if paper else ""])
-    verdict = "\n".join(
-        f"- {label}: {speed:.2f}x the int8 teacher's batch-32 speed, {abs(lost):.1f} points "
-        f"{'below' if lost > 0 else 'above'} it: aim ({speed_aim:g}x, within {drop_aim:g} point) "
-        f"{'REACHED' if ok else 'not reached'}" for label, speed, lost, ok in reached)
+        runs = [x["part"] for x in result["models"][1:] if x["part"].get("of_part") == m["label"]
+                and x["part"]["seed"] == m["part"]["seed"]] + [m["part"]]
+        if len(runs) > 1:
+            for run in sorted(runs, key=final_steps):
+                dev = run["summary"]["dev_score"]
+                budgets.append([m["label"], str(final_steps(run)), C.pct(run["summary"]["score"]), C.pct(dev),
+                                f"{100 * dev / teacher_dev:.1f}%", f"{100 * paper:.1f}%" if paper else "",
+                                C.fmt_time(run["seconds"])])
     return (f"# Frontier against the int8 teacher: {task}\n\n`{result['command']}`\n\n"
             f"Dev score on {result['dev_rows']} dev rows; each student in its fastest runtime at batch 32 (every "
             f"runtime is in the JSON); latency = median of {result['timed']['runs']} runs, length 128, 1 thread, "
-            f"teacher and students timed in one process. Torch teacher b32: {ms(torch_teacher, '32'):.0f} ms.\n\n"
-            + C.md_table(headers, table) + "\n\n" + verdict + "\n\n"
-            "Budget curve: validation score at every scored step of the one final distillation (warm-up + decay "
-            "over its whole budget, so an intermediate point is not what a shorter budget would reach); the "
-            "shipped model's dev score (torch) and its retention of the teacher's, beside the paper's at that "
-            "target (BERT-base, full training).\n\n"
+            f"teacher and students timed in one process (another seed of a configuration has its architecture, "
+            f"so its latency is that configuration's). Torch teacher b32: {ms(torch_teacher, '32'):.0f} ms.\n\n"
+            + C.md_table(headers, table) + "\n\n"
+            "Seeds of the final distillation of each configuration a search chose (batch order and dropout; the "
+            "same trial checkpoint, rows and budget), dev score mean ± std:\n\n"
+            + C.md_table(["configuration", "seeds", "dev (torch)", "dev (fastest runtime)", "vs int8 teacher",
+                          "b32 speed-up vs int8", "aim"], seeds) + "\n\n" + "\n".join(verdict) + "\n\n"
+            "Validation score at every scored step of one final distillation (warm-up + decay over its whole "
+            "budget, so an intermediate point is not what a shorter budget would reach); the shipped model's dev "
+            "score (torch) and its retention of the teacher's, beside the paper's at that target (BERT-base, full "
+            "training).\n\n"
             + C.md_table(["student", "val by final step", "shipped dev", "teacher dev", "retention",
-                          "paper retention"], curves) + "\n")
+                          "paper retention"], curves) + "\n"
+            + ("\nBudget curve: the same configuration and seed, each budget its own final distillation (its own "
+               "warm-up and decay), the best checkpoint on validation shipped:\n\n"
+               + C.md_table(["configuration", "final steps", "val (best)", "dev (torch)", "retention",
+                             "paper retention", "time"], budgets) + "\n" if budgets else ""))
 
 
 def plot(result: dict, path: Path) -> Path:
