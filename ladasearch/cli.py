@@ -189,6 +189,9 @@ def _port_free(host: str, port: int) -> None:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is free
             probe.bind((host, port))
+    except socket.gaierror as exc:  # before OSError: it is one, but no other --port would help
+        raise LadaError(f"cannot serve the UI on {host}:{port}: the host does not resolve ({exc.strerror or exc}); "
+                        f"give another --host") from None
     except OSError as exc:
         raise LadaError(f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
 
@@ -205,8 +208,8 @@ def ui(tracking_uri, host, port):
 
     from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
 
+    _port_free(host, port)  # first: a UI that cannot listen leaves no store behind
     uri = resolve_tracking_uri(tracking_uri)
-    _port_free(host, port)
     if uri.startswith("sqlite:///"):
         from .search.store import check_sqlite
 

@@ -13,6 +13,13 @@ from typing import Any
 from .errors import LadaError
 
 
+def umask() -> int:
+    """The process's file-creation mask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, payload: Any, *, sort_keys: bool = False) -> Path:
     """Write ``payload`` as indented JSON to ``path`` through a temporary file and a rename.
 

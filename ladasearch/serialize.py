@@ -32,7 +32,7 @@ from .deploy.modeling_ladasearch import WIDTHS_KEY, narrow_layers
 from .errors import LadaError
 from .integrity import (DIGEST_KEY, LayerRecord, check_digest, check_tensors, expected_shapes, first_line,
                         kind_of, parse_layers, read_header, swap_in_layers, weights_digest)
-from .io import write_json_atomic
+from .io import umask, write_json_atomic
 from .summary import TrialSummary
 
 FORMAT = 1
@@ -86,6 +86,7 @@ def save_compressed(model: nn.Module, path: str | Path, summary: TrialSummary | 
     # through a temporary file: a reader never sees half a weights file under the recorded checksum's name
     staging = path / f"{WEIGHTS}.{os.getpid()}.tmp"
     save_file(tensors, str(staging))
+    os.chmod(staging, 0o666 & ~umask())  # safetensors creates it private; the folder's other files are not
     digest = weights_digest(staging)
     os.replace(staging, path / WEIGHTS)
     model.config.save_pretrained(path)

@@ -273,8 +273,8 @@ def test_unknown_task(runner, tiny_dir, state, command):
 # ---- search settings --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra, message", [
-    (["--trials", "0"], "num_samples must be an integer >= 1, got 0"),
-    (["--concurrency", "0"], "max_concurrent must be an integer >= 1, got 0"),
+    (["--trials", "0"], "--trials must be an integer >= 1, got 0"),
+    (["--concurrency", "0"], "--concurrency must be an integer >= 1, got 0"),
     (["--sampler", "grid"], "unknown sampler 'grid'"),
     (["--scheduler", "hyperband"], "unknown scheduler 'hyperband'"),
     (["--objective", "latency"], "objectives must be 'score' or 'score,latency_ms'"),

@@ -146,6 +146,8 @@ def test_a_validation_file_replaces_the_carved_rows(tmp_path):
     assert len(data.train) == len(whole.train) and str(path) in data.val_source
     with pytest.raises(LadaError, match="does not exist"):
         load_task("sst2", GLUE, val_file=tmp_path / "none.tsv")
+    with pytest.raises(LadaError, match="is a folder; give a TSV file"):
+        load_task("sst2", GLUE, val_file=tmp_path)
 
 
 # ---- the sampler seed ------------------------------------------------------------------------------

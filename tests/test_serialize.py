@@ -128,6 +128,19 @@ def test_round_trip_dense_model(tiny_model, tmp_path):
     assert json.loads((tmp_path / "dense" / META).read_text())["layers"] == {}
 
 
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_every_saved_file_follows_the_umask(tiny_model, tmp_path, mask, mode):
+    import os
+
+    old = os.umask(mask)
+    try:
+        save_compressed(tiny_model, tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "m").iterdir()} == \
+        {name: mode for name in (WEIGHTS, META, "config.json")}
+
+
 def test_round_trip_with_tokenizer(tiny_cli_model, tmp_path):
     from transformers import AutoTokenizer
 

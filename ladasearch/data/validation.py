@@ -160,6 +160,9 @@ def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
         from .local import read_tsv
 
         path = Path(val_file).expanduser()
+        if path.is_dir():
+            raise LadaError(f"validation file {str(path)!r} is a folder; give a TSV file in the {task.name} train "
+                            f"layout")
         if not path.is_file():
             raise LadaError(f"validation file {str(path)!r} does not exist; give a TSV in the {task.name} train layout")
         val = read_tsv(path, task)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import LadaError
-from ..io import refuse_source_overlap
+from ..io import refuse_source_overlap, umask
 from ..summary import TrialSummary
 from .formats import Timed, Written, get_format
 from .latency import Latency
@@ -113,12 +113,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
                         + (f" ({exc.filename})" if exc.filename else "")) from None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _move_into(staging: Path, out: Path) -> None:
     """Put the finished ``staging`` folder at ``out``; an existing ``out`` (--overwrite) is replaced as a whole.
 
@@ -127,7 +121,7 @@ def _move_into(staging: Path, out: Path) -> None:
     and removed only then, so a failed rename puts the old export back."""
     for item in staging.iterdir():  # some writers (safetensors through a temporary file) leave files private
         if item.is_file():
-            item.chmod(0o666 & ~_umask())
+            item.chmod(0o666 & ~umask())
     if not out.exists():
         staging.replace(out)
         return
@@ -168,7 +162,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
         dev = load_dev(settings.dev.for_task(summary.task), tokenizer) if form.needs_dev else None
         where.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
+        staging.chmod(0o777 & ~umask())  # mkdtemp makes it private; the export is an ordinary folder
         try:
             written = form.write(exported, staging, tokenizer, dev=dev, max_drop=settings.max_drop,
                                  opset=settings.opset, threads=settings.timed.threads)

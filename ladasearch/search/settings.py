@@ -67,9 +67,9 @@ class SearchConfig:
         if isinstance(self.connect_timeout, bool) or not isinstance(self.connect_timeout, (int, float)) \
                 or not 0 < self.connect_timeout <= 3600:
             raise LadaError(f"connect timeout must be in (0, 3600] seconds, got {self.connect_timeout!r}")
-        for key in ("num_samples", "max_concurrent"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise LadaError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
+        for key, option in (("num_samples", "--trials"), ("max_concurrent", "--concurrency")):
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise LadaError(f"{option} must be an integer >= 1, got {getattr(self, key)!r}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise LadaError(f"cpus per trial must be > 0 and gpus >= 0, got {self.cpus_per_trial}, "
                             f"{self.gpus_per_trial}")
