@@ -102,6 +102,10 @@ def _echo_outcome(outcome) -> None:
 @click.option("--runtime", default="torch", show_default=True,
               help="Where latency and size are measured: torch (the exported HF folder's model.safetensors, "
                    "PyTorch on the trial's device), onnx (model.onnx, onnxruntime CPU) or onnx-int8 (dynamic int8).")
+@click.option("--teacher-cache-gb", default=4.0, show_default=True, type=float,
+              help="Disk (GiB, in the search's folder) for the teacher's outputs on the training batches: the trials "
+                   "draw the same batches, so later trials read them back instead of running the teacher again. "
+                   "Deleted when the search finishes; 0 turns it off.")
 @click.option("--screen", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Rung 0: compress this many random configurations untrained (one shot from the calibration "
                    "statistics), score them on validation, and enqueue the best as trials after the warm starts.")
@@ -151,7 +155,7 @@ def run(**kw):
                        connect_timeout=kw["connect_timeout"], storage=kw["storage"],
                        tracking_uri=kw["tracking_uri"], experiment=kw["experiment"], warm_start=kw["warm_start"],
                        grace_period=kw["grace_period"], reduction_factor=kw["reduction_factor"], runtime=kw["runtime"],
-                       screen=kw["screen"])
+                       screen=kw["screen"], teacher_cache_gb=kw["teacher_cache_gb"])
     space = SearchSpace.load(kw["space_name"])
     source = click.get_current_context().get_parameter_source
     given = {k: kw[k] for k in ("factorizer", "prune_score") if source(k) == click.core.ParameterSource.COMMANDLINE}

@@ -40,6 +40,7 @@ from .features import Features, train_batches
 from .precision import autocast
 from .schedule import warmup_decay
 from .summary import MatrixRecord, RoundRecord, TrialSummary
+from .teacher_outputs import CachedTeacher, TeacherCache
 
 if TYPE_CHECKING:
     from .compress.calibration import CalibrationStats
@@ -72,6 +73,7 @@ class CompressionResult:
     task: TaskSpec
     compression: CompressionConfig
     distill: bool
+    teacher_reads: tuple[int, int] | None = None   # (read back, computed) teacher outputs, with a teacher cache
 
     @property
     def achieved_factor(self) -> float:
@@ -100,6 +102,7 @@ class TrainingPhase:
     task: TaskSpec
     hooks: LoopHooks
     scorer: PruningScore
+    teacher_outputs: CachedTeacher | None = None   # the teacher's outputs read back when a search cached them
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,11 @@ def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int,
         labels = batch.pop("labels")
         if cfg.distill:
             with autocast(cfg.precision, labels.device):
-                with torch.no_grad():
-                    t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
+                if phase.teacher_outputs is not None:
+                    t_out = phase.teacher_outputs(batch)
+                else:
+                    with torch.no_grad():
+                        t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
                 s_out = student(**batch, output_hidden_states=True, output_attentions=True)
             terms = distill_losses(s_out, t_out, batch["attention_mask"], cfg.temperature, task.is_regression,
                                    teacher_heads=heads)
@@ -204,7 +210,8 @@ def _statistics(teacher: nn.Module, train: Features, task: TaskSpec, plans: list
 def compress_model(teacher: nn.Module, train: Features, dev: Features, task: TaskSpec, ratios: Ratios,
                    cfg: TrainConfig = TrainConfig(), device: torch.device | str = "cpu", *,
                    compression: CompressionConfig = CompressionConfig(), hooks: LoopHooks | None = None,
-                   stats: CalibrationStats | None = None, eval_split: str = "dev") -> CompressionResult:
+                   stats: CalibrationStats | None = None, eval_split: str = "dev",
+                   teacher_cache: TeacherCache | None = None) -> CompressionResult:
     """Compress ``teacher`` (left untouched) to ``ratios`` by LadaBERT's iterative rounds.
 
     Every round is scored on ``dev``, the features given as the eval split; ``eval_split`` names it in the
@@ -212,6 +219,9 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
 
     ``stats``: calibration statistics gathered beforehand (shared by several runs); without them the
     loop gathers what the factorizer and pruning score need from ``train``.
+
+    ``teacher_cache``: where the teacher's outputs on the training batches are kept for later runs on the same
+    rows (``teacher_outputs``); None computes them every step.
     """
     hooks = hooks or LoopHooks()
     torch.manual_seed(cfg.seed)
@@ -226,7 +236,8 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
         if ratios.structure < 1 else None
     # the unit scores read batches of their own, so the training batches are those of the same run without it
     unit_batches = train_batches(train, cfg.batch_size, cfg.seed + 1, device) if structure is not None else None
-    phase = TrainingPhase(student, teacher, cfg, task, hooks, get_pruning_score(compression.prune_score))
+    outputs = teacher_cache.bind(teacher, cfg.precision) if teacher_cache is not None and cfg.distill else None
+    phase = TrainingPhase(student, teacher, cfg, task, hooks, get_pruning_score(compression.prune_score), outputs)
     batches = train_batches(train, cfg.batch_size, cfg.seed, device)
     history: list[RoundRecord] = []
 
@@ -261,4 +272,5 @@ def compress_model(teacher: nn.Module, train: Features, dev: Features, task: Tas
         record = finish_round(cfg.rounds + 1, started, losses, final=True)
 
     return CompressionResult(student, ratios, tuple(plans), teacher_params, count_parameters(student),
-                             record.metrics, record.score, tuple(history), task, compression, cfg.distill)
+                             record.metrics, record.score, tuple(history), task, compression, cfg.distill,
+                             (outputs.hits, outputs.misses) if outputs is not None else None)

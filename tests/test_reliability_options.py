@@ -11,6 +11,7 @@ from ladasearch.cli import main
 @pytest.mark.parametrize("args, fragment", [
     (["ui", "--port", "-1"], "--port"),
     (["ui", "--port", "70000"], "--port"),
+    (["run", "--task", "sst2", "--target", "5x", "--teacher-cache-gb", "-1"], "--teacher-cache-gb must be in [0, 1024]"),
     (["ui", "--host", "nosuch.invalid", "--port", "5999"], "give another --host"),
     (["export-model", "x", "--format", "hf", "--out", "o", "--max-drop", "inf"], "--max-drop"),
     (["export-model", "x", "--format", "hf", "--out", "o", "--max-drop", "-1"], "--max-drop"),

@@ -26,7 +26,8 @@ def test_the_final_budget_trains_the_best_trial_and_ships_it(tiny_dir, tmp_path,
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(main, _args(tiny_dir, tmp_path, "fb", 2, ["--final-budget", "8",
-                                                                         "--final-eval-every", "4"]))
+                                                                         "--final-eval-every", "4",
+                                                                         "--concurrency", "1", "--scheduler", "fifo"]))
     assert result.exit_code == 0, result.output[-3000:]
     assert "final distillation: step 8/8" in result.output
     shipped = tmp_path / "runs" / "fb" / "final" / "best"
@@ -55,6 +56,12 @@ def test_the_final_budget_trains_the_best_trial_and_ships_it(tiny_dir, tmp_path,
     assert parent.data.metrics["trial_dev_score"] == chosen[0].data.metrics["dev_score"]
     trial_summary = Tracker(uri).read_summary(chosen[0].info.run_id)
     assert trial_summary.get("final") is None
+    # the trials drew the same batches: the second read the teacher's outputs the first one wrote, and the
+    # cache is gone once the search is done
+    reads = sorted((int(c.data.params["teacher_cache.read_back"]), int(c.data.params["teacher_cache.computed"]))
+                   for c in children)
+    assert reads == [(0, 8), (8, 0)], reads
+    assert not (tmp_path / "runs" / "fb" / "teacher_outputs").exists()
 
 
 def test_no_final_budget_ships_the_trial_checkpoint(tiny_dir, tmp_path, monkeypatch):

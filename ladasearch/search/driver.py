@@ -15,6 +15,7 @@ what a resume restores).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,7 +80,8 @@ def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
         train=prepared.train, val=prepared.val, task=task, counts=counts, space=space, train_cfg=settings.train,
         compression=settings.compression, threads=max(1, int(cfg.cpus_per_trial)), max_length=data_cfg.max_length,
         objectives=cfg.objectives, context=context, runtime=cfg.runtime,
-        stats=search_statistics(settings, space, teacher, prepared, device, log), widths=widths)  # once, for all
+        stats=search_statistics(settings, space, teacher, prepared, device, log), widths=widths,  # once, for all
+        teacher_cache=cfg.teacher_cache)
     return Built(payload, space, prepared.tokenizer, teacher.score, DevSet(prepared.dev, task, device))
 
 
@@ -235,6 +237,8 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
                                          tuple(warm)))
         final = FinalStage(settings, built.payload, built.dev.device, log)
         outcome = finish(cfg, tuner.fit(), tracker, parent_id, built.tokenizer, log, built.dev, final)
+        if cfg.teacher_cache is not None:  # gigabytes no later run of this search reads (a resume recomputes)
+            shutil.rmtree(cfg.teacher_cache.folder, ignore_errors=True)
     except BaseException:
         if parent_id is not None:
             tracker.finish(parent_id, "KILLED")

@@ -17,6 +17,7 @@ from typing import Any
 from ..config import CompressionConfig, DataConfig, FinalBudget, LossWeights, TeacherConfig, TrainConfig
 from ..errors import LadaError
 from ..io import write_json_atomic
+from ..teacher_outputs import TeacherCache
 from .objectives import OBJECTIVES as MEASURED, check_objectives
 from .samplers import sampler_kind
 from .space import SearchSpace
@@ -58,6 +59,7 @@ class SearchConfig:
     reduction_factor: float = 2.0       # ASHA: 1/reduction_factor of the trials go on at each rung
     runtime: str = "torch"              # where latency and size objectives are measured (``objectives.RUNTIMES``)
     screen: int = 0                     # rung 0: configurations compressed untrained and scored (``screen``)
+    teacher_cache_gb: float = 4.0       # disk for the teacher's outputs the trials share (0: recompute them)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
@@ -67,6 +69,9 @@ class SearchConfig:
         if isinstance(self.connect_timeout, bool) or not isinstance(self.connect_timeout, (int, float)) \
                 or not 0 < self.connect_timeout <= 3600:
             raise LadaError(f"connect timeout must be in (0, 3600] seconds, got {self.connect_timeout!r}")
+        if isinstance(self.teacher_cache_gb, bool) or not isinstance(self.teacher_cache_gb, (int, float)) \
+                or not 0 <= self.teacher_cache_gb <= 1024:
+            raise LadaError(f"--teacher-cache-gb must be in [0, 1024] GiB, got {self.teacher_cache_gb!r}")
         for key, option in (("num_samples", "--trials"), ("max_concurrent", "--concurrency")):
             if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise LadaError(f"{option} must be an integer >= 1, got {getattr(self, key)!r}")
@@ -96,6 +101,13 @@ class SearchConfig:
     @property
     def folder(self) -> Path:
         return Path(self.storage).resolve() / self.name
+
+    @property
+    def teacher_cache(self) -> TeacherCache | None:
+        """The teacher's outputs the trials share (``teacher_outputs``), in the search's folder; None when off."""
+        if not self.teacher_cache_gb:
+            return None
+        return TeacherCache(self.folder / "teacher_outputs", int(self.teacher_cache_gb * 2**30))
 
     @property
     def spec_file(self) -> Path:

@@ -30,6 +30,7 @@ from ..inference.timing import latency_ms
 from ..ladabert import CompressionResult, LoopHooks, compress_model
 from ..serialize import save_compressed
 from ..summary import MatrixRecord, ParamRecord, RoundRecord, TrialSummary
+from ..teacher_outputs import TeacherCache
 from .calibration import compression_params, trial_statistics
 from .objectives import Measurements, MeasureSettings, measure_objectives
 from .space import SearchSpace
@@ -84,6 +85,7 @@ class TrialPayload:
     runtime: str = "torch"        # where the latency and size objectives are measured
     stats: CalibrationStats | None = None   # gathered once by the driver for every plug-in the space may pick
     widths: Widths | None = None  # the teacher's unit counts, beside counts: set when the space removes units
+    teacher_cache: TeacherCache | None = None   # the teacher's outputs, shared by the trials (``teacher_outputs``)
 
     def teacher(self) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -167,8 +169,12 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
     reporter = RoundReporter(payload, config, ratios, plans, count_parameters(teacher), train_cfg, params)
     result: CompressionResult = compress_model(teacher, payload.train, payload.val, payload.task, ratios, train_cfg,
                                                device, compression=payload.compression, stats=stats,
-                                               hooks=LoopHooks(after_eval=reporter), eval_split="val")
+                                               hooks=LoopHooks(after_eval=reporter), eval_split="val",
+                                               teacher_cache=payload.teacher_cache)
     summary = result.summary(config=dict(config), **asdict(payload.context))
+    if result.teacher_reads is not None:  # logged with the final report: how much the shared cache saved
+        reporter.pending[PARAMS_KEY] = json.dumps({"teacher_cache.read_back": result.teacher_reads[0],
+                                                   "teacher_cache.computed": result.teacher_reads[1]})
     measured = measure_objectives(payload.objectives, result.student, summary,
                                   MeasureSettings(payload.runtime, seq_len=payload.max_length, threads=payload.threads,
                                                   device=str(device)))
