@@ -58,6 +58,8 @@ def parse_args(argv=None):
     m.add_argument("--work", required=True)
     m.add_argument("--runs", type=int, default=10)
     m.add_argument("--out-dir", default=None)
+    m.add_argument("--reuse", action="store_true",
+                   help="keep the teacher's and every part's rows from the last results JSON; measure new parts only")
     for q in (s, f, m):
         q.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR"))
         q.add_argument("--max-train", type=int, default=20000)
@@ -191,16 +193,26 @@ def measure(args) -> dict:
     teacher_dir = teachers.pop()
     timed = Timed(batches=(1, 32), seq_len=128, runs=args.runs, threads=1)
     dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length)
+    earlier = {}
+    if args.reuse:  # rows measured before (their parts unchanged): the teacher and the parts already timed
+        saved = json.loads((Path(args.out_dir or C.RESULTS) / f"frontier-{args.task}.json").read_text())
+        earlier = {m["label"]: m["rows"] for m in saved["models"]}
     dev = load_dev(dev_data.for_task(args.task), AutoTokenizer.from_pretrained(teacher_dir))
     C.log(f"teacher {teacher_dir}, dev {dev.rows} rows")
-    teacher, _ = D.teacher_rows(teacher_dir, work / "deploy", dev, timed, C.log)
+    teacher = earlier.get("teacher (dense)") or D.teacher_rows(teacher_dir, work / "deploy", dev, timed, C.log)[0]
     models = [{"label": "teacher (dense)", "rows": teacher}]
     for part in parts:
+        if part["label"] in earlier:
+            models.append({"label": part["label"], "part": part, "rows": earlier[part["label"]]})
+            continue
         C.log(f"student {part['label']}")
         rows, _ = D.student_rows(Path(part["best_model"]), work / "deploy" / part["label"], dev_data, timed, C.log)
         models.append({"label": part["label"], "part": part, "rows": rows})
     reruns = [p for p in every if "of_part" in p]
     for part in reruns:   # another seed or budget of a search's choice: the same architecture, so its timing
+        if part["label"] in earlier:
+            models.append({"label": part["label"], "part": part, "rows": earlier[part["label"]]})
+            continue
         source = next(m for m in models if m["label"] == part["of_part"])
         int8 = next(r for r in source["rows"] if r["runtime"] == "onnx-int8")
         row = {"runtime": "onnx-int8", "timed_as": source["label"], "file_bytes": int8["file_bytes"],
