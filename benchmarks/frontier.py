@@ -316,7 +316,7 @@ def report(result: dict) -> str:
                 dev = run["summary"]["dev_score"]
                 budgets.append([m["label"], str(final_steps(run)), C.pct(run["summary"]["score"]), C.pct(dev),
                                 f"{100 * dev / teacher_dev:.1f}%", f"{100 * paper:.1f}%" if paper else "",
-                                C.fmt_time(run["seconds"])])
+                                C.fmt_time(run["summary"]["final"]["curve"][-1]["seconds"])])
     return (f"# Frontier against the int8 teacher: {task}\n\n`{result['command']}`\n\n"
             f"Dev score on {result['dev_rows']} dev rows; each student in its fastest runtime at batch 32 (every "
             f"runtime is in the JSON); latency = median of {result['timed']['runs']} runs, length 128, 1 thread, "
@@ -336,7 +336,7 @@ def report(result: dict) -> str:
             + ("\nBudget curve: the same configuration and seed, each budget its own final distillation (its own "
                "warm-up and decay), the best checkpoint on validation shipped:\n\n"
                + C.md_table(["configuration", "final steps", "val (best)", "dev (torch)", "retention",
-                             "paper retention", "time"], budgets) + "\n" if budgets else ""))
+                             "paper retention", "final distillation time"], budgets) + "\n" if budgets else ""))
 
 
 def plot(result: dict, path: Path) -> Path:
