@@ -208,9 +208,10 @@ def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, mo
                         method=p["method"])  # each trial picks its method in this space
         assert budget(counts, ratios) == pytest.approx(counts.total / 5.0, rel=1e-6)  # eq. 7 meets the target
         rounds = [m.step for m in client.get_metric_history(child.info.run_id, "achieved_factor")]
-        assert rounds[:2] == [1, 2]
+        assert rounds == list(range(1, len(rounds) + 1)) and rounds  # ASHA may stop a trial after any round
         last = client.get_metric_history(child.info.run_id, "achieved_factor")[-1].value
         if child.data.tags.get("ladasearch.outcome") == "completed":
+            assert rounds == [1, 2, 3]  # two rounds and the final steps
             assert 0.0 <= child.data.metrics["val_score"] <= 1.0
             assert last == pytest.approx(5.0, rel=target_tolerance(p["method"]))
     best = outcome.best
