@@ -5,7 +5,7 @@ Three runtimes per model, each written as its deployable folder and measured the
     torch      the teacher's own folder / the student's ``export-model --format hf`` folder, loaded by plain
                transformers (SDPA attention), timed in PyTorch
     onnx       model.onnx (fp32): the student's ``--format onnx`` folder; the teacher through
-               ``ladasearch.inference.onnx.export_onnx``; timed in onnxruntime (CPU)
+               ``ladasearch.runtime.onnx.export_onnx``; timed in onnxruntime (CPU)
     onnx-int8  that graph dynamically quantized (``quantize_int8``): the baseline a user would pick for the
                teacher, and the student's ``--format onnx-int8`` folder
 
@@ -15,7 +15,7 @@ the dev score on the same dev rows (torch: the model's logits; ONNX: onnxruntime
 fp32 graph's score minus the int8 graph's, as the export's accuracy gate measures it).
 
 A fourth row, ``onnx-fused``, is the fp32 graph with onnxruntime's fused ``Attention``
-(``ladasearch.inference.onnx_fusion.fuse_attention``) where it applies (dense query/key/value projections:
+(``ladasearch.runtime.onnx_fusion.fuse_attention``) where it applies (dense query/key/value projections:
 the teacher; not factorized students) and passes its logits check; every model records which graph it got
 (``fusion``).  The teacher in torch runs with SDPA attention, as the exported students do.
 
@@ -39,7 +39,7 @@ MATMUL_OPS = {"aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "aten::
 
 
 def torch_score(model, dev, batch_size: int = 64) -> float:
-    """The task's main metric of a torch classifier on ``dev`` (a ``ladasearch.deploy.scoring.DevSet``)."""
+    """The task's main metric of a torch classifier on ``dev`` (a ``ladasearch.runtime.scoring.DevSet``)."""
     from ladasearch.data import compute_metrics, main_score
     from ladasearch.features import eval_batches
 
@@ -59,12 +59,12 @@ def _row(runtime: str, folder: Path, file_bytes: int, latency, memory, score: fl
 
 def fused_row(model, onnx_folder: Path, out: Path, dev, timed, log) -> tuple[dict, dict | None]:
     """(the fusion record, the ``onnx-fused`` row or None): ``onnx_folder``'s graph with fused attention, in a copy."""
-    from ladasearch.deploy.latency import measure_latency, onnx_runner
-    from ladasearch.deploy.memory import deployment_memory
-    from ladasearch.deploy.onnx_export import ONNX_FILE, onnx_session
-    from ladasearch.deploy.scoring import onnx_score
-    from ladasearch.inference.inputs import max_length
-    from ladasearch.inference.onnx_fusion import fuse_attention
+    from ladasearch.runtime.latency import measure_latency, onnx_runner
+    from ladasearch.runtime.memory import deployment_memory
+    from ladasearch.runtime.onnx_export import ONNX_FILE, onnx_session
+    from ladasearch.runtime.scoring import onnx_score
+    from ladasearch.runtime.inputs import max_length
+    from ladasearch.runtime.onnx_fusion import fuse_attention
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(onnx_folder, out)
@@ -88,13 +88,13 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[di
     (quantized from the traced graph, as the export does); and the fusion record."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ladasearch.deploy.latency import measure_latency, onnx_runner, torch_runner
-    from ladasearch.deploy.memory import deployment_memory
-    from ladasearch.deploy.onnx_export import ONNX_FILE, onnx_session
-    from ladasearch.deploy.quantize import accuracy_gate, quantize_int8
-    from ladasearch.inference.footprint import file_bytes
-    from ladasearch.inference.inputs import max_length
-    from ladasearch.inference.onnx import export_onnx
+    from ladasearch.runtime.latency import measure_latency, onnx_runner, torch_runner
+    from ladasearch.runtime.memory import deployment_memory
+    from ladasearch.runtime.onnx_export import ONNX_FILE, onnx_session
+    from ladasearch.runtime.quantize import accuracy_gate, quantize_int8
+    from ladasearch.runtime.footprint import file_bytes
+    from ladasearch.runtime.inputs import max_length
+    from ladasearch.runtime.onnx import export_onnx
 
     def latency(model, runner, runtime):
         return measure_latency(model, runner, runtime, batches=timed.batches, seq_len=timed.seq_len, runs=timed.runs,
@@ -133,9 +133,9 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[di
 def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[tuple[dict, ...], dict]:
     """A compressed model folder through ``export-model`` in each runtime (the int8 gate only records the drop),
     plus its fused-attention graph where that applies; and the fusion record."""
-    from ladasearch.deploy.export import ExportSettings, export_model
-    from ladasearch.deploy.hf import load_hf_folder
-    from ladasearch.deploy.scoring import load_dev
+    from ladasearch.runtime.export import ExportSettings, export_model
+    from ladasearch.runtime.hf import load_hf_folder
+    from ladasearch.runtime.scoring import load_dev
 
     settings = ExportSettings(max_drop=math.inf, dev=dev_data, timed=timed, overwrite=True)
     rows, model, dev = [], None, None
@@ -164,7 +164,7 @@ def profile_split(model, batch: int, seq_len: int, runs: int = 3) -> dict:
     """Self CPU time of one forward pass (mean of ``runs``, after a warm-up) split into matmul / attention / other."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ladasearch.inference.inputs import max_length, random_inputs
+    from ladasearch.runtime.inputs import max_length, random_inputs
 
     inputs = random_inputs(model, batch, max_length(model, seq_len), seed=batch)
     with torch.no_grad():

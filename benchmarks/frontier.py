@@ -178,9 +178,9 @@ def teacher_dir_of(part: dict) -> str:
 def measure(args) -> dict:
     from transformers import AutoTokenizer
 
-    from ladasearch.deploy.export import DevData
-    from ladasearch.deploy.formats import Timed
-    from ladasearch.deploy.scoring import load_dev
+    from ladasearch.runtime.export import DevData
+    from ladasearch.runtime.formats import Timed
+    from ladasearch.runtime.scoring import load_dev
 
     work = Path(args.work).resolve()
     every = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
@@ -233,7 +233,7 @@ def int8_score(source: Path, out: Path, dev_data) -> float:
     """The dev score of ``source``'s int8 ONNX file (``export-model``'s gate scores it)."""
     import math
 
-    from ladasearch.deploy.export import ExportSettings, export_model
+    from ladasearch.runtime.export import ExportSettings, export_model
 
     settings = ExportSettings(max_drop=math.inf, dev=dev_data, measure=False, overwrite=True)
     return export_model(source, "onnx-int8", out / "onnx-int8", settings, log=lambda m: C.log("  " + m)).written.gate.after

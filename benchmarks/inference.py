@@ -12,7 +12,7 @@ kept ("hybrid 10x + structure 0.5": whole units removed, so the attention and th
 ``--student-specs`` and ``--ratios-from`` (an ``accuracy.py`` result) choose other ratios.
 
 Sections (``--sections``, all by default):
-    fast     ``ladasearch.inference.measure.compare`` per student, teacher interleaved: weights-file bytes, RSS
+    fast     ``ladasearch.runtime.measure.compare`` per student, teacher interleaved: weights-file bytes, RSS
              after loading in a fresh subprocess, latency of the model as loaded (``plain``: PyTorch eager, masks
              folded into dense zeros) and of ladasearch's fast path (``fast``: per layer dense/factored/sparse,
              SDPA attention); speed-ups against the teacher's fast path (the same SDPA attention)
@@ -199,7 +199,7 @@ def make_students(args, keep: Path, teacher_dir: str) -> list[tuple[str, Path, d
 # ---- section: fast (the model as loaded vs ladasearch's fast path, teacher interleaved) ----------------------
 
 def fast_section(args, teacher_dir, students, batch_sizes, threads) -> tuple[list[dict], str]:
-    from ladasearch.inference.measure import compare
+    from ladasearch.runtime.measure import compare
 
     runs = {b: args.runs or (args.runs_b1 if b == 1 else args.runs_large) for b in batch_sizes}
     measured = []
@@ -252,9 +252,9 @@ def fast_section(args, teacher_dir, students, batch_sizes, threads) -> tuple[lis
 def deploy_section(args, teacher_dir, students, batch_sizes, threads, keep, task) -> tuple[dict, str]:
     from transformers import AutoTokenizer
 
-    from ladasearch.deploy.export import DevData
-    from ladasearch.deploy.formats import Timed
-    from ladasearch.deploy.scoring import load_dev
+    from ladasearch.runtime.export import DevData
+    from ladasearch.runtime.formats import Timed
+    from ladasearch.runtime.scoring import load_dev
 
     timed = Timed(batches=batch_sizes, seq_len=args.seq_len, runs=args.runs or 10, threads=threads)
     dev_data = DevData(data_dir=args.data_dir, dev_split=args.dev_split, max_dev=args.max_dev or None,
@@ -357,8 +357,8 @@ def profile_section(args, teacher_dir, students, batch_sizes, threads, keep) -> 
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from ladasearch.deploy.export import ExportSettings, export_model
-    from ladasearch.deploy.hf import load_hf_folder
+    from ladasearch.runtime.export import ExportSettings, export_model
+    from ladasearch.runtime.hf import load_hf_folder
 
     torch.set_num_threads(threads)
     # the teacher with the students' attention (SDPA), and every student at the largest target

@@ -1,20 +1,44 @@
-"""ladasearch: LadaBERT compression (SVD + pruning + distillation) with a hyperparameter search around it."""
+"""ladasearch: LadaBERT compression (SVD + pruning + distillation) with a hyperparameter search around it.
 
-from .compress import Ratios, count_parameters, parse_target, solve
-from .compress.registry import Factorizer, PruningScore, register_factorizer, register_pruning_score
-from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
-from .deploy.export import ExportSettings, export_model
-from .errors import LadaError
-from .inference.onnx import export_onnx
-from .ladabert import CompressionResult, LoopHooks, TrialFailed, compress_model
-from .serialize import CompressedModel, load_compressed, save_compressed
-from .summary import TrialSummary
+The public names below load on first use (PEP 562), so importing one layer (``ladasearch.nn``,
+``ladasearch.compress``) does not pull in the layers above it (deploy, inference, search, MLflow, Ray).
+"""
 
-load = load_compressed
+from __future__ import annotations
 
-__all__ = [
-    "CompressedModel", "CompressionConfig", "CompressionResult", "DataConfig", "ExportSettings", "Factorizer",
-    "LadaError", "LoopHooks", "LossWeights", "PruningScore", "Ratios", "TeacherConfig", "TrainConfig",
-    "TrialFailed", "TrialSummary", "compress_model", "count_parameters", "export_model", "export_onnx", "load",
-    "load_compressed", "parse_target", "register_factorizer", "register_pruning_score", "save_compressed", "solve",
-]
+import importlib
+
+# public name -> (module, attribute)
+_PUBLIC = {
+    "Ratios": ("compress", "Ratios"), "count_parameters": ("compress", "count_parameters"),
+    "parse_target": ("compress", "parse_target"), "solve": ("compress", "solve"),
+    "Factorizer": ("compress.registry", "Factorizer"), "PruningScore": ("compress.registry", "PruningScore"),
+    "register_factorizer": ("compress.registry", "register_factorizer"),
+    "register_pruning_score": ("compress.registry", "register_pruning_score"),
+    "CompressionConfig": ("config", "CompressionConfig"), "DataConfig": ("config", "DataConfig"),
+    "LossWeights": ("config", "LossWeights"), "TeacherConfig": ("config", "TeacherConfig"),
+    "TrainConfig": ("config", "TrainConfig"),
+    "ExportSettings": ("runtime.export", "ExportSettings"), "export_model": ("runtime.export", "export_model"),
+    "LadaError": ("errors", "LadaError"),
+    "export_onnx": ("runtime.onnx", "export_onnx"),
+    "CompressionResult": ("ladabert", "CompressionResult"), "LoopHooks": ("ladabert", "LoopHooks"),
+    "TrialFailed": ("ladabert", "TrialFailed"), "compress_model": ("ladabert", "compress_model"),
+    "CompressedModel": ("serialize", "CompressedModel"), "load_compressed": ("serialize", "load_compressed"),
+    "save_compressed": ("serialize", "save_compressed"), "load": ("serialize", "load_compressed"),
+    "TrialSummary": ("summary", "TrialSummary"),
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'ladasearch' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,33 +29,15 @@ from safetensors import SafetensorError
 
 from .compress import calibration
 from .compress.calibration import CalibrationStats
-from .compress.registry import get_factorizer, get_pruning_score
 from .errors import LadaError
 from .teacher import Teacher, default_cache_dir
+from .teacher_identity import TeacherIdentity
 
 if TYPE_CHECKING:
-    from .compress.plan import MatrixPlan
     from .pipeline import Prepared
 
 _KEY_FORMAT = 1
 _MIB = 2 ** 20
-
-
-def plugin_needs(factorizers: Iterable[str], scores: Iterable[str],
-                 plans: Sequence[MatrixPlan] | None = None) -> frozenset[str]:
-    """The statistics the named factorizers and pruning scores read (LadaError for an unknown name).
-
-    With ``plans``, only those the plans use: a factorizer's when some matrix is factorized, a score's
-    when some matrix is pruned.
-    """
-    factorize = plans is None or any(p.svd_ratio is not None for p in plans)
-    prune = plans is None or any(p.keep_ratio is not None for p in plans)
-    needs: frozenset[str] = frozenset()
-    for name in factorizers:
-        needs |= get_factorizer(name).needs if factorize else frozenset()
-    for name in scores:
-        needs |= get_pruning_score(name).needs if prune else frozenset()
-    return needs
 
 
 @dataclass(frozen=True)
@@ -85,7 +67,6 @@ def cache_folder(teacher: Teacher, train_fingerprint: str, request: CalibrationR
     teacher_folder = Path(teacher.path).resolve()
     if teacher_folder.parent == (root / "teachers").resolve():  # ours: the statistics live beside the teacher
         return teacher_folder / "calibration" / _digest(ident)
-    from .search.teacher_identity import TeacherIdentity  # the hash a search's spec records, too
 
     weights = TeacherIdentity.of(str(teacher_folder), teacher.model.state_dict()).sha256
     return root / "calibration" / _digest({**ident, "teacher_sha256": weights})

@@ -9,12 +9,30 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OneLineErrors, compression_config, compression_options, data_config, job_options, \
-    method_option, teacher_config, train_config, train_options, user_errors
+from .cli_common import (
+    OneLineErrors,
+    compression_config,
+    compression_options,
+    data_config,
+    job_options,
+    method_option,
+    teacher_config,
+    train_config,
+    train_options,
+    user_errors,
+)
 from .cli_deploy import register as register_deploy_commands
 from .cli_export import register as register_export_commands
+from .compress import parse_target
+from .compress_job import compress_once
+from .config import FinalBudget
+from .errors import LadaError
+from .search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
+from .search.objectives import parse_objectives
 from .search.samplers import SAMPLERS
+from .search.store import check_sqlite
 from .search.warm_start import WARM_STARTS
+from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
 
 
 @click.group(cls=OneLineErrors)
@@ -40,7 +58,6 @@ def main():
 @user_errors
 def compress(**kw):
     """Compress once with given ratios (two of them; the third is solved from the budget)."""
-    from .compress_job import compress_once
 
     out = Path(kw["out"] or f"compressed/{kw['task']}-{kw['target'].rstrip('xX')}x")
     summary = compress_once(
@@ -134,11 +151,6 @@ def run(**kw):
     """Search the fine-grained compression ratios for --target and keep the best model."""
     import time
 
-    from .compress import parse_target
-    from .config import FinalBudget
-    from .search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
-    from .search.objectives import parse_objectives
-
     if kw["resume_flag"]:
         if not kw["name"]:
             raise click.UsageError("--resume needs --name of the search to continue")
@@ -178,7 +190,6 @@ def run(**kw):
 @user_errors
 def resume(name, storage, allow_other_teacher):
     """Continue an interrupted search NAME (same as `run --resume --name NAME`); a complete one is left as is."""
-    from .search import resume_search
 
     _echo_outcome(resume_search(name, storage, log=click.echo, allow_other_teacher=allow_other_teacher))
 
@@ -186,8 +197,6 @@ def resume(name, storage, allow_other_teacher):
 def _port_free(host: str, port: int) -> None:
     """LadaError when the UI could not listen on host:port (MLflow's server would fail after start-up)."""
     import socket
-
-    from .errors import LadaError
 
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -210,12 +219,9 @@ def ui(tracking_uri, host, port):
     import os
     import sys
 
-    from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
-
     _port_free(host, port)  # first: a UI that cannot listen leaves no store behind
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-        from .search.store import check_sqlite
 
         check_sqlite(Path(uri.removeprefix("sqlite:///")))
     for experiment, folder in Tracker(uri).missing_artifact_roots():

@@ -13,7 +13,6 @@ from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, T
 from .errors import LadaError
 from .precision import PRECISIONS
 
-
 MAX_ERROR_CHARS = 300   # a message quoting a huge input (a 50 MB YAML key, a 100k-character name) stays one short line
 
 

@@ -6,6 +6,9 @@ import click
 
 from .cli_common import user_errors
 from .errors import LadaError
+from .models import quiet_transformers
+from .runtime.export import DevData, ExportSettings, export_model
+from .runtime.formats import Timed, get_format
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -47,10 +50,6 @@ def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, max_de
     """Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best model) as a
     self-contained folder: weights, config with label names, tokenizer and a model card (README.md)."""
     import torch
-
-    from .deploy.export import DevData, ExportSettings, export_model
-    from .deploy.formats import Timed, get_format
-    from .models import quiet_transformers
 
     get_format(fmt)  # a bad format fails before anything is loaded
     quiet_transformers()

@@ -1,4 +1,4 @@
-"""CLI commands of the report and inference packages: ``export`` (ratio table), ``report`` (plots + table), ``measure``.
+"""CLI commands of the report and runtime packages: ``export`` (ratio table), ``report`` (plots + table), ``measure``.
 
 The main group adds them with ``register(main)``:
 
@@ -15,6 +15,14 @@ from pathlib import Path
 import click
 
 from .cli_common import user_errors
+from .errors import LadaError
+from .io import refuse_source_overlap
+from .models import quiet_transformers
+from .report.plots import learning_curves, pareto_plot, ratio_split
+from .report.sources import load_all, parent_runs
+from .report.table import format_table, ratio_table
+from .runtime.measure import compare, format_comparison
+from .tracking import Tracker
 
 TRACKING_HELP = ("MLflow tracking URI for search sources (default: $MLFLOW_TRACKING_URI, else "
                  "sqlite:///mlruns/mlflow.db).")
@@ -28,8 +36,6 @@ def _quiet_mlflow() -> None:
 
 
 def _load(sources, tracking_uri):
-    from .report.sources import load_all
-
     _quiet_mlflow()
     return load_all(list(sources), tracking_uri)
 
@@ -43,8 +49,6 @@ def _load(sources, tracking_uri):
 @click.option("--tracking-uri", default=None, help=TRACKING_HELP)
 @user_errors
 def export_command(sources, fmt, out, all_trials, tracking_uri):
-    from .report.table import format_table, ratio_table
-
     text = format_table(ratio_table(_load(sources, tracking_uri), best_only=not all_trials), fmt)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -64,12 +68,6 @@ def export_command(sources, fmt, out, all_trials, tracking_uri):
 @click.option("--no-log", is_flag=True, help="Do not log the plots to the MLflow parent run(s).")
 @user_errors
 def report_command(sources, out, top_k, tracking_uri, no_log):
-    from .io import refuse_source_overlap
-    from .report.plots import learning_curves, pareto_plot, ratio_split
-    from .report.sources import parent_runs
-    from .report.table import format_table, ratio_table
-    from .tracking import Tracker
-
     refuse_source_overlap(out, sources)  # a summary folder SOURCE must not get (or hold) the plots
     summaries = _load(sources, tracking_uri)
     out = Path(out)
@@ -99,8 +97,6 @@ def report_command(sources, out, top_k, tracking_uri, no_log):
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
-    from .errors import LadaError
-
     try:
         sizes = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -132,8 +128,6 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 @user_errors
 def measure_command(teacher_dir, student_dir, with_onnx, onnx_dir, seq_len, batch_sizes, runs, threads, fast_mode,
                     no_write, as_json):
-    from .inference.measure import compare, format_comparison
-    from .models import quiet_transformers
 
     quiet_transformers()
     sizes = _batch_sizes(batch_sizes)

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .calibration_cache import CalibrationRequest, cached_statistics, plugin_needs
+from .calibration_cache import CalibrationRequest, cached_statistics
 from .compress import Ratios, count_parameters, make_plan, paper_ratios, parse_target, solve
+from .compress.calibration import plugin_needs
 from .compress.structure import Widths
 from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
 from .data import main_score

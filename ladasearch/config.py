@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from .compress.registry import get_factorizer, get_pruning_score
+from .compress.unit_scores import get_unit_score
+from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
+from .precision import PRECISIONS
 
 
 def _check_precision(owner: str, value) -> None:
-    from .precision import PRECISIONS
-
     if value not in PRECISIONS:
         raise LadaError(f"{owner}.precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
 
@@ -182,8 +184,6 @@ class DataConfig:
     val_rule: str | None = None      # how rows are carved (``data.validation.VAL_RULES``); None: the task's own
 
     def __post_init__(self):
-        from .data.validation import VAL_RULES, check_val_size
-
         check_val_size(self.val_size)
         if self.val_rule is not None and self.val_rule not in VAL_RULES:
             raise LadaError(f"data.val_rule must be one of {', '.join(VAL_RULES)} or unset (the task's rule), "
@@ -211,9 +211,6 @@ class CompressionConfig:
     structure_batches: int = 8        # train batches the unit scores read each round
 
     def __post_init__(self):
-        from .compress.registry import get_factorizer, get_pruning_score
-        from .compress.unit_scores import get_unit_score
-
         get_factorizer(self.factorizer)  # LadaError naming the registered ones
         get_pruning_score(self.prune_score)
         get_unit_score(self.structure_score)

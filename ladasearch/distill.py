@@ -59,10 +59,3 @@ def distill_losses(student: SequenceClassifierOutput, teacher: SequenceClassifie
         "hidden": torch.stack(hidden).mean(),
         "logits": logits,
     }
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool = False) -> torch.Tensor:
-    """Plain fine-tuning loss on the gold labels (used by the teacher and by the no-distillation ablation)."""
-    if regression:
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels)

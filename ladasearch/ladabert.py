@@ -29,14 +29,16 @@ from torch import nn
 
 from .compress import MatrixPlan, ParamCount, Ratios, compress_step, compressible_modules, count_parameters, make_plan
 from .compress.accounting import matrix_names
+from .compress.calibration import collect_statistics, plugin_needs
 from .compress.registry import PruningScore, get_factorizer, get_pruning_score
 from .compress.structure import StructurePlan, Widths, kept_heads
 from .config import CompressionConfig, TrainConfig
 from .data import TaskSpec, main_score
-from .distill import TERMS, distill_losses, task_loss
+from .distill import TERMS, distill_losses
 from .errors import LadaError
 from .evaluate import evaluate
 from .features import Features, train_batches
+from .nn.losses import task_loss
 from .precision import autocast
 from .schedule import warmup_decay
 from .summary import MatrixRecord, RoundRecord, TrialSummary
@@ -196,8 +198,6 @@ def train_steps(phase: TrainingPhase, batches, steps: int, first_step: int,
 def _statistics(teacher: nn.Module, train: Features, task: TaskSpec, plans: list[MatrixPlan], cfg: TrainConfig,
                 compression: CompressionConfig, device) -> CalibrationStats | None:
     """The calibration statistics the plug-ins in use need (None when they need none)."""
-    from .calibration_cache import plugin_needs
-    from .compress.calibration import collect_statistics
 
     needs = plugin_needs((compression.factorizer,), (compression.prune_score,), plans)
     if not needs:

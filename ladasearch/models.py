@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import LadaError
+from .serialize import META, load_compressed
 
 
 def model_folder(path: str | Path) -> Path:
@@ -63,7 +64,6 @@ def load_classifier(name: str | Path, num_labels: int | None = None, regression:
     initialised head with that many labels and a fine-tuned model must have as many.
     """
     resolved = resolve_model(str(name))
-    from .serialize import META, load_compressed
 
     if (Path(resolved) / META).is_file():
         model = load_compressed(resolved, keep_masks=keep_masks)

@@ -27,12 +27,23 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .compress.accounting import compressible_modules
-from .compress.prune import masks_of
-from .deploy.modeling_ladasearch import WIDTHS_KEY, narrow_layers
 from .errors import LadaError
-from .integrity import (DIGEST_KEY, LayerRecord, check_digest, check_tensors, expected_shapes, first_line,
-                        kind_of, parse_layers, read_header, swap_in_layers, weights_digest)
+from .integrity import (
+    DIGEST_KEY,
+    LayerRecord,
+    check_digest,
+    check_tensors,
+    expected_shapes,
+    first_line,
+    kind_of,
+    parse_layers,
+    read_header,
+    swap_in_layers,
+    weights_digest,
+)
 from .io import umask, write_json_atomic
+from .nn.masks import masks_of
+from .nn.units import WIDTHS_KEY, narrow_layers
 from .summary import TrialSummary
 
 FORMAT = 1

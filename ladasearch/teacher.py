@@ -22,11 +22,11 @@ from torch import nn
 
 from .config import DataConfig, TeacherConfig
 from .data import TaskData, main_score
-from .distill import task_loss
 from .evaluate import evaluate
 from .features import Features, train_batches
 from .io import write_json_atomic
 from .models import load_classifier, load_tokenizer, model_fingerprint
+from .nn.losses import task_loss
 from .precision import autocast
 from .schedule import warmup_decay
 

@@ -23,7 +23,8 @@ from ladasearch.compress import (
     svd_rank,
     truncated_factors,
 )
-from ladasearch.compress.prune import kept_count, masks_of, prune_by_score, top_mask
+from ladasearch.compress.prune import prune_by_score, top_mask
+from ladasearch.nn.masks import kept_count, masks_of
 from ladasearch.compress.registry import Factorizer, PruningScore
 from ladasearch.compress.scores import MagnitudeScore
 from ladasearch.errors import LadaError

@@ -14,7 +14,8 @@ from ladasearch.compress.calibration import STATISTICS, CalibrationStats, LayerS
 from ladasearch.compress.data_scores import MovementScore, TaylorScore, WandaScore
 from ladasearch.compress.factorizers import refactor as plain_refactor
 from ladasearch.compress.factorizers import truncated_factors
-from ladasearch.compress.prune import prune_by_score, unprune
+from ladasearch.compress.prune import prune_by_score
+from ladasearch.nn.masks import unprune
 from ladasearch.compress.registry import get_factorizer, get_pruning_score
 from ladasearch.compress.scores import MagnitudeScore
 from ladasearch.compress.weighted_svd import ActivationFactorizer, FisherFactorizer

@@ -12,8 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ladasearch.calibration_cache import CalibrationRequest, cache_folder, cached_statistics, plugin_needs
+from ladasearch.calibration_cache import CalibrationRequest, cache_folder, cached_statistics
+from ladasearch.compress.calibration import plugin_needs
 from ladasearch.cli import main
+from ladasearch import ladabert
 from ladasearch.compress import calibration, count_parameters, make_plan
 from ladasearch.compress.calibration import CalibrationStats, collect_statistics
 from ladasearch.config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
@@ -38,7 +40,8 @@ def counted(monkeypatch):
         calls.append(frozenset(needs))
         return real(teacher, train, needs, **kw)
 
-    monkeypatch.setattr(calibration, "collect_statistics", collect)
+    monkeypatch.setattr(calibration, "collect_statistics", collect)  # the calibration cache's gathering
+    monkeypatch.setattr(ladabert, "collect_statistics", collect)     # the loop's own (no cache given)
     return calls
 
 
@@ -287,7 +290,7 @@ def test_fixed_pins_a_choice_and_checks_the_name():
     (("--prune-score", "taylor", "--factorizer", "svd"), "svd", "taylor"),
 ])
 def test_run_options_given_pin_the_space(monkeypatch, tmp_path, extra, factorizer, prune_score):
-    import ladasearch.search as search
+    import ladasearch.cli as cli  # run_search as the command looks it up
 
     seen = []
 
@@ -295,7 +298,7 @@ def test_run_options_given_pin_the_space(monkeypatch, tmp_path, extra, factorize
         seen.append(settings)
         raise LadaError("captured")
 
-    monkeypatch.setattr(search, "run_search", capture)
+    monkeypatch.setattr(cli, "run_search", capture)
     result = CliRunner().invoke(main, ["run", "--task", "sst2", "--target", "5x", "--name", "x",
                                        "--storage", str(tmp_path), *extra])
     assert result.exit_code == 2 and "captured" in result.stderr

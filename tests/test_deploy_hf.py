@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 import ladasearch
 from ladasearch.cli import main
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
-from ladasearch.deploy.export import ExportSettings, export_model
-from ladasearch.deploy.formats import Timed
+from ladasearch.runtime.export import ExportSettings, export_model
+from ladasearch.runtime.formats import Timed
 from ladasearch.serialize import layer_structure, save_compressed
 from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
 
@@ -199,7 +199,7 @@ def test_source_by_search_name_and_parent_run_id(hybrid_source, tmp_path):
         out = tmp_path / f"hf-{len(source)}"
         record = export_model(source, "hf", out, ExportSettings(measure=False, tracking_uri=uri), log=lambda _: None)
         assert record.origin == f"search tiny-search (MLflow run {parent})"
-        from ladasearch.deploy.hf import load_hf_folder
+        from ladasearch.runtime.hf import load_hf_folder
 
         with torch.no_grad():
             assert torch.allclose(load_hf_folder(out)(**inputs).logits, want, atol=1e-5, rtol=0)
@@ -245,3 +245,32 @@ def test_cli_writes_the_folder_and_refuses_a_non_empty_out(hybrid_source, tmp_pa
     forced = CliRunner().invoke(main, ["export-model", str(hybrid_source), "--format", "hf", "--out", str(out),
                                        "--no-measure", "--overwrite"])
     assert forced.exit_code == 0, (forced.output, forced.exception)
+
+
+def test_modeling_file_is_assembled_from_the_training_layers():
+    import ast
+
+    import ladasearch.nn.layers as layers
+    import ladasearch.nn.units as units
+    from ladasearch.runtime import modeling_ladasearch
+    from ladasearch.runtime.hf import modeling_source
+
+    text = modeling_source()
+    tree = ast.parse(text)
+    imported = {(n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).split(".")[0]
+                for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))}
+    assert imported == {"__future__", "torch", "transformers"}
+    defined = [n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+    assert len(defined) == len(set(defined))  # nothing twice
+    own = [n for m in (layers, units, modeling_ladasearch) for n, v in vars(m).items()
+           if getattr(v, "__module__", None) == m.__name__ and isinstance(v, type | type(modeling_source))]
+    assert sorted(own) == sorted(defined)
+    namespace: dict = {}
+    exec(compile(text, "modeling_ladasearch.py", "exec"), namespace)
+    config = namespace["LadaBertConfig"](hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=16, vocab_size=50,
+                                         factorized={"bert.encoder.layer.0.intermediate.dense":
+                                                     {"kind": "linear", "rank": 3}})
+    model = namespace["LadaBertForSequenceClassification"](config)
+    dense = model.get_submodule("bert.encoder.layer.0.intermediate.dense")
+    assert type(dense).__name__ == "FactorizedLinear" and dense.A.shape == (16, 3)

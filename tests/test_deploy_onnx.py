@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 import ladasearch
 from ladasearch.cli import main
-from ladasearch.deploy.export import DevData, ExportSettings, export_model
+from ladasearch.runtime.export import DevData, ExportSettings, export_model
 from ladasearch.errors import LadaError
-from ladasearch.inference.inputs import INPUT_NAMES
+from ladasearch.runtime.inputs import INPUT_NAMES
 from test_deploy_hf import METHODS, TEXTS, make_source, tiny_tokenizer
 
 onnx = pytest.importorskip("onnx")
@@ -93,8 +93,8 @@ def test_int8_graph_of_every_model_runs_a_pair_batch_fed_from_get_inputs(sources
     from transformers import AutoTokenizer
 
     from conftest import build_tiny
-    from ladasearch.deploy.quantize import quantize_int8
-    from ladasearch.inference.onnx import export_onnx
+    from ladasearch.runtime.quantize import quantize_int8
+    from ladasearch.runtime.onnx import export_onnx
 
     model = build_tiny(0).eval() if which == "dense teacher" else ladasearch.load(sources[which]).eval()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
@@ -118,7 +118,7 @@ def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
     assert gate.rows == 40 and gate.passed and gate.metric == "accuracy"
     assert gate.drop == pytest.approx((gate.before - gate.after) * 100)
     # the fp32 score is the fp32 graph's, recomputed here on the same rows
-    from ladasearch.deploy.scoring import load_dev, onnx_score
+    from ladasearch.runtime.scoring import load_dev, onnx_score
 
     dev = load_dev(settings.dev.for_task("sst2"), tiny_tokenizer())
     assert onnx_score(_session(fp32.folder / "model.onnx"), dev) == pytest.approx(gate.before)
@@ -136,7 +136,7 @@ def test_int8_passes_the_gate_and_records_both_scores(sources, glue, tmp_path):
 
 
 def test_int8_gate_refuses_a_drop_above_max_drop(sources, glue, tmp_path, monkeypatch):
-    import ladasearch.deploy.quantize as quantize
+    import ladasearch.runtime.quantize as quantize
 
     out = tmp_path / "int8"
     args = ["export-model", str(sources["hybrid"]), "--format", "onnx-int8", "--out", str(out), "--data-dir",
@@ -159,7 +159,7 @@ def test_int8_gate_refuses_a_drop_above_max_drop(sources, glue, tmp_path, monkey
 
 
 def test_int8_gate_enforce_uses_points():
-    from ladasearch.deploy.quantize import GateResult, enforce
+    from ladasearch.runtime.quantize import GateResult, enforce
 
     gate = GateResult("accuracy", 0.80, 0.785, 200, 1.0, "dev")
     assert gate.drop == pytest.approx(1.5) and not gate.passed
@@ -169,7 +169,7 @@ def test_int8_gate_enforce_uses_points():
 
 
 def test_onnx_card_measures_onnxruntime(sources, tmp_path):
-    from ladasearch.deploy.formats import Timed
+    from ladasearch.runtime.formats import Timed
 
     settings = ExportSettings(timed=Timed(batches=(2,), seq_len=16, runs=2, threads=1))
     record = export_model(sources["hybrid"], "onnx", tmp_path / "onnx", settings, log=lambda _: None)
@@ -178,12 +178,12 @@ def test_onnx_card_measures_onnxruntime(sources, tmp_path):
     assert "Latency in onnxruntime" in (record.folder / "README.md").read_text()
 
 
-# ---- fused attention (inference.onnx_fusion) -----------------------------------------------------------------
+# ---- fused attention (runtime.onnx_fusion) -----------------------------------------------------------------
 
 def _narrowed_tiny(heads: list[list[int]]):
     """The tiny classifier with each layer cut to ``heads`` (random weights in the narrowed linears)."""
     from conftest import build_tiny
-    from ladasearch.deploy.modeling_ladasearch import narrow_layers
+    from ladasearch.nn.units import narrow_layers
 
     model = build_tiny(0)
     narrow_layers(model, {"heads": heads, "intermediate": [128, 128]})
@@ -197,9 +197,9 @@ def _attention_heads(path) -> list[int]:
 
 @pytest.mark.parametrize("heads", [[[0, 1, 2, 3], [0, 1, 2, 3]], [[2], [0, 1, 3]]])
 def test_attention_fuses_with_each_layers_head_count(heads, tmp_path):
-    from ladasearch.deploy.onnx_export import check_onnx_folder
-    from ladasearch.inference.onnx import export_onnx
-    from ladasearch.inference.onnx_fusion import fuse_attention
+    from ladasearch.runtime.onnx_export import check_onnx_folder
+    from ladasearch.runtime.onnx import export_onnx
+    from ladasearch.runtime.onnx_fusion import fuse_attention
 
     model = _narrowed_tiny(heads)
     path = export_onnx(model, tmp_path / "m.onnx")
@@ -213,8 +213,8 @@ def test_attention_fuses_with_each_layers_head_count(heads, tmp_path):
 
 
 def test_factorized_projections_keep_the_traced_graph(sources, tmp_path):
-    from ladasearch.inference.onnx import export_onnx
-    from ladasearch.inference.onnx_fusion import fuse_attention
+    from ladasearch.runtime.onnx import export_onnx
+    from ladasearch.runtime.onnx_fusion import fuse_attention
 
     student = ladasearch.load(sources["svd"])
     path = export_onnx(student, tmp_path / "m.onnx")
@@ -227,8 +227,8 @@ def test_factorized_projections_keep_the_traced_graph(sources, tmp_path):
 
 def test_a_fusion_that_fails_its_check_or_the_optimizer_leaves_the_file(tmp_path, monkeypatch):
     from conftest import build_tiny
-    from ladasearch.inference import onnx_fusion
-    from ladasearch.inference.onnx import export_onnx
+    from ladasearch.runtime import onnx_fusion
+    from ladasearch.runtime.onnx import export_onnx
 
     model = build_tiny(0)
     path = export_onnx(model, tmp_path / "m.onnx")

@@ -11,8 +11,8 @@ import torch
 
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
 from ladasearch.errors import LadaError
-from ladasearch.inference.fast import logits_diff, optimize_for_inference
-from ladasearch.inference.sparse import SparseFactorizedLinear, SparseLinear
+from ladasearch.runtime.fast import logits_diff, optimize_for_inference
+from ladasearch.runtime.sparse import SparseFactorizedLinear, SparseLinear
 from ladasearch.serialize import load_compressed, save_compressed
 from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
 
@@ -57,7 +57,7 @@ def tiny_pair(tmp_path_factory):
 
 def test_onnx_export_matches_torch_logits(tiny_pair, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from ladasearch.inference.onnx import check_onnx, export_onnx
+    from ladasearch.runtime.onnx import check_onnx, export_onnx
 
     _, _, _, student = tiny_pair
     path = export_onnx(student, tmp_path / "m.onnx", seq_len=16)
@@ -141,7 +141,7 @@ def test_10x_model_file_is_at_most_a_sixth_of_the_teacher(make_tiny, ratios_for,
 
 
 def test_compare_measures_and_writes_the_summary(tiny_pair):
-    from ladasearch.inference.measure import compare, file_bytes, format_comparison
+    from ladasearch.runtime.measure import compare, file_bytes, format_comparison
 
     teacher_dir, student_dir, _, _ = tiny_pair
     result = compare(teacher_dir, student_dir, seq_len=16, batch_sizes=(1, 4), runs={1: 2, 4: 2},
@@ -179,7 +179,7 @@ def test_fast_path_difference_names_the_layer(tiny_pair):
 def test_compare_rejects_a_hand_edited_summary(tiny_pair, tmp_path):
     import shutil
 
-    from ladasearch.inference.measure import write_inference
+    from ladasearch.runtime.measure import write_inference
 
     _, student_dir, _, _ = tiny_pair
     folder = tmp_path / "edited"
@@ -195,7 +195,7 @@ def test_compare_rejects_a_hand_edited_summary(tiny_pair, tmp_path):
 
 @pytest.mark.parametrize("batch, seq_len, padded", [(1, 8, False), (3, 16, True), (2, 64, True)])
 def test_random_inputs(make_tiny, batch, seq_len, padded):
-    from ladasearch.inference.inputs import INPUT_NAMES, random_inputs
+    from ladasearch.runtime.inputs import INPUT_NAMES, random_inputs
 
     model = make_tiny(0)
     inputs = random_inputs(model, batch, seq_len, seed=3, padded=padded)
@@ -213,7 +213,7 @@ def test_random_inputs(make_tiny, batch, seq_len, padded):
 def test_timer_counts_and_orders_runs(make_tiny):
     import time
 
-    from ladasearch.inference.timing import forward_latency, latency_ms, time_interleaved
+    from ladasearch.runtime.timing import forward_latency, latency_ms, time_interleaved
 
     calls = []
     timings = time_interleaved({"fast": lambda: calls.append("f"),

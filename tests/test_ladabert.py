@@ -275,7 +275,7 @@ def test_learning_score_observes_every_module_after_each_backward(tiny_model, ti
 
 def test_loop_gathers_the_statistics_the_plugins_need(tiny_model, tiny_features, ratios_for, learning_log,
                                                       monkeypatch):
-    from ladasearch.compress import calibration
+    from ladasearch import ladabert
 
     calls = []
 
@@ -283,7 +283,7 @@ def test_loop_gathers_the_statistics_the_plugins_need(tiny_model, tiny_features,
         calls.append((needs, kw))
         return _Stats()
 
-    monkeypatch.setattr(calibration, "collect_statistics", collect)
+    monkeypatch.setattr(ladabert, "collect_statistics", collect)  # where the loop looks it up
     train, dev = tiny_features
     cfg = TrainConfig(**FAST)
     compression = CompressionConfig(prune_score="test-learning", calibration_batches=3)

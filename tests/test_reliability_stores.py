@@ -346,7 +346,7 @@ def test_teacher_fine_tuning_is_deterministic_for_a_seed(tmp_path):
 
     from ladasearch.config import DataConfig, TeacherConfig
     from ladasearch.pipeline import prepare, prepare_teacher
-    from ladasearch.search.teacher_identity import TeacherIdentity
+    from ladasearch.teacher_identity import TeacherIdentity
 
     base = tmp_path / "base"  # an encoder without a classifier head, like MiniLM
     tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
@@ -370,7 +370,7 @@ def test_teacher_fine_tuning_is_deterministic_for_a_seed(tmp_path):
 
 def test_teacher_identity_check(tmp_path):
     from ladasearch.errors import LadaError
-    from ladasearch.search.teacher_identity import TeacherIdentity
+    from ladasearch.teacher_identity import TeacherIdentity
 
     state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(3)}
     saved = TeacherIdentity.of(str(tmp_path / "a"), state)

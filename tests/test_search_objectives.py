@@ -81,7 +81,7 @@ def test_int8_graph_is_smaller_than_fp32(students, method):
 
 def test_size_is_the_deployed_weights_file(students, tmp_path):
     """torch size = the model.safetensors `export-model --format hf` writes for the same student."""
-    from ladasearch.deploy.hf import deploy_model
+    from ladasearch.runtime.hf import deploy_model
 
     student, summary = students["svd", 6.0]
     deploy_model(student, summary).save_pretrained(tmp_path)

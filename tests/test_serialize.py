@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import ladasearch
 from ladasearch.compress import FactorizedEmbedding, FactorizedLinear, compress_step, count_parameters, make_plan
-from ladasearch.compress.prune import masks_of
+from ladasearch.nn.masks import masks_of
 from ladasearch.errors import LadaError
 from ladasearch.serialize import META, WEIGHTS, layer_structure, load_compressed, save_compressed, saved_summary
 from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary

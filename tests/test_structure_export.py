@@ -23,7 +23,7 @@ from ladasearch.compress import count_parameters, solve
 from ladasearch.compress.structure import Widths
 from ladasearch.config import CompressionConfig, TrainConfig
 from ladasearch.data import get_task
-from ladasearch.deploy.export import ExportSettings, export_model
+from ladasearch.runtime.export import ExportSettings, export_model
 from ladasearch.ladabert import compress_model
 from ladasearch.serialize import load_compressed, save_compressed
 from test_deploy_hf import TEXTS, tiny_tokenizer
@@ -181,7 +181,7 @@ def test_onnx_matches_on_pairs_and_single_sentences_fed_from_get_inputs(structur
 
 
 def test_fast_path_keeps_the_logits(structured):
-    from ladasearch.inference.fast import optimize_for_inference
+    from ladasearch.runtime.fast import optimize_for_inference
 
     _, result, folder = structured
     student = ladasearch.load(folder)
@@ -203,7 +203,7 @@ def test_cli_export_model_of_a_structured_folder(saved, tmp_path, fmt):
     inputs = _inputs()
     want = _logits(ladasearch.load(folder), inputs).numpy()
     if fmt == "hf":
-        from ladasearch.deploy.hf import load_hf_folder
+        from ladasearch.runtime.hf import load_hf_folder
 
         got = _logits(load_hf_folder(out), inputs).numpy()
     else:

@@ -191,7 +191,7 @@ def test_run_refuses_an_unknown_structure_score(tmp_path):
 
 @pytest.mark.parametrize("extra, score", [((), "taylor"), (("--structure-score", "activation"), "activation")])
 def test_run_puts_the_structure_score_into_the_compression(monkeypatch, tmp_path, extra, score):
-    import ladasearch.search as search
+    import ladasearch.cli as cli  # run_search as the command looks it up
 
     seen = []
 
@@ -199,7 +199,7 @@ def test_run_puts_the_structure_score_into_the_compression(monkeypatch, tmp_path
         seen.append(settings)
         raise LadaError("captured")
 
-    monkeypatch.setattr(search, "run_search", capture)
+    monkeypatch.setattr(cli, "run_search", capture)
     result = CliRunner().invoke(main, ["run", "--task", "sst2", "--target", "5x", "--name", "x", "--space",
                                        "structured", "--storage", str(tmp_path), *extra])
     _one_error_line(result, "captured")

@@ -12,7 +12,7 @@ from conftest import build_tiny
 from ladasearch.compress import count_parameters
 from ladasearch.config import TrainConfig
 from ladasearch.data import TASKS
-from ladasearch.inference.inputs import random_inputs
+from ladasearch.runtime.inputs import random_inputs
 from ladasearch.ladabert import compress_model
 from ladasearch.teacher_outputs import TeacherCache
 

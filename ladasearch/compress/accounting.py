@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..nn.masks import kept_count
 from ..summary import ParamRecord
-
 from .factorized import FactorizedEmbedding, FactorizedLinear
-from .prune import kept_count
 
 GROUPS = ("embedding", "encoder", "dense")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,13 +27,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..distill import task_loss
 from ..errors import LadaError
+from ..nn.losses import task_loss
 from .accounting import compressible_modules
+from .registry import get_factorizer, get_pruning_score
 
 if TYPE_CHECKING:
     from ..data import TaskSpec
     from ..features import Features
+    from .plan import MatrixPlan
 
 STATISTICS: dict[str, str] = {
     "input_gram": "X^T X of a linear layer's inputs (n x n)",
@@ -254,3 +257,18 @@ def collect_statistics(teacher: nn.Module, train: Features, needs, batches: int 
     return CalibrationStats(layers, needs, len(chunks), len(order), time.perf_counter() - started)
 
 
+def plugin_needs(factorizers: Iterable[str], scores: Iterable[str],
+                 plans: Sequence[MatrixPlan] | None = None) -> frozenset[str]:
+    """The statistics the named factorizers and pruning scores read (LadaError for an unknown name).
+
+    With ``plans``, only those the plans use: a factorizer's when some matrix is factorized, a score's
+    when some matrix is pruned.
+    """
+    factorize = plans is None or any(p.svd_ratio is not None for p in plans)
+    prune = plans is None or any(p.keep_ratio is not None for p in plans)
+    needs: frozenset[str] = frozenset()
+    for name in factorizers:
+        needs |= get_factorizer(name).needs if factorize else frozenset()
+    for name in scores:
+        needs |= get_pruning_score(name).needs if prune else frozenset()
+    return needs

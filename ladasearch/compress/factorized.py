@@ -7,9 +7,8 @@ while the factors are trained.
 
 from __future__ import annotations
 
-# One definition of the factorized layers: the self-contained modeling file that every exported HF folder
-# carries (it imports only torch and transformers), so a trained student and its exported form are one class.
-# ``replace_module`` lives there too: the modeling file swaps layers by name the same way.
-from ..deploy.modeling_ladasearch import FactorizedEmbedding, FactorizedLinear, replace_module
+# The layers themselves live in the bottom layer (``ladasearch.nn``), which the exported modeling file is
+# assembled from; compress names them here for its own modules.
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 
 __all__ = ["FactorizedEmbedding", "FactorizedLinear", "replace_module"]

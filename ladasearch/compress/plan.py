@@ -18,14 +18,16 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
+from ..nn.masks import unprune
 from .accounting import compressible_modules, matrix_names
 from .budget import Ratios
 from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer
 from .methods import get_method
-from .prune import prune_by_score, unprune
+from .prune import prune_by_score
 from .registry import Factorizer, PruningScore
 from .scores import MagnitudeScore
+from .structure import Widths
 
 if TYPE_CHECKING:
     from .calibration import CalibrationStats
@@ -72,7 +74,6 @@ def make_plan(model: nn.Module, ratios: Ratios) -> list[MatrixPlan]:
     method = get_method(ratios.method)
     narrowed = {}
     if ratios.structure < 1.0:
-        from .structure import Widths
 
         narrowed = Widths.of(model.config).final_shapes(model, ratios.structure)
     plans = []

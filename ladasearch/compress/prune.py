@@ -14,17 +14,11 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..errors import LadaError
+from ..nn.masks import unprune
 
 if TYPE_CHECKING:
     from .calibration import LayerStats
     from .registry import PruningScore
-
-
-def unprune(module: nn.Module) -> None:
-    """Make every mask of ``module`` permanent (pruned entries become stored zeros)."""
-    for hook in list(module._forward_pre_hooks.values()):
-        if isinstance(hook, prune.BasePruningMethod):
-            prune.remove(module, hook._tensor_name)
 
 
 def top_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -64,13 +58,3 @@ def prune_by_score(module: nn.Module, names: tuple[str, ...], keep: int, scorer:
         part = mask[start:start + tensor.numel()].view_as(tensor)
         start += tensor.numel()
         prune.custom_from_mask(module, n, part.to(device=tensor.device, dtype=tensor.dtype))
-
-
-def kept_count(module: nn.Module, name: str) -> int:
-    """Entries of ``module.name`` a sparse save would store: the mask's ones, or all entries."""
-    mask = getattr(module, f"{name}_mask", None)
-    return int(mask.sum().item()) if mask is not None else getattr(module, name).numel()
-
-
-def masks_of(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {n[: -len("_mask")]: b for n, b in module.named_buffers(recurse=False) if n.endswith("_mask")}

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..deploy.modeling_ladasearch import UNIT_LINEARS, WIDTHS_KEY, encoder_layers
 from ..errors import LadaError
+from ..nn.masks import unprune
+from ..nn.units import UNIT_LINEARS, WIDTHS_KEY, encoder_layers
 from ..summary import ParamRecord
 from .factorized import FactorizedLinear
-from .prune import unprune
+from .unit_scores import get_unit_score
 
 if TYPE_CHECKING:
     from .calibration import CalibrationStats
@@ -169,7 +170,6 @@ class StructurePlan:
     def step(self, model: nn.Module, fraction: float, batches, task, *, scorer: PruningScore | None = None,
              stats: CalibrationStats | None = None) -> CalibrationStats | None:
         """Remove the least important heads and neurons down to this round's counts; returns ``stats`` narrowed."""
-        from .unit_scores import get_unit_score
 
         heads, neurons = self.targets(fraction)
         widths = current_widths(model)

@@ -18,8 +18,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..deploy.modeling_ladasearch import UNIT_LINEARS, encoder_layers
 from ..errors import LadaError
+from ..nn.losses import task_loss
+from ..nn.masks import copy_model
+from ..nn.units import UNIT_LINEARS, encoder_layers
 from .registry import _register  # the factorizers' and pruning scores' registration rules
 
 # the linear that reads each unit's output (its input columns are the unit's)
@@ -34,9 +36,6 @@ class UnitScore:
 
     def importance(self, model: nn.Module, batches, task) -> dict[tuple[int, str], torch.Tensor]:
         """``{(layer index, "heads" | "intermediate"): one score per current unit}`` (float32, CPU)."""
-        from ..distill import task_loss
-        from ..inference.fast import copy_model
-
         probe = copy_model(model).eval()  # no dropout: the scores are of the model as it is
         head_size = model.config.hidden_size // model.config.num_attention_heads
         sums: dict[tuple[int, str], torch.Tensor] = {}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LadaError
+from .local import read_tsv
 from .split import Split
 from .tasks import VAL_RULES, TaskSpec
 
@@ -157,7 +158,6 @@ def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
     if rule not in VAL_RULES:
         raise LadaError(f"validation rule {rule!r} is not one of {', '.join(VAL_RULES)}")
     if val_file is not None:
-        from .local import read_tsv
 
         path = Path(val_file).expanduser()
         if path.is_dir():

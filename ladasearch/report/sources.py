@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..compress.budget import parse_target
 from ..errors import LadaError
 from ..serialize import META
 from ..summary import TrialSummary
@@ -66,7 +67,6 @@ def _from_folder(folder: Path) -> list[LoadedTrial]:
 
 def _target(text: str) -> float | None:
     """A target tag ('5x', '5.0') as a number; None when it is not one."""
-    from ..compress.budget import parse_target
 
     try:
         return parse_target(text)

@@ -6,7 +6,7 @@ Modules: ``settings`` (SearchSettings, SearchConfig, the saved spec), ``space`` 
 run and resume), ``callbacks`` (MLflow runs and progress lines), ``results`` (rows, best trial, Pareto).
 Reliability: ``cluster`` (which Ray, reached in bounded time), ``store`` (the MLflow store, checked and made
 once), ``locks`` (a search's name, a new store), ``signals`` (SIGTERM as Ctrl-C), ``trust`` (the runs folder
-a resume unpickles), ``teacher_identity`` (the teacher a resume must get again), ``recorded`` (resume of a
+a resume unpickles), ``recorded`` (resume of a
 complete search), ``space_file`` (bounded YAML).
 Choices: ``warm_start`` (the first trials: corners, the paper's point, earlier searches), ``study`` (the
 Optuna study in a journal file; only scores at the target size reach it), ``dev_eval`` (the dev score of the

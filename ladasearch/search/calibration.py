@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..calibration_cache import CalibrationRequest, cached_statistics, plugin_needs
+from ..calibration_cache import CalibrationRequest, cached_statistics
+from ..compress.calibration import plugin_needs
 from ..compress.methods import get_method
 from ..errors import LadaError
 

@@ -26,8 +26,10 @@ from ..errors import LadaError
 from ..models import load_classifier, pick_device
 from ..pipeline import data_record, prepare, prepare_teacher
 from ..teacher import default_cache_dir
+from ..teacher_identity import TeacherIdentity
 from ..tracking import Tracker, resolve_tracking_uri
 from .calibration import search_statistics
+from .callbacks import MlflowTrials, Progress
 from .cluster import connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
 from .dev_eval import DevSet
 from .final_stage import FinalStage
@@ -40,7 +42,7 @@ from .settings import OBJECTIVES, SPEC_SUFFIX, SavedSearch, SearchSettings, spec
 from .signals import sigterm_as_sigint
 from .space import SearchSpace
 from .store import open_store
-from .teacher_identity import TeacherIdentity
+from .study import OBJECTIVE, make_searcher
 from .trust import TUNER_STATE, check_trusted
 from .warm_start import WarmContext, WarmPoint, warm_points
 from .worker import SummaryContext, TrialPayload, run_trial
@@ -111,8 +113,6 @@ def _new_tuner(args: TunerArgs):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from .callbacks import MlflowTrials, Progress
-    from .study import OBJECTIVE, make_searcher
 
     cfg, train_cfg = args.settings.search, args.settings.train
     multi = cfg.multi_objective

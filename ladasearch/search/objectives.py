@@ -4,7 +4,7 @@
     latency_ms  milliseconds of one forward pass in the runtime, batch 1 x the data's max_length   minimize
     size_bytes  bytes of the weights file the runtime deploys (model.safetensors / model.onnx)  minimize
 
-Latency and size are measured on the deployable form of the student (``deploy.hf.deploy_model``: masks
+Latency and size are measured on the deployable form of the student (``runtime.hf.deploy_model``: masks
 folded, factors merged where the dense matrix is cheaper, SDPA attention), written once per trial in the
 search's runtime and shared by both objectives:
 
@@ -32,6 +32,13 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
+from ..runtime.hf import deploy_model
+from ..runtime.inputs import max_length, random_inputs
+from ..runtime.latency import onnx_runner, torch_runner
+from ..runtime.onnx import export_onnx
+from ..runtime.onnx_export import ATOL, ONNX_FILE, check_onnx_folder, onnx_session
+from ..runtime.quantize import quantize_int8
+from ..runtime.timing import time_interleaved
 from ..summary import TrialSummary
 
 
@@ -73,8 +80,6 @@ class TorchRuntime(Runtime):
     def deploy(self, exported, folder, settings) -> Deployed:
         from transformers.utils import logging as hf_logging
 
-        from ..deploy.latency import torch_runner
-
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # one small file per trial: no "Writing model shards" bar in the log
         try:
@@ -91,8 +96,6 @@ class OnnxRuntime(Runtime):
 
     def graph(self, exported: nn.Module, folder: Path) -> Path:
         """The fp32 graph, checked against torch as ``export-model --format onnx`` checks it."""
-        from ..deploy.onnx_export import ATOL, ONNX_FILE, check_onnx_folder
-        from ..inference.onnx import export_onnx
 
         path = export_onnx(exported, folder / ONNX_FILE)
         gap = check_onnx_folder(exported, path).worst
@@ -105,9 +108,6 @@ class OnnxRuntime(Runtime):
 
     @staticmethod
     def session_of(path: Path, settings: MeasureSettings) -> Deployed:
-        from ..deploy.latency import onnx_runner
-        from ..deploy.onnx_export import onnx_session
-
         return Deployed(path, onnx_runner(onnx_session(path, settings.threads)), "cpu")
 
 
@@ -115,8 +115,6 @@ class OnnxInt8Runtime(OnnxRuntime):
     name = "onnx-int8"
 
     def deploy(self, exported, folder, settings) -> Deployed:
-        from ..deploy.quantize import quantize_int8
-
         fp32 = self.graph(exported, folder)
         int8 = quantize_int8(fp32, folder / "model.int8.onnx")
         fp32.unlink()
@@ -145,8 +143,6 @@ class MeasureContext:
     def exported(self) -> nn.Module:
         """The inference form every runtime deploys (a copy: the student is left as it is, on its device)."""
         import copy
-
-        from ..deploy.hf import deploy_model
 
         return deploy_model(copy.deepcopy(self.student), self.summary)
 
@@ -194,9 +190,6 @@ class LatencyObjective(Objective):
     name, option, direction, unit = "latency_ms", "latency", "min", "ms"
 
     def measure(self, student, context) -> float:
-        from ..inference.inputs import max_length, random_inputs
-        from ..inference.timing import time_interleaved
-
         s, deployed = context.settings, context.deployed
         shape_of = context.exported
         inputs = random_inputs(shape_of, s.batch, max_length(shape_of, s.seq_len), seed=s.batch,

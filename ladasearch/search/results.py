@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LadaError
+from ..report.front_plot import FrontPoint, front_plot
 from ..report.pareto import pareto_front
+from ..report.plots import final_curve, learning_curves, pareto_plot, ratio_split
+from ..report.records import LoadedTrial
 from ..summary import AT_TARGET, TrialSummary
 from ..tracking import BEST, Tracker
 from .dev_eval import DevSet
+from .objectives import get_objective
 from .settings import SearchConfig
 from .warm_start import svd_split_of
 from .worker import reported_summary
@@ -120,7 +124,6 @@ def pareto(rows: list[TrialRow], objectives: tuple[str, ...] = ("score", "latenc
            target: float | None = None) -> tuple[TrialRow, ...]:
     """Target-size trials no other beats on every objective (val score at the target size, latency, size ...),
     ordered by the first objective after the score (fastest or smallest first)."""
-    from .objectives import get_objective
 
     rows = at_target(rows, objectives, target)
     others = objectives[1:]
@@ -132,8 +135,6 @@ def pareto(rows: list[TrialRow], objectives: tuple[str, ...] = ("score", "latenc
 def log_front_plot(cfg: SearchConfig, rows: list[TrialRow], front_ids: set[str], tracker: Tracker, parent_id: str,
                    log: Callable[[str], None]) -> None:
     """Val score against each other objective of the target-size trials, the front ringed -> plots/pareto_front.png."""
-    from ..report.front_plot import FrontPoint, front_plot
-    from .objectives import get_objective
 
     others = [get_objective(n) for n in cfg.objectives[1:]]
     points = [FrontPoint(r.trial_id, r.score_at_target, tuple(r.value_of(o.name) / o.scale for o in others),
@@ -152,8 +153,6 @@ def log_front_plot(cfg: SearchConfig, rows: list[TrialRow], front_ids: set[str],
 
 def log_plots(summaries: list[TrialSummary], tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
     """Score vs compression with the Pareto front, learning curves, ratio split -> parent run's plots/."""
-    from ..report.plots import learning_curves, pareto_plot, ratio_split
-    from ..report.records import LoadedTrial
 
     if not summaries:
         return
@@ -206,7 +205,6 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
 def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, dev: DevSet | None, tracker: Tracker,
                  parent_id: str, log: Callable[[str], None]) -> tuple[Path, TrialSummary]:
     """The best trial distilled to the final budget, scored once on dev; its curve and plot on the parent run."""
-    from ..report.plots import final_curve
 
     result = final(best.checkpoint, best.summary)
     summary = dev.score(result.folder, result.summary) if dev is not None else result.summary

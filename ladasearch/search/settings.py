@@ -17,11 +17,12 @@ from typing import Any
 from ..config import CompressionConfig, DataConfig, FinalBudget, LossWeights, TeacherConfig, TrainConfig
 from ..errors import LadaError
 from ..io import write_json_atomic
+from ..teacher_identity import TeacherIdentity
 from ..teacher_outputs import TeacherCache
-from .objectives import OBJECTIVES as MEASURED, check_objectives
+from .objectives import OBJECTIVES as MEASURED
+from .objectives import check_objectives
 from .samplers import sampler_kind
 from .space import SearchSpace
-from .teacher_identity import TeacherIdentity
 from .warm_start import warm_start_kind
 
 SCHEDULERS = ("asha", "fifo")

@@ -28,6 +28,7 @@ from ..compress.budget import PAPER_TABLE2, paper_ratios
 from ..compress.methods import get_method
 from ..errors import LadaError
 from ..summary import RatioRecord
+from ..tracking import BEST
 from .space import SearchSpace
 from .space_param import Param
 
@@ -186,7 +187,6 @@ def plan(mode: str, ctx: WarmContext, limit: int) -> list[WarmPoint]:
 
 def past_bests(runs, exclude: str | None = None) -> list[PastBest]:
     """The best trials recorded on earlier searches' parent runs (``tracking.Tracker.past_searches``)."""
-    from ..tracking import BEST
 
     found = []
     for run in runs:

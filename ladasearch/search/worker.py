@@ -26,8 +26,8 @@ from ..compress import MatrixPlan, ParamCount, Ratios, count_parameters, make_pl
 from ..config import CompressionConfig, TrainConfig
 from ..data import TaskSpec
 from ..features import Features
-from ..inference.timing import latency_ms
 from ..ladabert import CompressionResult, LoopHooks, compress_model
+from ..runtime.timing import latency_ms
 from ..serialize import save_compressed
 from ..summary import MatrixRecord, ParamRecord, RoundRecord, TrialSummary
 from ..teacher_outputs import TeacherCache

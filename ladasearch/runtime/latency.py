@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..inference.inputs import max_length, random_inputs
-from ..inference.timing import Timing, forward_runner, time_interleaved
+from .inputs import max_length, random_inputs
+from .onnx_export import run_onnx
+from .timing import Timing, forward_runner, time_interleaved
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ def torch_runner(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], Callab
 
 
 def onnx_runner(session) -> Callable[[dict[str, torch.Tensor]], Callable[[], object]]:
-    from .onnx_export import run_onnx
-
     return lambda inputs: (lambda: run_onnx(session, inputs))
 
 

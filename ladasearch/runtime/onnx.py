@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
-from .fast import copy_model, fold_masks
+from ..nn.masks import copy_model, fold_masks
 from .inputs import INPUT_NAMES, max_length, random_inputs
 from .sparse import densify
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import LadaError
+from .hf import load_hf_folder, write_hf_folder
 from .latency import Latency, measure_latency, onnx_runner, torch_runner
 from .onnx_export import ONNX_FILE, OnnxCheck, check_onnx_folder, onnx_session, write_onnx_folder
 from .quantize import GateResult, accuracy_gate, enforce, quantize_int8
@@ -64,14 +65,10 @@ class HFFormat(ExportFormat):
     name, runtime = "hf", "torch"
 
     def write(self, exported, folder, tokenizer, *, dev, max_drop, opset, threads) -> Written:
-        from .hf import write_hf_folder
-
         write_hf_folder(exported, folder, tokenizer)
         return Written(self.runtime, "model.safetensors")
 
     def latency(self, exported, folder, written, timed) -> tuple[Latency, ...]:
-        from .hf import load_hf_folder
-
         model = load_hf_folder(folder)  # timed as a user loads it, not the in-memory copy
         return measure_latency(model, torch_runner(model), self.runtime, batches=timed.batches,
                                seq_len=timed.seq_len, runs=timed.runs, threads=timed.threads)

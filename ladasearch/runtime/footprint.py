@@ -70,7 +70,7 @@ import psutil, torch
 torch.set_num_threads(spec["threads"])
 import transformers
 from ladasearch.models import load_classifier
-from ladasearch.inference.fast import optimize_for_inference
+from ladasearch.runtime.fast import optimize_for_inference
 config = transformers.AutoConfig.from_pretrained(spec["path"])
 for arch in config.architectures or []:
     getattr(transformers, arch, None)  # import the modeling code before the baseline

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data import TaskSpec, compute_metrics, get_task, load_task, main_score
-from ..features import Features, encode
+from ..features import Features, encode, eval_batches
+from .onnx_export import run_onnx
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,6 @@ def load_dev(data: DataConfig, tokenizer) -> DevSet:
 
 def onnx_score(session, dev: DevSet, batch_size: int = 64) -> float:
     """The task's main metric of ``session``'s logits on ``dev`` (batches trimmed to their longest row)."""
-    from ..features import eval_batches
-    from .onnx_export import run_onnx
 
     logits = []
     for batch in eval_batches(dev.features, batch_size):

@@ -3,14 +3,15 @@
 The exported model is the inference form of the student: pruning masks folded (pruned entries are
 stored zeros, no mask tensors), a factorized matrix merged back to one dense matrix where that costs
 fewer multiply-adds (rank r of an m x n matrix with r*(m+n) >= m*n), PyTorch SDPA attention, and the
-task's label names.  Its class lives in ``modeling_ladasearch.py``, which is copied into the folder and
-named by ``auto_map`` in ``config.json``; the model type is not one transformers knows, so loading the
+task's label names.  Its class lives in ``modeling_ladasearch.py``, written into the folder and named by
+``auto_map`` in ``config.json``; that file is assembled from the layers the student trained with
+(``nn.layers``, ``nn.units``) and the HF classes of ``deploy/modeling_ladasearch.py`` (``modeling_source``); the model type is not one transformers knows, so loading the
 folder without ``trust_remote_code=True`` raises instead of returning random weights.
 """
 
 from __future__ import annotations
 
-import shutil
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,16 @@ from ..compress.accounting import compressible_modules
 from ..compress.factorized import FactorizedEmbedding, FactorizedLinear
 from ..data import get_task
 from ..errors import LadaError
+from ..nn import layers as nn_layers
+from ..nn import units as nn_units
 from ..summary import TrialSummary
 from . import modeling_ladasearch
+from .fast import optimize_for_inference
+from .inputs import max_length, random_inputs
 
 MODELING_FILE = Path(modeling_ladasearch.__file__)
+# the exported modeling file, in this order: the layers, the units (which use the layers), the HF classes
+_MODELING_PARTS = (nn_layers, nn_units, modeling_ladasearch)
 # exported vs. source logits: float rounding of the merged matrices and of SDPA only (1e-6 on MiniLM); a
 # wrong weight or layer shows as differences of order 1e-1
 ATOL = 1e-4
@@ -51,6 +58,32 @@ FAMILIES: dict[str, Family] = {
     "BertForSequenceClassification": Family(modeling_ladasearch.LadaBertConfig,
                                             modeling_ladasearch.LadaBertForSequenceClassification),
 }
+
+
+def modeling_source() -> str:
+    """The self-contained ``modeling_ladasearch.py`` of an export: ``nn.layers``, ``nn.units`` and the HF classes
+    of ``deploy/modeling_ladasearch.py`` in one file, with their imports of each other removed, so the classes
+    that trained the student are the ones transformers loads and the file needs only torch and transformers."""
+    head = ast.get_docstring(ast.parse(MODELING_FILE.read_text()))
+    imports, bodies = ["from __future__ import annotations"], []
+    for module in _MODELING_PARTS:
+        text = Path(module.__file__).read_text()
+        lines = text.splitlines()
+        tree = ast.parse(text)
+        keep = [True] * len(lines)
+        for node in tree.body:
+            drop = (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)  # the module docstring
+                    or isinstance(node, (ast.Import, ast.ImportFrom)))
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                is_own = isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ladasearch"))
+                source = ast.get_source_segment(text, node)
+                if not is_own and source not in imports:
+                    imports.append(source)
+            if drop:
+                keep[node.lineno - 1:node.end_lineno] = [False] * (node.end_lineno - node.lineno + 1)
+        bodies.append("\n".join(line for line, k in zip(lines, keep) if k).strip())
+    return (f'"""{head}\n"""\n\n{imports[0]}\n\n' + "\n".join(imports[1:]) + "\n\n\n" + "\n\n\n".join(bodies)
+            + "\n")
 
 
 def family_of(model: nn.Module) -> Family:
@@ -89,7 +122,6 @@ def factorized_layers(model: nn.Module) -> dict[str, dict]:
 
 def _inference_form(model: nn.Module) -> nn.Module:
     """Masks folded, factors merged where the dense matrix is cheaper (MAC count: deterministic, machine-free)."""
-    from ..inference.fast import optimize_for_inference
 
     inference, _ = optimize_for_inference(model, mode="macs", attention=None, check=False)
     return inference
@@ -123,7 +155,6 @@ def deploy_model(model: nn.Module, summary: TrialSummary) -> nn.Module:
 
 def logits_gap(a: nn.Module, b: nn.Module, seed: int = 0) -> float:
     """max |logits(a) - logits(b)| on a small random batch with padding and both segments."""
-    from ..inference.inputs import max_length, random_inputs
 
     inputs = random_inputs(a, 3, max_length(a, 24), seed=seed, padded=True)
     with torch.no_grad():
@@ -146,7 +177,7 @@ def write_hf_folder(exported: nn.Module, folder: str | Path, tokenizer) -> Path:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    shutil.copyfile(MODELING_FILE, folder / MODELING_FILE.name)
+    (folder / MODELING_FILE.name).write_text(modeling_source())
     return folder
 
 

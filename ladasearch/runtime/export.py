@@ -18,10 +18,17 @@ from pathlib import Path
 from ..config import DataConfig
 from ..errors import LadaError
 from ..io import refuse_source_overlap, umask
+from ..serialize import load_compressed
 from ..summary import TrialSummary
+from .card import write_card
+from .footprint import file_bytes
 from .formats import Timed, Written, get_format
+from .hf import deploy_model
+from .inputs import max_length
 from .latency import Latency
 from .memory import DeploymentMemory, deployment_memory
+from .scoring import load_dev
+from .source import open_source, source_tokenizer
 
 RECORD_FILE = "ladasearch_export.json"
 
@@ -89,8 +96,6 @@ class ExportRecord:
 
 
 def _teacher_file_bytes(summary: TrialSummary) -> int | None:
-    from ..inference.footprint import file_bytes
-
     if not summary.teacher or not Path(summary.teacher).is_dir():
         return None
     try:
@@ -140,12 +145,6 @@ def _move_into(staging: Path, out: Path) -> None:
 def export_model(source: str | Path, fmt: str, out: str | Path, settings: ExportSettings = ExportSettings(),
                  log=print) -> ExportRecord:
     """Write SOURCE (a compress folder, a search name or parent run id) as ``fmt`` into the folder ``out``."""
-    from ..inference.inputs import max_length
-    from ..serialize import load_compressed
-    from .card import write_card
-    from .hf import deploy_model
-    from .scoring import load_dev
-    from .source import open_source, source_tokenizer
 
     form = get_format(fmt)
     out = Path(out)

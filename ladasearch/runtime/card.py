@@ -4,8 +4,10 @@ what it costs, and how to load it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .export import ExportRecord
+if TYPE_CHECKING:  # export imports this module to write the card
+    from .export import ExportRecord
 
 _MIB = 1024 * 1024
 

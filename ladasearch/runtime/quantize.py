@@ -3,7 +3,7 @@
 onnxruntime's ``quantize_dynamic`` stores the weight matrices (MatMul/Gemm initializers, the factors of
 factorized layers among them) and embedding tables as int8 with a per-tensor scale, and quantizes
 activations on the fly; LayerNorm, softmax and the rest stay fp32.  It quantizes the traced graph, not one
-with fused attention: that is faster here (see ``inference.onnx_fusion``).  The gate scores the fp32 and the int8
+with fused attention: that is faster here (see ``runtime.onnx_fusion``).  The gate scores the fp32 and the int8
 graph on the same dev rows with onnxruntime and refuses the int8 model when it loses more than
 ``max_drop`` points (the main metric x 100) against the fp32 one.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LadaError
+from .onnx_export import onnx_session
 from .scoring import DevSet, onnx_score
 
 
@@ -62,7 +63,6 @@ def quantize_int8(fp32: str | Path, int8: str | Path) -> Path:
 def accuracy_gate(fp32: str | Path, int8: str | Path, dev: DevSet, max_drop: float,
                   threads: int | None = None) -> GateResult:
     """Score both graphs on ``dev``; the result says whether int8 passes (use :func:`enforce`)."""
-    from .onnx_export import onnx_session
 
     before = onnx_score(onnx_session(fp32, threads), dev)
     after = onnx_score(onnx_session(int8, threads), dev)

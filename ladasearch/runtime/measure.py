@@ -36,11 +36,13 @@ from ..compress.accounting import count_parameters
 from ..errors import LadaError
 from ..io import write_json_atomic
 from ..models import load_classifier, model_folder
+from ..nn.masks import fold_masks
 from ..serialize import META, read_meta, saved_summary, verify_saved
 from ..summary import TrialSummary
-from .fast import fold_masks, optimize_for_inference
+from .fast import optimize_for_inference
 from .footprint import MemoryJob, file_bytes, resident_memory, tensor_bytes, weights_files
 from .inputs import random_inputs
+from .onnx import check_onnx, export_onnx, onnx_session
 from .timing import forward_runner, time_interleaved
 
 REPORT_KEYS = ("mode", "requested_mode", "busy_load", "attention", "counts", "plan", "max_abs_diff",
@@ -178,7 +180,6 @@ def compare(teacher_dir: str | Path, student_dir: str | Path, *, seq_len: int = 
 def _export_onnx(models: dict[str, dict[str, nn.Module]], student_dir: Path, onnx_dir: str | Path | None,
                  scratch: Path, seq_len: int, threads: int, result: dict, log: Callable[[str], None]) -> dict:
     """Export both fast paths to ONNX, check them against the plain models; the onnxruntime session of each."""
-    from .onnx import check_onnx, export_onnx, onnx_session
 
     sessions = {}
     for role in models:

@@ -26,7 +26,6 @@ i.e. undo most of the memory saving; ``merge_embedding=True`` does it anyway).
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from functools import partial
@@ -35,9 +34,9 @@ import torch
 from torch import nn
 
 from ..compress.accounting import compressible_modules
-from ..compress.factorized import FactorizedEmbedding, FactorizedLinear, replace_module
-from ..compress.prune import masks_of, unprune
 from ..errors import LadaError
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
+from ..nn.masks import copy_model, fold_masks
 from .inputs import max_length, random_inputs
 from .sparse import SparseFactorizedLinear, SparseLinear
 from .timing import time_interleaved
@@ -46,29 +45,6 @@ CHOICES = ("factored", "dense", "sparse")
 MODES = ("auto", "measure", "macs", "plan")
 SPARSE_NOTE = ("unstructured sparsity: torch CSR kernels on CPU are measured per layer and are used only "
                "where faster; at the densities LadaBERT leaves they usually are not")
-
-
-def fold_masks(model: nn.Module) -> nn.Module:
-    """Make every pruning mask of ``model`` permanent, in place (pruned entries become stored zeros)."""
-    for module in model.modules():
-        if masks_of(module):
-            unprune(module)
-    return model
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works on a model with pruning masks applied.
-
-    The pruned tensor (``A = A_orig * A_mask``) is a plain attribute recomputed by the pre-hook before
-    every forward; after a forward with autograd on it is a non-leaf tensor, which deepcopy refuses.
-    It is replaced by its detached value first (the next forward recomputes it anyway).
-    """
-    for module in model.modules():
-        for name in masks_of(module):
-            value = module.__dict__.get(name)
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                module.__dict__[name] = value.detach()
-    return copy.deepcopy(model)
 
 
 def _density(*tensors: torch.Tensor) -> float:

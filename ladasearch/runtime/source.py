@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LadaError
+from ..models import load_tokenizer
 from ..serialize import META, saved_summary
 from ..summary import TrialSummary
+from ..tracking import Tracker, resolve_tracking_uri
 
 BEST_MODEL = "best_model"
 
@@ -42,8 +44,6 @@ def _from_folder(folder: Path, origin: str) -> ModelSource:
 
 
 def _download_best(source: str, tracking_uri: str | None, scratch: Path) -> ModelSource:
-    from ..tracking import Tracker, resolve_tracking_uri
-
     uri = resolve_tracking_uri(tracking_uri, create=False)
     tracker = Tracker.existing(uri)
     parent = tracker.find_search(source)
@@ -69,7 +69,6 @@ def _unpinned(tokenizer):
 
 def source_tokenizer(source: ModelSource):
     """The tokenizer saved with the model, else the teacher's, else the base model's (all offline-capable)."""
-    from ..models import load_tokenizer
 
     if (source.folder / "tokenizer_config.json").is_file():
         return _unpinned(load_tokenizer(str(source.folder)))

@@ -37,6 +37,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import LadaError
+from .onnx_export import check_onnx_folder
 
 ATOL = 1e-4  # fused vs torch logits: as for the traced graph (float rounding of another kernel order)
 
@@ -129,8 +130,6 @@ def fuse_attention(model: nn.Module, path: str | Path, atol: float = ATOL) -> Fu
     """Replace the ONNX file ``path`` (traced from ``model`` by ``export_onnx``) by its fused-attention form when
     every check passes; otherwise leave it as it is.  The returned record says which."""
     import onnx
-
-    from ..deploy.onnx_export import check_onnx_folder
 
     path = Path(path)
     if not path.is_file():

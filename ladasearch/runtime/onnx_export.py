@@ -1,7 +1,7 @@
 """The ONNX folder of a compressed model: ``model.onnx`` that onnxruntime runs, with its tokenizer and labels.
 
 The graph is traced from the exported model (see ``hf``: masks folded, factors merged where cheaper) by
-``inference.onnx.export_onnx``: inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
+``runtime.onnx.export_onnx``: inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
 dynamic batch and sequence axes; all three are graph inputs ``session.get_inputs()`` lists), output
 ``logits`` (dynamic batch axis).  The folder also holds ``config.json`` (label names, architecture
 sizes; no ``auto_map``: there is no torch code in this folder) and the tokenizer.
@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
+from .inputs import max_length, random_inputs
+from .onnx import export_onnx, onnx_session
 
 OPSET = 17
 ONNX_FILE = "model.onnx"
@@ -36,12 +38,6 @@ class OnnxCheck:
     @property
     def worst(self) -> float:
         return max(self.pair, self.single)
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    from ..inference.onnx import onnx_session as session
-
-    return session(path, threads)
 
 
 def onnx_feed(session, inputs: dict) -> dict[str, np.ndarray]:
@@ -65,7 +61,6 @@ def run_onnx(session, inputs: dict[str, torch.Tensor]) -> np.ndarray:
 def check_onnx_folder(model: nn.Module, path: str | Path, session=None) -> OnnxCheck:
     """Compare ``path`` with ``model`` on a batch of another shape than the traced one (padding, segment 1), and
     on the same rows in one segment, each fed as :func:`onnx_feed` builds it."""
-    from ..inference.inputs import max_length, random_inputs
 
     session = session or onnx_session(path)
     inputs = random_inputs(model, 3, max_length(model, 37), seed=1, padded=True)
@@ -90,7 +85,6 @@ def onnx_config(exported: nn.Module):
 
 def write_onnx_folder(exported: nn.Module, folder: str | Path, tokenizer, opset: int = OPSET) -> OnnxCheck:
     """``model.onnx`` (fp32), ``config.json`` and the tokenizer in ``folder``; LadaError if the graph is off."""
-    from ..inference.onnx import export_onnx
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
