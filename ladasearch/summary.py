@@ -18,6 +18,12 @@ MATRIX_GROUPS = ("embedding", "encoder")
 AT_TARGET = 0.01   # a round is at the target size once its achieved factor is at most 1% short of the target
 
 
+def reaches_target(achieved_factor: float, target: float) -> bool:
+    """The at-target rule: ``achieved_factor`` at most ``AT_TARGET`` short of ``target`` (beyond it counts too:
+    SVD ranks round, and a smaller model has no advantage)."""
+    return achieved_factor >= target * (1 - AT_TARGET) - 1e-9
+
+
 def _need(data: Any, key: str, kinds: type | tuple[type, ...], where: str, optional: bool = False):
     if not isinstance(data, dict):
         raise LadaError(f"{where} must be a mapping, got {type(data).__name__}")
@@ -231,12 +237,12 @@ class TrialSummary:
         """
         if self.target is None:
             return None
-        reached = self.target * (1 - AT_TARGET) - 1e-9
-        at = [r for r in self.history if r.achieved_factor >= reached]
+        at = [r for r in self.history if reaches_target(r.achieved_factor, self.target)]
         if at:
             return at[-1].score
         # a record without rounds (written by hand or by an older version): its final size decides
-        return self.score if not self.history and self.completed and self.achieved_factor >= reached else None
+        return (self.score if not self.history and self.completed and reaches_target(self.achieved_factor, self.target)
+                else None)
 
     @property
     def ranks(self) -> dict[str, int]:

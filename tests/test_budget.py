@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ladasearch.compress import (METHOD_NAMES, PAPER_TABLE2, ParamCount, Ratios, budget, encoder_ratio,
+from ladasearch.compress import (METHOD_NAMES, PAPER_TABLE2, Budget, ParamCount, Ratios, budget, encoder_ratio,
                                   feasible_embedding, get_method, paper_ratios, parse_target, solve, split_ratios)
 from ladasearch.errors import LadaError
 
@@ -313,3 +313,40 @@ def test_methods_say_what_each_matrix_keeps(name, fixes, split, shares):
 def test_unknown_method_names_the_methods():
     with pytest.raises(LadaError, match="unknown method 'lowrank'; allowed: hybrid, svd, prune"):
         get_method("lowrank")
+
+
+COUNTS = ParamCount(embedding=1_000_000, encoder=2_000_000, dense=100_000)
+
+
+@pytest.mark.parametrize("target", [2.5, 5.0, 10.0])
+def test_budget_uniform_ratio_spends_exactly_the_target(target):
+    plan = Budget(COUNTS, target)
+    r = plan.uniform_ratio()
+    kept = r * COUNTS.embedding + r * COUNTS.encoder + COUNTS.dense
+    assert kept == pytest.approx(COUNTS.total / target)
+    assert encoder_ratio(COUNTS, target, r) == pytest.approx(r)   # the solver agrees: every matrix alike
+
+
+@pytest.mark.parametrize("source, dest", [(5.0, 10.0), (10.0, 2.5)])
+def test_budget_moves_an_embedding_ratio_keeping_its_share(source, dest):
+    moved = Budget(COUNTS, dest).embedding_ratio_for(Budget(COUNTS, source).embedding_share(0.2))
+    assert Budget(COUNTS, dest).embedding_share(moved) == pytest.approx(Budget(COUNTS, source).embedding_share(0.2))
+    assert moved == pytest.approx(0.2 * Budget(COUNTS, dest).compressible / Budget(COUNTS, source).compressible)
+
+
+@pytest.mark.parametrize("achieved, reached", [(9.9, True), (9.8999, False), (10.0, True), (12.0, True), (9.0, False)])
+def test_budget_at_target_rule(achieved, reached):
+    assert Budget(COUNTS, 10.0).reached(achieved) is reached
+
+
+@pytest.mark.parametrize("counts, target, low_encoder", [
+    (COUNTS, 5.0, None),                                                      # the encoder cannot keep it all
+    (ParamCount(embedding=2_000_000, encoder=500_000, dense=100_000), 2.5, 1.0),   # it can: low keeps it whole
+])
+def test_budget_feasible_embedding_matches_the_solver(counts, target, low_encoder):
+    low, high = Budget(counts, target).feasible_embedding()
+    assert encoder_ratio(counts, target, high) == pytest.approx(0.005)
+    if low_encoder is None:
+        assert low == 1e-6 and encoder_ratio(counts, target, low) < 1.0
+    else:
+        assert encoder_ratio(counts, target, low) == pytest.approx(low_encoder)

@@ -3,7 +3,7 @@ structured removal of heads and FFN neurons, factorized layers, parameter accoun
 
 from . import data_scores, weighted_svd  # noqa: F401  (the data-aware plug-ins register themselves on import)
 from .accounting import GROUPS, ParamCount, compressible_modules, count_parameters
-from .budget import (PAPER_TABLE2, Ratios, budget, encoder_ratio, feasible_embedding, paper_ratios, parse_target,
+from .budget import (PAPER_TABLE2, Budget, Ratios, budget, encoder_ratio, feasible_embedding, paper_ratios, parse_target,
                      solve, split_ratios)
 from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer, refactor, truncated_factors
@@ -16,7 +16,7 @@ from .structure import StructurePlan, Widths
 from .unit_scores import UNIT_SCORES, UnitScore, get_unit_score, register_unit_score
 
 __all__ = [
-    "GROUPS", "METHOD_NAMES", "PAPER_TABLE2", "CompressionMethod", "FactorizedEmbedding", "FactorizedLinear",
+    "Budget", "GROUPS", "METHOD_NAMES", "PAPER_TABLE2", "CompressionMethod", "FactorizedEmbedding", "FactorizedLinear",
     "Factorizer", "MagnitudeScore", "MatrixPlan", "ParamCount", "PruningScore", "Ratios", "SvdFactorizer", "budget",
     "compress_step", "compressible_modules", "count_parameters", "encoder_ratio", "feasible_embedding",
     "get_factorizer", "get_method", "get_pruning_score", "make_plan", "paper_ratios", "parse_target",

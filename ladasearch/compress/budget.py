@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LadaError
-from ..summary import RatioRecord
+from ..summary import RatioRecord, reaches_target
 from .accounting import ParamCount
 from .methods import get_method
 
@@ -82,6 +82,41 @@ def parse_target(text: str | float) -> float:
     if value <= 1.0:
         raise LadaError(f"target {text!r} must be above 1x (it is the factor the model shrinks by)")
     return value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Eq. 7 for one model at one target: what it leaves to the embedding and the encoder, the uniform split,
+    the feasible embedding ratios, and when an achieved size counts as the target (``summary.reaches_target``).
+
+    ``counts`` are the full model's (structured removal changes how the encoder spends its part, not the part
+    eq. 7 leaves to the embedding and the encoder together)."""
+
+    counts: ParamCount
+    target: float
+
+    @property
+    def compressible(self) -> float:
+        """|theta| / target - |theta_dense|: the parameters the embedding and the encoder may keep together."""
+        return _compressible_budget(self.counts, self.target)
+
+    def uniform_ratio(self) -> float:
+        """The ratio that keeps the embedding and every encoder matrix alike."""
+        return self.compressible / (self.counts.embedding + self.counts.encoder)
+
+    def embedding_share(self, embedding_ratio: float) -> float:
+        """The share of the compressible budget an embedding ratio spends."""
+        return embedding_ratio * self.counts.embedding / self.compressible
+
+    def embedding_ratio_for(self, share: float) -> float:
+        """The embedding ratio that spends ``share`` of this budget (a point moved from another target)."""
+        return share * self.compressible / self.counts.embedding
+
+    def feasible_embedding(self, min_encoder: float = MIN_ENCODER_RATIO) -> tuple[float, float]:
+        return feasible_embedding(self.counts, self.target, min_encoder)
+
+    def reached(self, achieved_factor: float) -> bool:
+        return reaches_target(achieved_factor, self.target)
 
 
 def budget(counts: ParamCount, ratios: Ratios, widths: Widths | None = None) -> float:

@@ -21,7 +21,7 @@ from ..report.front_plot import FrontPoint, front_plot
 from ..report.pareto import pareto_front
 from ..report.plots import final_curve, learning_curves, pareto_plot, ratio_split
 from ..report.records import LoadedTrial
-from ..summary import AT_TARGET, TrialSummary
+from ..summary import TrialSummary, reaches_target
 from ..tracking import BEST, Tracker
 from .dev_eval import DevSet
 from .objectives import get_objective
@@ -116,8 +116,7 @@ def at_target(rows: list[TrialRow], objectives: tuple[str, ...], target: float |
     """Completed trials whose final size is at most 1% short of ``target`` (``TrialSummary.score_at_target``'s rule)
     and that have every objective measured."""
     return [r for r in rows if r.status == "completed" and all(r.value_of(n) is not None for n in objectives)
-            and (target is None or (r.achieved_factor is not None
-                                    and r.achieved_factor >= target * (1 - AT_TARGET) - 1e-9))]
+            and (target is None or (r.achieved_factor is not None and reaches_target(r.achieved_factor, target)))]
 
 
 def pareto(rows: list[TrialRow], objectives: tuple[str, ...] = ("score", "latency_ms"),

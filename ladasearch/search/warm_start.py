@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..compress.accounting import ParamCount
-from ..compress.budget import PAPER_TABLE2, paper_ratios
+from ..compress.budget import PAPER_TABLE2, Budget, paper_ratios
 from ..compress.methods import get_method
 from ..errors import LadaError
 from ..summary import RatioRecord
@@ -106,11 +106,6 @@ def _offered(space: SearchSpace, method: str) -> str | None:
     return method if space.method_choices is not None and method in space.methods else None
 
 
-def _uniform(counts: ParamCount, target: float) -> float:
-    """The embedding ratio equal to the encoder ratio eq. 7 then leaves: every matrix kept alike."""
-    return (counts.total / target - counts.dense) / (counts.embedding + counts.encoder)
-
-
 def _ends(param: Param) -> list[float]:
     return [param.value] if param.fixed else sorted({min(param.values()), max(param.values())})
 
@@ -119,7 +114,7 @@ def corners(ctx: WarmContext) -> list[WarmPoint]:
     space = ctx.space
     if space.paper:
         return []
-    middle = _uniform(ctx.counts, ctx.target)
+    middle = Budget(ctx.counts, ctx.target).uniform_ratio()  # every matrix kept alike
     ends = _ends(space.svd_split)
     hybrid = _offered(space, "hybrid")                       # a choice to name, or None
     by_split = space.method_choices is None or hybrid is not None   # the space's split reaches its points
@@ -144,16 +139,12 @@ def corners(ctx: WarmContext) -> list[WarmPoint]:
 def transferred(ctx: WarmContext) -> list[WarmPoint]:
     if ctx.space.paper:
         return []
-    counts = ctx.counts
-
-    def allowed(target: float) -> float:  # what eq. 7 leaves to the embedding and the encoder
-        return counts.total / target - counts.dense
-
+    here = Budget(ctx.counts, ctx.target)
     nearest = sorted(ctx.history, key=lambda p: abs(math.log(p.target / ctx.target)))[:HISTORY_SEARCHES]
     points = []
     for past in nearest:
-        share = past.ratios.embedding * counts.embedding / allowed(past.target)
-        embedding = share * allowed(ctx.target) / counts.embedding
+        # the embedding keeps its share of what eq. 7 leaves to the embedding and the encoder
+        embedding = here.embedding_ratio_for(Budget(ctx.counts, past.target).embedding_share(past.ratios.embedding))
         points.append(_point(ctx, f"history:{past.search}@{past.target:g}x", embedding, past.svd_split,
                              past.ratios.structure, method=_offered(ctx.space, past.ratios.method)))
     return [p for p in points if p is not None]
