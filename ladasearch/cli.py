@@ -27,6 +27,7 @@ from .compress import parse_target
 from .compress_job import compress_once
 from .config import FinalBudget
 from .errors import LadaError
+from .registry import load_plugins
 from .search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
 from .search.objectives import parse_objectives
 from .search.samplers import SAMPLERS
@@ -39,6 +40,7 @@ from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
 @click.version_option(package_name="ladasearch")
 def main():
     """Find the best LadaBERT compression of a BERT classifier at a target size, and produce it."""
+    load_plugins()  # names a plug-in package registers resolve in every command (and --help lists them)
 
 
 @main.command()
@@ -170,7 +172,8 @@ def run(**kw):
                        screen=kw["screen"], teacher_cache_gb=kw["teacher_cache_gb"])
     space = SearchSpace.load(kw["space_name"])
     source = click.get_current_context().get_parameter_source
-    given = {k: kw[k] for k in ("factorizer", "prune_score") if source(k) == click.core.ParameterSource.COMMANDLINE}
+    given = {k: kw[k] for k in ("factorizer", "prune_score", "structure_score")
+             if source(k) == click.core.ParameterSource.COMMANDLINE}
     if given:  # an option given on the command line pins what the space would otherwise choose
         space = replace(space, compression=space.compression.fixed(**given))
     settings = SearchSettings(data=data_config(kw), model=kw["model"], search=cfg,

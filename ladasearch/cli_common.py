@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from .compress.methods import METHOD_NAMES, get_method
-from .compress.unit_scores import UNIT_SCORES
+from .compress.methods import get_method, method_names
 from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .errors import LadaError
 from .precision import PRECISIONS
@@ -188,9 +187,10 @@ def compression_options(fn):
         click.option("--calibration-batches", default=16, show_default=True, type=int,
                      help="Train batches through the teacher when the factorizer or score needs statistics "
                           "(gathered once per teacher and data, cached beside the teacher)."),
-        click.option("--structure-score", type=click.Choice(tuple(UNIT_SCORES)), default="taylor", show_default=True,
+        click.option("--structure-score", default="taylor", show_default=True,
                      help="How attention heads and FFN neurons are ranked when a structured ratio below 1 removes "
-                          "some: taylor (|activation x gradient|) or activation (mean |activation| x column norm)."),
+                          "some: a registered unit score, taylor (|activation x gradient|) or activation (mean "
+                          "|activation| x column norm). Plug-ins take arguments as NAME:key=value,..."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
@@ -200,6 +200,15 @@ def compression_config(kw: dict) -> CompressionConfig:
                              calibration_batches=kw["calibration_batches"], structure_score=kw["structure_score"])
 
 
+def _registered_method(ctx, param, value: str) -> str:
+    try:
+        get_method(value)
+    except LadaError as exc:  # checked before any work: click's usage line, exit code 2
+        raise click.BadParameter(f"{value!r}: {exc}") from None
+    return value
+
+
 method_option = click.option(
-    "--method", type=click.Choice(METHOD_NAMES), default="hybrid", show_default=True,
-    help="; ".join(f"{name} = {get_method(name).description}" for name in METHOD_NAMES) + ".")
+    "--method", default="hybrid", show_default=True, callback=_registered_method,
+    help="; ".join(f"{name} = {get_method(name).description}" for name in method_names())
+         + "; or a method a plug-in registered.")

@@ -9,6 +9,7 @@ from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
 from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
+from .registry import canonical
 from .precision import PRECISIONS
 
 
@@ -211,9 +212,11 @@ class CompressionConfig:
     structure_batches: int = 8        # train batches the unit scores read each round
 
     def __post_init__(self):
-        get_factorizer(self.factorizer)  # LadaError naming the registered ones
-        get_pruning_score(self.prune_score)
-        get_unit_score(self.structure_score)
+        for name, build in (("factorizer", get_factorizer), ("prune_score", get_pruning_score),
+                            ("structure_score", get_unit_score)):
+            build(getattr(self, name))  # LadaError naming the registered ones, or the arguments refused
+            # one spelling of a spec with arguments, so configs, Optuna choices and MLflow params compare equal
+            object.__setattr__(self, name, canonical(getattr(self, name)))
         for name in ("calibration_batches", "structure_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

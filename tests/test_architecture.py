@@ -18,7 +18,8 @@ from imports_in_functions import function_imports  # noqa: E402
 # what each layer may load of ladasearch when imported alone (a fresh interpreter, nothing else imported)
 ALONE = {
     "ladasearch.nn": ("ladasearch.nn",),
-    "ladasearch.compress": ("ladasearch.compress", "ladasearch.nn", "ladasearch.errors", "ladasearch.summary"),
+    "ladasearch.compress": ("ladasearch.compress", "ladasearch.nn", "ladasearch.errors", "ladasearch.summary",
+                            "ladasearch.registry"),
 }
 
 

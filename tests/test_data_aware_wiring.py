@@ -321,7 +321,7 @@ def test_a_trial_takes_the_payload_statistics_or_fails(tiny_model, tiny_features
     with pytest.raises(LadaError, match="the search gathered: none"):
         trial_statistics(None, CompressionConfig("activation", "magnitude"), plans)
     assert compression_params(CompressionConfig("activation", "wanda"), shared) == {
-        "factorizer": "activation", "prune_score": "wanda", "calibration.source": "payload",
+        "factorizer": "activation", "prune_score": "wanda", "structure_score": "taylor", "calibration.source": "payload",
         "calibration.batches": 1, "calibration.examples": 8, "calibration.needs": "input_gram,token_counts"}
     assert compression_params(CompressionConfig(), None)["calibration.source"] == "none"
 

@@ -74,7 +74,7 @@ def test_removing_dead_units_keeps_the_logits(factorized):
     torch.testing.assert_close(_logits(model, inputs), want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("score", sorted(UNIT_SCORES))
+@pytest.mark.parametrize("score", sorted(UNIT_SCORES.names()))
 def test_unit_scores_put_dead_units_last(score):
     model = build_tiny(0)
     _kill_units(model, 1, heads=(2,), neurons=(5, 70))
@@ -176,7 +176,7 @@ def test_structure_needs_widths_and_a_known_unit_score():
     counts = count_parameters(build_tiny(0))
     with pytest.raises(LadaError, match="needs the model's widths"):
         solve(counts, 5.0, embedding=0.2, svd=0.5, structure=0.5)
-    with pytest.raises(LadaError, match="unknown unit score 'nope'; allowed: taylor, activation"):
+    with pytest.raises(LadaError, match="unknown unit score 'nope'; allowed: activation, taylor"):
         CompressionConfig(structure_score="nope")
     with pytest.raises(LadaError, match="structure_batches must be an integer >= 1"):
         CompressionConfig(structure_batches=0)

@@ -7,7 +7,7 @@ from .budget import (PAPER_TABLE2, Budget, Ratios, budget, encoder_ratio, feasib
                      solve, split_ratios)
 from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer, refactor, truncated_factors
-from .methods import METHOD_NAMES, CompressionMethod, get_method
+from .methods import METHODS, CompressionMethod, get_method, method_names, register_method
 from .plan import MatrixPlan, compress_step, make_plan, planned_count, svd_rank
 from .registry import (Factorizer, PruningScore, get_factorizer, get_pruning_score, register_factorizer,
                        register_pruning_score)
@@ -16,7 +16,7 @@ from .structure import StructurePlan, Widths
 from .unit_scores import UNIT_SCORES, UnitScore, get_unit_score, register_unit_score
 
 __all__ = [
-    "Budget", "GROUPS", "METHOD_NAMES", "PAPER_TABLE2", "CompressionMethod", "FactorizedEmbedding", "FactorizedLinear",
+    "Budget", "GROUPS", "METHODS", "method_names", "register_method", "PAPER_TABLE2", "CompressionMethod", "FactorizedEmbedding", "FactorizedLinear",
     "Factorizer", "MagnitudeScore", "MatrixPlan", "ParamCount", "PruningScore", "Ratios", "SvdFactorizer", "budget",
     "compress_step", "compressible_modules", "count_parameters", "encoder_ratio", "feasible_embedding",
     "get_factorizer", "get_method", "get_pruning_score", "make_plan", "paper_ratios", "parse_target",

@@ -5,7 +5,8 @@
     prune   pruning of the dense matrices alone (nothing factorized: the svd ratio is 1)
 
 A method is an object picked by name (``get_method``); the budget solver, the plan, the search space
-and the CLI ask it, never switch on its name.  ``Ratios.method`` stores the name.
+and the CLI ask it, never switch on its name.  ``Ratios.method`` stores the name.  Another method is a
+``CompressionMethod`` instance given to ``register_method`` (its two flags say what it does to each matrix).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LadaError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from .budget import Ratios
@@ -58,15 +60,18 @@ class CompressionMethod:
         return svd, keep
 
 
-_METHODS: dict[str, CompressionMethod] = {m.name: m for m in (
-    CompressionMethod("hybrid", "LadaBERT (SVD, then pruning of the factors)", True, True, 0.5),
-    CompressionMethod("svd", "SVD only", True, False, 1.0),
-    CompressionMethod("prune", "pruning only", False, True, 0.0),
-)}
-METHOD_NAMES: tuple[str, ...] = tuple(_METHODS)
+METHODS: Registry[CompressionMethod] = Registry("method", CompressionMethod)
+for _method in (CompressionMethod("hybrid", "LadaBERT (SVD, then pruning of the factors)", True, True, 0.5),
+                CompressionMethod("svd", "SVD only", True, False, 1.0),
+                CompressionMethod("prune", "pruning only", False, True, 0.0)):
+    METHODS.register(_method)
+register_method = METHODS.register
 
 
 def get_method(name: str) -> CompressionMethod:
-    if name not in _METHODS:
-        raise LadaError(f"unknown method {name!r}; allowed: {', '.join(METHOD_NAMES)}")
-    return _METHODS[name]
+    return METHODS.create(name)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method (the built-in three and any a plug-in added)."""
+    return METHODS.names()

@@ -10,41 +10,49 @@ Adding a method from outside the package::
 
     class RandomScore(PruningScore):
         name = "random"
+        def __init__(self, seed: int = 0):
+            self.generator = torch.Generator().manual_seed(seed)
         def scores(self, module, names, stats):
-            return {n: torch.rand_like(getattr(module, n)) for n in names}
+            return {n: torch.rand(getattr(module, n).shape, generator=self.generator) for n in names}
 
-    register_pruning_score(RandomScore)
+    register_pruning_score(RandomScore)      # then --prune-score random, or "random:seed=3"
+
+The tables are ``ladasearch.registry.Registry`` objects: a name is taken once, and a spec may carry
+constructor arguments.  A plug-in package makes its classes known in every process (the CLI's, each Ray
+worker's) through the ``ladasearch.plugins`` entry point group (``registry.load_plugins``).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import LadaError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from .calibration import LayerStats
 
 
-class Factorizer:
+class Factorizer(ABC):
     """Turns a dense weight W (m x n) into factors A (m x r), B (n x r) with W ~= A @ B.T."""
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()   # calibration statistics this factorizer reads
 
+    @abstractmethod
     def factorize(self, weight: torch.Tensor, rank: int, stats: LayerStats | None) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def refactor(self, a: torch.Tensor, b: torch.Tensor, rank: int,
                  stats: LayerStats | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Shrink already factorized A @ B.T to ``rank``, through the factors (no m x n product)."""
-        raise NotImplementedError
 
 
-class PruningScore:
+class PruningScore(ABC):
     """Importance of every entry of a module's matrix tensors; the lowest-scored entries are pruned.
 
     Scores that learn from training (Taylor, movement) accumulate in ``observe`` which the loop
@@ -54,9 +62,10 @@ class PruningScore:
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
 
+    @abstractmethod
     def scores(self, module: nn.Module, names: tuple[str, ...],
                stats: LayerStats | None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
     def observe(self, module_name: str, module: nn.Module, names: tuple[str, ...]) -> None:
         """Called after each backward pass of the round's training steps (default: nothing to learn)."""
@@ -77,34 +86,17 @@ class PruningScore:
         return type(self).observe is not PruningScore.observe
 
 
-FACTORIZERS: dict[str, type[Factorizer]] = {}
-PRUNING_SCORES: dict[str, type[PruningScore]] = {}
+FACTORIZERS: Registry[Factorizer] = Registry("factorizer", Factorizer)
+PRUNING_SCORES: Registry[PruningScore] = Registry("pruning score", PruningScore)
+register_factorizer = FACTORIZERS.register
+register_pruning_score = PRUNING_SCORES.register
 
 
-def _register(table: dict, kind: str, cls: type) -> type:
-    if not getattr(cls, "name", ""):
-        raise LadaError(f"a {kind} class needs a non-empty `name`, {cls.__name__} has none")
-    table[cls.name] = cls
-    return cls
+def get_factorizer(spec: str) -> Factorizer:
+    """A new factorizer from its spec (``"svd"``, ``"mine:alpha=0.5"``)."""
+    return FACTORIZERS.create(spec)
 
 
-def register_factorizer(cls: type[Factorizer]) -> type[Factorizer]:
-    return _register(FACTORIZERS, "factorizer", cls)
-
-
-def register_pruning_score(cls: type[PruningScore]) -> type[PruningScore]:
-    return _register(PRUNING_SCORES, "pruning score", cls)
-
-
-def _lookup(table: dict, kind: str, name: str):
-    if name not in table:
-        raise LadaError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
-    return table[name]()
-
-
-def get_factorizer(name: str) -> Factorizer:
-    return _lookup(FACTORIZERS, "factorizer", name)
-
-
-def get_pruning_score(name: str) -> PruningScore:
-    return _lookup(PRUNING_SCORES, "pruning score", name)
+def get_pruning_score(spec: str) -> PruningScore:
+    """A new pruning score from its spec (each trial and round gets its own: scores may learn)."""
+    return PRUNING_SCORES.create(spec)

@@ -13,6 +13,7 @@ gradients nor the pruning score's bookkeeping see these passes.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -22,14 +23,17 @@ from ..errors import LadaError
 from ..nn.losses import task_loss
 from ..nn.masks import copy_model
 from ..nn.units import UNIT_LINEARS, encoder_layers
-from .registry import _register  # the factorizers' and pruning scores' registration rules
+from ..registry import Registry
 
 # the linear that reads each unit's output (its input columns are the unit's)
 _READER = {unit: cols[0] for unit, (_, cols) in UNIT_LINEARS.items()}
 
 
-class UnitScore:
-    """Scores every head and FFN neuron of every encoder layer of a model."""
+class UnitScore(ABC):
+    """Scores every head and FFN neuron of every encoder layer of a model.
+
+    A subclass says what one encoder layer's unit inputs add to the score (``observe``, called by a forward
+    pre-hook on the linear that reads each unit) and, optionally, how the sums become scores (``finish``)."""
 
     name: ClassVar[str] = ""
     needs_gradient: ClassVar[bool] = False
@@ -61,18 +65,20 @@ class UnitScore:
                 handle.remove()
         if not sums:
             raise LadaError("structured removal got no calibration batch to score heads and neurons")
-        return {key: self._finish(value, probe, key).cpu() for key, value in sums.items()}
+        return {key: self.finish(value, probe, key).cpu() for key, value in sums.items()}
 
     def _hook(self, key, module, group, sums, mask_now):
         def record(mod, inputs):
             x = inputs[0]
-            self._observe(key, x, group, sums, mask_now[0])
+            self.observe(key, x, group, sums, mask_now[0])
         return record
 
-    def _observe(self, key, x: torch.Tensor, group: int, sums: dict, mask: torch.Tensor) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def observe(self, key, x: torch.Tensor, group: int, sums: dict, mask: torch.Tensor) -> None:
+        """Add to ``sums[key]`` (``_add``) what the input ``x`` of layer/unit ``key`` says of each unit (``group``
+        columns per unit; ``mask`` the batch's attention mask)."""
 
-    def _finish(self, value: torch.Tensor, model: nn.Module, key: tuple[int, str]) -> torch.Tensor:
+    def finish(self, value: torch.Tensor, model: nn.Module, key: tuple[int, str]) -> torch.Tensor:
         return value
 
 
@@ -84,7 +90,7 @@ def _add(sums: dict, key, value: torch.Tensor) -> None:
 class TaylorUnitScore(UnitScore):
     name, needs_gradient = "taylor", True
 
-    def _observe(self, key, x, group, sums, mask):
+    def observe(self, key, x, group, sums, mask):
         if not x.requires_grad:
             return
         value = x.detach()
@@ -99,11 +105,11 @@ class TaylorUnitScore(UnitScore):
 class ActivationUnitScore(UnitScore):
     name = "activation"
 
-    def _observe(self, key, x, group, sums, mask):
+    def observe(self, key, x, group, sums, mask):
         magnitude = (x.detach().float().abs() * mask[..., None]).sum((0, 1))    # (units * group)
         _add(sums, key, magnitude.view(-1, group).sum(-1) / mask.sum().clamp(min=1) / group)
 
-    def _finish(self, value, model, key):
+    def finish(self, value, model, key):
         index, unit = key
         reader = encoder_layers(model)[index].get_submodule(_READER[unit])
         columns = reader.weight.detach().float().norm(dim=0)                   # one norm per input column
@@ -111,15 +117,12 @@ class ActivationUnitScore(UnitScore):
         return value * columns.view(-1, group).norm(dim=-1)
 
 
-UNIT_SCORES: dict[str, type[UnitScore]] = {c.name: c for c in (TaylorUnitScore, ActivationUnitScore)}
+UNIT_SCORES: Registry[UnitScore] = Registry("unit score", UnitScore)
+UNIT_SCORES.register(TaylorUnitScore)
+UNIT_SCORES.register(ActivationUnitScore)
+register_unit_score = UNIT_SCORES.register
 
 
-def register_unit_score(cls: type[UnitScore]) -> type[UnitScore]:
-    """Make ``cls`` (a ``UnitScore`` with a ``name`` and ``_observe``) available to ``structure_score``."""
-    return _register(UNIT_SCORES, "unit score", cls)
-
-
-def get_unit_score(name: str) -> UnitScore:
-    if name not in UNIT_SCORES:
-        raise LadaError(f"unknown unit score {name!r}; allowed: {', '.join(UNIT_SCORES)}")
-    return UNIT_SCORES[name]()
+def get_unit_score(spec: str) -> UnitScore:
+    """A new unit score from its spec (``"taylor"``, ``"mine:power=2"``)."""
+    return UNIT_SCORES.create(spec)

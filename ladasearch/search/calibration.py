@@ -58,6 +58,7 @@ def trial_statistics(shared: CalibrationStats | None, compression: CompressionCo
 def compression_params(compression: CompressionConfig, stats: CalibrationStats | None) -> dict[str, Any]:
     """A trial's MLflow params of its plug-ins and where their statistics came from."""
     params: dict[str, Any] = {"factorizer": compression.factorizer, "prune_score": compression.prune_score,
+                              "structure_score": compression.structure_score,
                               "calibration.source": "payload" if stats is not None else "none"}
     if stats is not None:
         params.update({"calibration.batches": stats.batches, "calibration.examples": stats.examples,

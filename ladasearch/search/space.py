@@ -26,7 +26,7 @@ import yaml
 
 from ..compress.accounting import ParamCount
 from ..compress.budget import Ratios, feasible_embedding, paper_ratios, split_ratios
-from ..compress.methods import METHOD_NAMES, get_method
+from ..compress.methods import get_method, method_names
 from ..compress.structure import Widths
 from ..config import LossWeights, TrainConfig
 from ..errors import LadaError
@@ -250,8 +250,8 @@ class SearchSpace:
 def _method(spec: Any) -> tuple[str, Param | None]:
     """(the default method, the choices or None) of a space's ``method``: a name or ``{choices: [names]}``."""
     def known(name: str) -> None:
-        if name not in METHOD_NAMES:
-            raise LadaError(f"method {name!r} is not one of {', '.join(METHOD_NAMES)}")
+        if name not in method_names():
+            raise LadaError(f"method {name!r} is not one of {', '.join(method_names())}")
 
     param = parse_names("method", spec, known, "a method name")
     if param.fixed or len(param.choices) == 1:

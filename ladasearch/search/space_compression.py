@@ -3,10 +3,13 @@
     compression:
       factorizer: {choices: [svd, fisher, activation]}   # registered names (``compress.registry``)
       prune_score: magnitude                              # or one fixed name
+      structure_score: {choices: [taylor, activation]}    # unit scores (``compress.unit_scores``)
+
+A name may carry a plug-in's arguments (``"mine:alpha=0.5"``, see ``ladasearch.registry``).
 
 Each key is a fixed name or a list of choices, sampled by Optuna as a categorical named
 ``compression.<key>``.  A key the space leaves out takes the run's own setting (``--factorizer``,
-``--prune-score``); ``fixed`` pins a key (what an explicit command-line option does to the space).
+``--prune-score``, ``--structure-score``); ``fixed`` pins a key (what an explicit command-line option does to the space).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..compress.registry import get_factorizer, get_pruning_score
+from ..compress.unit_scores import get_unit_score
 from ..config import CompressionConfig
 from ..errors import LadaError
+from ..registry import canonical
 from .space_param import Param, parse_names
 
-KEYS = {"factorizer": get_factorizer, "prune_score": get_pruning_score}   # the registry lookup of each key
+# the registry lookup of each key
+KEYS = {"factorizer": get_factorizer, "prune_score": get_pruning_score, "structure_score": get_unit_score}
 
 
 def _registered(key: str):
@@ -32,12 +38,23 @@ def _registered(key: str):
     return check
 
 
+def _spelled(spec: Any) -> Any:
+    """A key's value with every plug-in spec in its one spelling (a ``{name: ..., arg: ...}`` mapping included)."""
+    def one(value: Any) -> Any:
+        return canonical(value) if isinstance(value, (str, dict)) and (not isinstance(value, dict) or "name" in value) \
+            else value
+    if isinstance(spec, dict) and set(spec) == {"choices"} and isinstance(spec["choices"], list):
+        return {"choices": [one(v) for v in spec["choices"]]}
+    return one(spec)
+
+
 @dataclass(frozen=True)
 class CompressionChoices:
-    """The space's factorizer and pruning score: fixed, choices, or None (the run's setting)."""
+    """The space's factorizer, pruning score and unit score: fixed, choices, or None (the run's setting)."""
 
     factorizer: Param | None = None
     prune_score: Param | None = None
+    structure_score: Param | None = None
 
     @classmethod
     def parse(cls, data: Any) -> CompressionChoices:
@@ -48,7 +65,7 @@ class CompressionChoices:
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
             raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
-        return cls(**{key: parse_names(f"compression.{key}", spec, _registered(key), "a registered name")
+        return cls(**{key: parse_names(f"compression.{key}", _spelled(spec), _registered(key), "a registered name")
                       for key, spec in data.items()})
 
     def _by_key(self) -> dict[str, Param | None]:
@@ -68,7 +85,7 @@ class CompressionChoices:
             raise LadaError(f"compression: unknown key(s) {unknown}; allowed: {', '.join(KEYS)}")
         for key, name in names.items():
             KEYS[key](name)
-        return replace(self, **{key: Param(f"compression.{key}", value=name) for key, name in names.items()})
+        return replace(self, **{key: Param(f"compression.{key}", value=canonical(name)) for key, name in names.items()})
 
     def candidates(self, base: CompressionConfig) -> dict[str, tuple[str, ...]]:
         """Every name each key can take in a trial (the space's, else ``base``'s)."""

@@ -27,6 +27,7 @@ from ..config import CompressionConfig, TrainConfig
 from ..data import TaskSpec
 from ..features import Features
 from ..ladabert import CompressionResult, LoopHooks, compress_model
+from ..registry import load_plugins
 from ..runtime.timing import latency_ms
 from ..serialize import save_compressed
 from ..summary import MatrixRecord, ParamRecord, RoundRecord, TrialSummary
@@ -155,6 +156,7 @@ def run_trial(config: dict, payload: TrialPayload) -> None:
     from ray import tune
 
     torch.set_num_threads(payload.threads)
+    load_plugins()  # this worker process resolves the plug-in names the driver resolved
     # the trial's factorizer and pruning score (sampled, or the run's): what its summary and params record
     payload = replace(payload, compression=payload.space.compression.config(payload.compression, config))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
