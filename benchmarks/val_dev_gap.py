@@ -49,14 +49,14 @@ def splits(data_dir: str, seed: int, sizes: set[int]):
     the rows rule the models were trained with."""
     from ladasearch.data import load_task
     from ladasearch.data.tasks import get_task
-    from ladasearch.data.validation import _words, hold_out
+    from ladasearch.data.validation import hold_out, normalized_words
 
     whole = load_task("sst2", data_dir)
     task = get_task("sst2")
     rows = hold_out(whole.train, replace(task, val_rule="rows"), 0.1, seed)
-    seen = {_words(t) for n in sizes for t in rows.train.subset(n, seed).text_a}
+    seen = {normalized_words(t) for n in sizes for t in rows.train.subset(n, seed).text_a}
     sentences = hold_out(whole.train, task, 0.1, seed).val
-    unseen = sentences.select([i for i, t in enumerate(sentences.text_a) if _words(t) not in seen])
+    unseen = sentences.select([i for i, t in enumerate(sentences.text_a) if normalized_words(t) not in seen])
     return rows.val, unseen, whole.dev
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from ladasearch.features import Features
 # processes share the (2-core) machine.  The e2e test sets its own thread count.
 torch.set_num_threads(1)
 
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+# the GLUE folder every data test reads: LADASEARCH_DATA_DIR, else ../shared/data/glue beside the checkout
+GLUE_DIR = Path(os.environ.get("LADASEARCH_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue")
 
 TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=64, num_labels=2)

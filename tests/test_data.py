@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import GLUE_DIR
 
 from ladasearch.data import (
     ENV_DATA_DIR,
@@ -25,7 +26,7 @@ from ladasearch.data import (
 )
 from ladasearch.errors import LadaError
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+DATA = GLUE_DIR  # conftest: the shared GLUE folder
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"GLUE data not found at {DATA}")
 
 

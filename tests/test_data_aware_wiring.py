@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import GLUE_DIR
 
-from ladasearch.calibration_cache import CalibrationRequest, cache_folder, cached_statistics
-from ladasearch.compress.calibration import plugin_needs
-from ladasearch.cli import main
 from ladasearch import ladabert
+from ladasearch.calibration_cache import CalibrationRequest, cache_folder, cached_statistics
+from ladasearch.cli import main
 from ladasearch.compress import calibration, count_parameters, make_plan
-from ladasearch.compress.calibration import CalibrationStats, collect_statistics
+from ladasearch.compress.calibration import CalibrationStats, collect_statistics, plugin_needs
 from ladasearch.config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
@@ -26,7 +26,7 @@ from ladasearch.search.calibration import compression_params, search_needs, tria
 from ladasearch.teacher import Teacher
 
 SST2 = TASKS["sst2"]
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 
 

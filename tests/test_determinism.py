@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GLUE_DIR
 
 from ladasearch.compress import Ratios
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.features import Features
-from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 from ladasearch.ladabert import compress_model
+from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 from ladasearch.summary import RoundRecord
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 
 
 def _tiny_teacher():

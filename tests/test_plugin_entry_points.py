@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import GLUE_DIR
 
 from ladasearch.compress.registry import FACTORIZERS, Factorizer, get_factorizer
 from ladasearch.errors import LadaError
 from ladasearch.registry import Registry, canonical, parse_spec
 
 HERE = Path(__file__).resolve().parent
-GLUE = HERE.parents[0].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 
 
 def install(site: Path) -> Path:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import GLUE_DIR
 from test_reliability_faults import _runs
 
 from ladasearch.cli import main
 from ladasearch.cli_common import MAX_ERROR_CHARS
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 CLI = [sys.executable, "-m", "ladasearch.cli"]
 TOKEN = "ladasearch-test-token-" + "0" * 42

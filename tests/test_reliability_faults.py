@@ -10,16 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import GLUE_DIR
 
 from ladasearch.cli import main
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 
 HUGE_LR = 1.0e12

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import GLUE_DIR
 
 from ladasearch.cli import main
 from ladasearch.cli_common import MAX_ERROR_CHARS
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 SMALL = ["--teacher-steps", "1", "--max-train", "20", "--max-dev", "10", "--rounds", "1", "--steps-per-round", "1",
          "--final-steps", "0", "--batch-size", "4"]

@@ -9,19 +9,18 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from conftest import target_tolerance
+from conftest import GLUE_DIR, target_tolerance
 
-from ladasearch.compress import budget, count_parameters, Ratios
+from ladasearch.compress import Ratios, budget, count_parameters
 from ladasearch.config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from ladasearch.errors import LadaError
 from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace, run_search
 from ladasearch.search.samplers import make_sampler, startup_trials
 from ladasearch.summary import TrialSummary
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import GLUE_DIR
 
 from ladasearch.compress import count_parameters
 from ladasearch.data import VAL_CAP, load_task
@@ -26,7 +27,7 @@ from ladasearch.search import SearchSpace
 from ladasearch.search.warm_start import PastBest, WarmContext, plan
 from ladasearch.summary import ParamRecord, RatioRecord, RoundRecord, TrialSummary
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 
 

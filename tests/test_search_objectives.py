@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import GLUE_DIR
 
 from ladasearch.cli import main
 from ladasearch.compress import count_parameters
@@ -17,8 +18,14 @@ from ladasearch.config import TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
 from ladasearch.ladabert import compress_model
-from ladasearch.search.objectives import (OBJECTIVES, RUNTIMES, MeasureSettings, check_objectives, measure_objectives,
-                                          parse_objectives)
+from ladasearch.search.objectives import (
+    OBJECTIVES,
+    RUNTIMES,
+    MeasureSettings,
+    check_objectives,
+    measure_objectives,
+    parse_objectives,
+)
 from ladasearch.search.results import TrialRow, at_target, pareto
 from ladasearch.search.settings import SearchConfig
 from ladasearch.summary import AT_TARGET
@@ -26,7 +33,7 @@ from ladasearch.summary import AT_TARGET
 pytest.importorskip("onnxruntime")
 
 ALL = ("score", "latency_ms", "size_bytes")
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 
 
 @pytest.fixture(scope="module")

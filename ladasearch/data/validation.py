@@ -95,7 +95,7 @@ class Holdout:
     identity: tuple
 
 
-def _words(text: str) -> str:
+def normalized_words(text: str) -> str:
     """A row as space-padded words, so that containment is checked at word boundaries."""
     return " " + " ".join(text.lower().split()) + " "
 
@@ -126,7 +126,7 @@ class _WordIndex:
 
 def sentence_rows(texts: Sequence[str]) -> list[int]:
     """Indices of the rows no longer row contains (SST-2: its whole sentences, not their phrases)."""
-    padded = [_words(t) for t in texts]
+    padded = [normalized_words(t) for t in texts]
     index = _WordIndex(padded)
     return [i for i, text in enumerate(padded)
             if not any(len(padded[j]) > len(text) for j in index.containing(text))]
@@ -140,8 +140,8 @@ def _carve_sentences(train: Split, task: TaskSpec, k: int, seed: int) -> tuple[l
                         f"{len(candidates)}; {k} validation rows would take over half of them: give a smaller "
                         f"--val-size or a --val-file")
     picked = sorted(candidates[i] for i in stratified_pick([train.labels[c] for c in candidates], k, seed))
-    held = _WordIndex([_words(train.text_a[i]) for i in picked])
-    inside = {i for i, text in enumerate(train.text_a) if held.containing(_words(text))}
+    held = _WordIndex([normalized_words(train.text_a[i]) for i in picked])
+    inside = {i for i, text in enumerate(train.text_a) if held.containing(normalized_words(text))}
     return picked, inside | set(picked)
 
 
