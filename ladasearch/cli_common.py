@@ -8,6 +8,8 @@ import sys
 import click
 
 from .compress.methods import get_method, method_names
+from .compress.registry import get_factorizer, get_pruning_score
+from .compress.unit_scores import get_unit_score
 from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
 from .errors import LadaError
 from .precision import PRECISIONS
@@ -178,16 +180,17 @@ def train_config(kw: dict) -> TrainConfig:
 def compression_options(fn):
     """The compression plug-ins (``ladasearch.compress.registry``); names are checked by CompressionConfig."""
     options = [
-        click.option("--factorizer", default="svd", show_default=True,
+        click.option("--factorizer", default="svd", show_default=True, callback=_registered(get_factorizer),
                      help="How matrices are factorized: a registered factorizer (svd, fisher, activation). In "
                           "`run`, given here it pins the search space's choice."),
         click.option("--prune-score", default="magnitude", show_default=True,
+                     callback=_registered(get_pruning_score),
                      help="How entries are scored for pruning: a registered score (magnitude, taylor, movement, "
                           "wanda). In `run`, given here it pins the search space's choice."),
         click.option("--calibration-batches", default=16, show_default=True, type=int,
                      help="Train batches through the teacher when the factorizer or score needs statistics "
                           "(gathered once per teacher and data, cached beside the teacher)."),
-        click.option("--structure-score", default="taylor", show_default=True,
+        click.option("--structure-score", default="taylor", show_default=True, callback=_registered(get_unit_score),
                      help="How attention heads and FFN neurons are ranked when a structured ratio below 1 removes "
                           "some: a registered unit score, taylor (|activation x gradient|) or activation (mean "
                           "|activation| x column norm). Plug-ins take arguments as NAME:key=value,..."),
@@ -200,12 +203,19 @@ def compression_config(kw: dict) -> CompressionConfig:
                              calibration_batches=kw["calibration_batches"], structure_score=kw["structure_score"])
 
 
-def _registered_method(ctx, param, value: str) -> str:
-    try:
-        get_method(value)
-    except LadaError as exc:  # checked before any work: click's usage line, exit code 2
-        raise click.BadParameter(f"{value!r}: {exc}") from None
-    return value
+def _registered(build):
+    """An option callback: the plug-in spec must name a registered one (checked before any work, as click's usage
+    line naming the option, exit code 2)."""
+    def check(ctx, param, value: str) -> str:
+        try:
+            build(value)
+        except LadaError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+        return value
+    return check
+
+
+_registered_method = _registered(get_method)
 
 
 method_option = click.option(

@@ -137,3 +137,19 @@ def tiny_dir(tmp_path_factory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ``slow``: the test functions tools/slow_tests.py listed from a full timed run (pytest -m "not slow" leaves them out)
+SLOW_TESTS = {line.strip() for line in (Path(__file__).with_name("slow_tests.txt")).read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+
+
+# module fixtures that run a whole search: their setup is charged to whichever test uses them first, so every
+# test that uses one is slow
+SLOW_FIXTURES = {"searched"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -447,6 +447,9 @@ class _WrongRank(Factorizer):
     def factorize(self, weight, rank, stats):
         return truncated_factors(weight, rank + 1)
 
+    def refactor(self, a, b, rank, stats):
+        raise AssertionError("the first compression step factorizes; nothing is refactored")
+
 
 def test_compress_step_rejects_factors_of_the_wrong_shape(tiny_model, ratios_for):
     plans = make_plan(tiny_model, ratios_for(count_parameters(tiny_model), 5.0, "svd"))

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -115,12 +114,12 @@ def test_huge_rank_refused_fast_without_allocating(folder, layer, limit, rank):
         pytest.skip("needs Linux /proc for the peak resident memory")
     _edit_meta(folder, _set_rank(layer, rank))
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current resident size
-    before, start = _peak_rss(), time.perf_counter()
+    before = _peak_rss()
     message = _load_error(folder)
-    elapsed, grown = time.perf_counter() - start, _peak_rss() - before
+    grown = _peak_rss() - before
     assert message == (f"{folder / META}: layer {layer!r} has rank {rank}; its {1000 if layer == EMBEDDING else 64}"
                        f" x 64 matrix allows ranks 1 to {limit}")
-    assert elapsed < 1.0
+    # refused before allocating: the peak memory, not the wall time (a loaded machine makes any time bound flaky)
     assert grown < 20 * 2**20  # rank 60000 alone would be a 240 MB factor, 10**9 four terabytes
 
 
@@ -128,10 +127,12 @@ def test_huge_config_refused_without_allocating(folder):
     """A config.json edited to a huge vocabulary builds no table: the file's tensors must match it first."""
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 10**9}))
-    start = time.perf_counter()
+    if Path("/proc/self/clear_refs").exists():
+        Path("/proc/self/clear_refs").write_text("5")
+    before = _peak_rss()
     message = _load_error(folder)
-    assert time.perf_counter() - start < 1.0
     assert f"{EMBEDDING}.A" in message and "1000000000" in message
+    assert _peak_rss() - before < 20 * 2**20  # a 10**9 x 64 table would be 256 GB
 
 
 @pytest.mark.parametrize("keep", [0, 7, 8, 100, 0.5, -1])

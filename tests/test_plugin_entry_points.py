@@ -75,6 +75,7 @@ def test_a_registry_takes_only_its_kind():
         registry.register(int)
 
 
+@pytest.mark.ray
 @pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
 def test_a_search_uses_entry_point_plugins_inside_its_ray_workers(tiny_dir, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -28,7 +28,7 @@ from ladasearch.cli import main
 from ladasearch.cli_common import MAX_ERROR_CHARS
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]
 CLI = [sys.executable, "-m", "ladasearch.cli"]
 TOKEN = "ladasearch-test-token-" + "0" * 42
 BASE_ENV = {k: v for k, v in os.environ.items()
@@ -222,6 +222,7 @@ def test_default_run_is_private_sigterm_stops_it_and_resume_checks_the_teacher(t
     assert {k: len(client.get_metric_history(parent.info.run_id, k)) for k in parent.data.metrics} == history
 
 
+@pytest.mark.cluster
 def test_address_auto_joins_the_existing_cluster_with_its_token(tiny_dir, root, existing_cluster):
     address, cluster_nodes = existing_cluster
     env = {**ENV, "RAY_ADDRESS": address}

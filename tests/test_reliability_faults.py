@@ -20,7 +20,7 @@ from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]
 
 HUGE_LR = 1.0e12
 # Fixed ratios (feasible for the tiny model at 5x: embedding ratios [0.18, 0.20]); only the learning rate varies.

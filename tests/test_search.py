@@ -21,7 +21,7 @@ from ladasearch.search.samplers import make_sampler, startup_trials
 from ladasearch.summary import TrialSummary
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]
 
 
 def _client(uri):
@@ -301,6 +301,7 @@ def test_ctrl_c_marks_the_search_killed_and_resume_completes_it(tiny_dir, tmp_pa
     assert parents[0].info.status == "FINISHED" and len(ids) == len(set(ids)) == 3
 
 
+@pytest.mark.cluster
 def test_search_runs_on_a_two_node_ray_cluster(tiny_dir, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 

@@ -19,7 +19,7 @@ from ladasearch.cli import main
 from ladasearch.serialize import saved_summary
 from ladasearch.tracking import Tracker
 
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]
 
 
 def test_the_final_budget_trains_the_best_trial_and_ships_it(tiny_dir, tmp_path, monkeypatch):

@@ -174,7 +174,7 @@ def _one_error_line(result, *fragments):
     (("--structured-ratio", "0"), ("--structured-ratio", "0<x<=1")),
     (("--structured-ratio", "1.5"), ("--structured-ratio", "0<x<=1")),
     (("--structured-ratio", "x"), ("--structured-ratio", "'x' is not a valid float")),
-    (("--structure-score", "nope"), ("--structure-score", "'nope' is not one of 'taylor', 'activation'")),
+    (("--structure-score", "nope"), ("--structure-score", "unknown unit score 'nope'; allowed: activation, taylor")),
     (("--paper-ratios", "--structured-ratio", "0.5"), ("--paper-ratios", "--structured-ratio 0.5")),
     (("--structured-ratio", "nan", "--svd-ratio", "0.8", "--weight-ratio", "0.5"),
      ("structure ratio must be a retention fraction in (0, 1], got nan",)),
@@ -186,7 +186,7 @@ def test_bad_structure_options(cache_dir, glue_dir, tiny_cli_model, extra, fragm
 def test_run_refuses_an_unknown_structure_score(tmp_path):
     result = CliRunner().invoke(main, ["run", "--task", "sst2", "--target", "5x", "--structure-score", "nope",
                                        "--storage", str(tmp_path)])
-    _one_error_line(result, "--structure-score", "'nope' is not one of")
+    _one_error_line(result, "--structure-score", "unknown unit score 'nope'")
 
 
 @pytest.mark.parametrize("extra, score", [((), "taylor"), (("--structure-score", "activation"), "activation")])
