@@ -192,7 +192,7 @@ def measure(args) -> dict:
         raise SystemExit(f"the parts distilled different teachers: {sorted(teachers)}")
     teacher_dir = teachers.pop()
     timed = Timed(batches=(1, 32), seq_len=128, runs=args.runs, threads=1)
-    dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length)
+    dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length, max_dev=None)  # every dev row, as the search scores
     earlier = {}
     if args.reuse:  # rows measured before (their parts unchanged): the teacher and the parts already timed
         saved = json.loads((Path(args.out_dir or C.RESULTS) / f"frontier-{args.task}.json").read_text())
