@@ -34,7 +34,9 @@ from .space_compression import CompressionChoices
 from .space_file import read_yaml
 from .space_param import Param, parse_names
 
-SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+# an installed wheel carries the spaces as data beside this module (setup.py); a source tree holds them at the top
+_SPACE_DIRS = (Path(__file__).resolve().parent / "spaces", Path(__file__).resolve().parents[2] / "search_spaces")
+SPACE_DIR = next((d for d in _SPACE_DIRS if d.is_dir()), _SPACE_DIRS[-1])
 PAPER_METHOD = "hybrid"   # the paper's Table 2 gives LadaBERT's (hybrid) ratios
 TRAIN_KNOBS = {"rounds": int, "steps_per_round": int, "final_steps": int, "batch_size": int,
                "learning_rate": float, "temperature": float, "weight_decay": float}

@@ -1,0 +1,97 @@
+"""GLUE task data: one record per task (``tasks``), loading from a local folder (``local``) or the
+Hugging Face hub (``hub``), the validation split held out of train (``validation``), and the tasks'
+metrics (``metrics``).
+
+Local data uses the GLUE distribution layout (``<root>/<TASK>/train.tsv`` ...);
+without a local folder the data comes from ``nyu-mll/glue`` on the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from ..errors import LadaError
+from .hub import HUB_DATASET, load_hub
+from .local import ENV_DATA_DIR, HOLDOUT_FRACTION, find_task_dir, load_local, read_tsv, resolve_data_dir
+from .metrics import METRICS, compute_metrics, main_score
+from .split import Split, TaskData
+from .tasks import TASKS, TaskSpec, TsvLayout, get_task
+from .validation import DEFAULT_VAL_SIZE, VAL_CAP, check_val_size, hold_out
+
+__all__ = [
+    "DEFAULT_VAL_SIZE", "ENV_DATA_DIR", "HOLDOUT_FRACTION", "HUB_DATASET", "METRICS", "TASKS", "VAL_CAP", "Split",
+    "TaskData", "TaskSpec", "TsvLayout", "check_val_size", "compute_metrics", "find_task_dir", "get_task",
+    "hold_out", "load_task", "main_score", "read_tsv", "resolve_data_dir",
+]
+
+_FINGERPRINT_VERSION = "data-v1"
+
+
+def _fingerprint(*parts: Any) -> str:
+    text = "\n".join(repr(p) for p in (_FINGERPRINT_VERSION,) + parts)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_split(task: TaskSpec, dev_split: str | None) -> str:
+    split = task.dev_splits[0] if dev_split is None else str(dev_split).strip().lower()
+    if split not in task.dev_splits:
+        raise LadaError(f"dev split {dev_split!r} is not valid for task {task.name}; "
+                        f"allowed: {', '.join(task.dev_splits)}")
+    return split
+
+
+def _check_max(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise LadaError(f"{name} {value!r} is invalid; allowed: a positive integer or None")
+
+
+def _effective(n: int | None, split: Split) -> int | None:
+    return None if n is None or n >= len(split) else n
+
+
+def load_task(
+    task: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    dev_split: str | None = None,
+    max_train: int | None = None,
+    max_dev: int | None = None,
+    seed: int = 0,
+    val_size: float | int | None = None,
+    val_file: str | os.PathLike | None = None,
+    val_rule: str | None = None,
+) -> TaskData:
+    """Load train and dev data of a GLUE task from a local folder or the hub.
+
+    With ``val_size`` or ``val_file`` a validation split is held out of train first (``validation.hold_out``),
+    so ``max_train`` rows are drawn from what is left and the fingerprints cover the held-out rows.
+    """
+    spec = get_task(task)
+    split = _check_split(spec, dev_split)
+    _check_max("max_train", max_train)
+    _check_max("max_dev", max_dev)
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        train, dev, source, identity, train_identity = load_hub(spec, split)
+    else:
+        train, dev, source, identity, train_identity = load_local(spec, split, root)
+    held = None
+    if val_size is not None or val_file is not None:
+        held = hold_out(train, spec, val_size, seed, val_file, val_rule)
+        train, identity, train_identity = held.train, (identity, held.identity), (train_identity, held.identity)
+    eff_train, eff_dev = _effective(max_train, train), _effective(max_dev, dev)
+    fingerprint = _fingerprint(spec.name, split, identity, eff_train, eff_dev,
+                               seed if (eff_train or eff_dev) else None)
+    train_fingerprint = _fingerprint(spec.name, "train", train_identity, eff_train, seed if eff_train else None)
+    return TaskData(
+        task=spec,
+        train=train.subset(eff_train, seed),
+        dev=dev.subset(eff_dev, seed),
+        source=source,
+        fingerprint=fingerprint,
+        train_fingerprint=train_fingerprint,
+        val=held.val if held is not None else None,
+        val_source=held.source if held is not None else None,
+    )

@@ -1,0 +1,132 @@
+"""The model card (README.md) of an exported folder: what the model is, how it was compressed, what it scores,
+what it costs, and how to load it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # export imports this module to write the card
+    from .export import ExportRecord
+
+_MIB = 1024 * 1024
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _dev(s) -> float | None:
+    """The student's dev score: measured for the chosen model (``dev_score``), or its score when that was on dev."""
+    return s.dev_score if s.dev_score is not None else s.score if s.score_split == "dev" else None
+
+
+def _front_matter(record: ExportRecord) -> str:
+    s = record.summary
+    library = "transformers" if record.written.runtime == "torch" else "onnx"
+    return "\n".join(["---", f"library_name: {library}", "pipeline_tag: text-classification",
+                      "tags: [ladasearch, ladabert, compressed" + (", onnx" if library == "onnx" else "") + "]",
+                      "model-index:", f"- name: {s.task}-{s.achieved_factor:.1f}x-ladabert", "  results:",
+                      "  - task: {type: text-classification}", f"    dataset: {{name: GLUE {s.task}, type: glue}}",
+                      f"    metrics: [{{type: {s.main_metric}, value: {_score(_dev(s))}}}]", "---", ""])
+
+
+def _ratio_table(record: ExportRecord) -> list[str]:
+    r = record.summary.ratios
+    factors = r.reduction_factors()
+    return ["| | embedding | SVD | weight (pruning) | encoder |", "| --- | --- | --- | --- | --- |",
+            f"| retention ratio | {r.embedding:.4f} | {r.svd:.4f} | {r.weight:.4f} | {r.encoder:.4f} |",
+            f"| reduction factor | {factors['embedding']:.2f}x | {factors['svd']:.2f}x | {factors['weight']:.2f}x "
+            f"| {factors['encoder']:.2f}x |"]
+
+
+def _size_lines(record: ExportRecord) -> list[str]:
+    s = record.summary
+    lines = [f"- Stored non-zero parameters: {s.student_params.total:,} (teacher {s.teacher_params.total:,}): "
+             f"**{s.achieved_factor:.2f}x** smaller" + (f", target {s.target:g}x" if s.target else "") + ".",
+             f"- `{record.written.model_file}`: {record.file_bytes / _MIB:.2f} MiB on disk"
+             + (f" (teacher's weights file {record.teacher_file_bytes / _MIB:.2f} MiB, "
+                f"{record.teacher_file_bytes / record.file_bytes:.2f}x larger)" if record.teacher_file_bytes else "")
+             + ". Pruned entries are stored zeros here (masks folded), so the file holds every factor entry."]
+    return lines
+
+
+def _cost_lines(record: ExportRecord) -> list[str]:
+    if not record.latency and record.memory is None:
+        return ["Not measured (exported with `--no-measure`)."]
+    lines = []
+    if record.latency:
+        first = record.latency[0]
+        lines += [f"Latency in {first.runtime}, {first.threads} CPU thread(s), sequence length {first.seq_len}, "
+                  f"median (min) of {first.timing.runs} runs:", "", "| batch | median ms | min ms |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {x.batch} | {x.timing.median_ms:.2f} | {x.timing.min_ms:.2f} |" for x in record.latency]
+        lines.append("")
+    if record.memory is not None:
+        m = record.memory
+        lines.append(f"Deployment memory: a fresh {m.runtime} process that loads this folder and classifies one "
+                     f"batch ({m.batch} x {m.seq_len} tokens) peaks at **{m.peak_bytes / _MIB:.1f} MiB** resident "
+                     f"({m.baseline_bytes / _MIB:.1f} MiB of it is the runtime after its imports, "
+                     f"{m.model_bytes / _MIB:.1f} MiB loading the model code, weights and tokenizer and running the "
+                     f"batch).")
+    return lines
+
+
+def _score_lines(record: ExportRecord) -> list[str]:
+    s, w = record.summary, record.written
+    chosen_on = f" (chosen on the validation split, where it scored {_score(s.score)})" if s.score_split == "val" \
+        else ""
+    lines = [f"- Dev {s.main_metric} of the compressed student: **{_score(_dev(s))}**{chosen_on}; "
+             f"teacher: {_score(s.teacher_score)}."]
+    if w.onnx_check is not None:
+        lines.append(f"- The fp32 ONNX graph matches the PyTorch model to {w.onnx_check.worst:.1e} (max |logit "
+                     f"difference|, on sentence pairs and on single sentences).")
+    if w.quantized_check is not None:
+        lines.append(f"- The int8 graph's logits differ from the PyTorch model's by up to "
+                     f"{w.quantized_check.worst:.2g} (int8 rounding).")
+    if w.gate is not None:
+        g = w.gate
+        lines.append(f"- int8 accuracy gate: dev {g.metric} {g.before:.4f} (fp32 ONNX) -> {g.after:.4f} (int8) on "
+                     f"{g.rows} rows of {g.data}: a drop of **{g.drop:.2f} points** (allowed: {g.max_drop:g}).")
+    return lines
+
+
+def _usage(record: ExportRecord) -> list[str]:
+    if record.written.runtime == "torch":
+        return ["```python", "from transformers import AutoModelForSequenceClassification, pipeline", "",
+                'model = AutoModelForSequenceClassification.from_pretrained("PATH", trust_remote_code=True)',
+                'classify = pipeline("text-classification", model="PATH", trust_remote_code=True)',
+                'classify("a gripping, beautifully acted film")', "```", "",
+                "`trust_remote_code=True` runs `modeling_ladasearch.py` from this folder (it imports only torch and "
+                "transformers; read it first). Its model type `ladasearch_bert` is not built into transformers, so "
+                "loading without the flag raises an error instead of building a model with random weights."]
+    opset = record.written.opset
+    return ["```python", "import numpy as np, onnxruntime as ort", "from transformers import AutoTokenizer", "",
+            'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+            f'session = ort.InferenceSession("PATH/{record.written.model_file}")',
+            'enc = tokenizer(["a gripping, beautifully acted film"], return_tensors="np")',
+            'feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}',
+            'logits = session.run(["logits"], feed)[0]', "```", "",
+            f"ONNX opset {opset}. Inputs `input_ids`, `attention_mask` and `token_type_ids` (int64, dynamic batch "
+            "and sequence axes), all three listed by `session.get_inputs()`: feed the tokenizer's "
+            "`token_type_ids` (for a sentence pair its second segment is 1; zeros for single sentences). Output "
+            "`logits` (batch x labels). Label names are in `config.json` (`id2label`)."]
+
+
+def render_card(record: ExportRecord) -> str:
+    s = record.summary
+    labels = ", ".join(f"{i}: {n}" for i, n in enumerate(record.labels))
+    parts = [_front_matter(record), f"# {s.task} classifier compressed {s.achieved_factor:.2f}x with LadaBERT", "",
+             f"A {s.model or 'BERT'} classifier fine-tuned on GLUE {s.task} and compressed with LadaBERT "
+             f"({s.ratios.method}: SVD factorization, magnitude pruning and knowledge distillation) by ladasearch. "
+             f"Exported as `{record.format}` from {record.origin}. Labels: {labels}.", "",
+             "## Compression", "", *_ratio_table(record), "", *_size_lines(record), "",
+             "## Scores", "", *_score_lines(record), "", "## Cost", "", *_cost_lines(record), "",
+             "## Use", "", *_usage(record), ""]
+    return "\n".join(parts)
+
+
+def write_card(record: ExportRecord, folder: str | Path) -> Path:
+    path = Path(folder) / "README.md"
+    path.write_text(render_card(record))
+    return path

@@ -1,0 +1,189 @@
+"""`ladasearch export-model`: a compressed model (a folder or a search's best) to a deployable folder.
+
+The folder is written in a scratch folder beside ``out`` and moved into place only when everything
+passed (the logits check, the int8 gate), so a refused export leaves nothing behind.  It holds the
+format's files (see ``formats``), ``README.md`` (the model card) and ``ladasearch_export.json`` (the
+card's numbers, for scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import DataConfig
+from ..errors import LadaError
+from ..io import refuse_source_overlap, umask
+from ..serialize import load_compressed
+from ..summary import TrialSummary
+from .card import write_card
+from .footprint import file_bytes
+from .formats import Timed, Written, get_format
+from .hf import deploy_model
+from .inputs import max_length
+from .latency import Latency
+from .memory import DeploymentMemory, deployment_memory
+from .scoring import load_dev
+from .source import open_source, source_tokenizer
+
+RECORD_FILE = "ladasearch_export.json"
+
+
+@dataclass(frozen=True)
+class DevData:
+    """Where the int8 gate reads the task's dev split (the task itself comes from the model's record)."""
+
+    data_dir: str | None = None
+    dev_split: str | None = None
+    max_dev: int | None = 1000
+    max_length: int = 128
+    seed: int = 0
+
+    def for_task(self, task: str) -> DataConfig:
+        return DataConfig(task=task, data_dir=self.data_dir, max_length=self.max_length, max_dev=self.max_dev,
+                          dev_split=self.dev_split, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    max_drop: float = 1.0              # points of the main metric int8 may lose against fp32
+    dev: DevData = field(default_factory=DevData)
+    timed: Timed = field(default_factory=Timed)
+    measure: bool = True               # latency and deployment memory on the card
+    opset: int = 17
+    overwrite: bool = False
+    tracking_uri: str | None = None    # where a search SOURCE is looked up
+
+    def __post_init__(self):
+        if self.max_drop != self.max_drop:
+            raise LadaError("max_drop must be a number of points, got nan")
+        if self.opset < 14:
+            raise LadaError(f"opset must be >= 14 (scaled-dot-product attention), got {self.opset}")
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What one export wrote and measured; the model card is rendered from it."""
+
+    format: str
+    folder: Path
+    origin: str
+    summary: TrialSummary
+    labels: tuple[str, ...]            # class i's name (id2label)
+    written: Written
+    file_bytes: int
+    teacher_file_bytes: int | None
+    latency: tuple[Latency, ...] = ()
+    memory: DeploymentMemory | None = None
+
+    def to_json(self) -> dict:
+        w = self.written
+        return {"format": self.format, "runtime": w.runtime, "model_file": w.model_file, "opset": w.opset,
+                "origin": self.origin, "task": self.summary.task, "main_metric": self.summary.main_metric,
+                "score": self.summary.score, "teacher_score": self.summary.teacher_score,
+                "achieved_factor": self.summary.achieved_factor, "labels": list(self.labels),
+                "file_bytes": self.file_bytes,
+                "teacher_file_bytes": self.teacher_file_bytes,
+                "onnx_max_abs_diff": w.onnx_check.worst if w.onnx_check else None,
+                "int8_max_abs_diff": w.quantized_check.worst if w.quantized_check else None,
+                "int8_gate": w.gate.to_json() if w.gate else None,
+                "latency": [x.to_json() for x in self.latency],
+                "memory": self.memory.to_json() if self.memory else None}
+
+
+def _teacher_file_bytes(summary: TrialSummary) -> int | None:
+    if not summary.teacher or not Path(summary.teacher).is_dir():
+        return None
+    try:
+        return file_bytes(summary.teacher)
+    except LadaError:
+        return None
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise LadaError(f"--out {str(out)!r} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LadaError(f"--out {str(out)!r} is not empty; give a new folder or --overwrite")
+    parent = Path(os.path.abspath(out)).parent
+    try:  # the staging folder is made beside --out: find out now, before the model is loaded, that it can be
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=parent))
+    except OSError as exc:
+        raise LadaError(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}"
+                        + (f" ({exc.filename})" if exc.filename else "")) from None
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder at ``out``; an existing ``out`` (--overwrite) is replaced as a whole.
+
+    Replaced, not merged into: a file of an earlier export (model.onnx beside a new hf export, an old card)
+    would otherwise ship with the new one.  The old folder is renamed away before the new one is renamed in
+    and removed only then, so a failed rename puts the old export back."""
+    for item in staging.iterdir():  # some writers (safetensors through a temporary file) leave files private
+        if item.is_file():
+            item.chmod(0o666 & ~umask())
+    if not out.exists():
+        staging.replace(out)
+        return
+    # a fresh name for the old folder (a symlinked --out moves as the link; what it points at is kept)
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    old = holder / out.name
+    out.replace(old)
+    try:
+        staging.replace(out)
+    except OSError:
+        old.replace(out)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+def export_model(source: str | Path, fmt: str, out: str | Path, settings: ExportSettings = ExportSettings(),
+                 log=print) -> ExportRecord:
+    """Write SOURCE (a compress folder, a search name or parent run id) as ``fmt`` into the folder ``out``."""
+
+    form = get_format(fmt)
+    out = Path(out)
+    _check_out(out, settings.overwrite)
+    where = Path(os.path.abspath(out))  # staging beside it, never inside it (--out .)
+    with open_source(source, settings.tracking_uri) as src:
+        summary = src.summary
+        # before loading the model: the export (with --overwrite, a replacement of the whole folder) must not
+        # land on the model it reads, nor on the teacher whose tokenizer and size the card may read
+        refuse_source_overlap(out, (src.folder, summary.teacher))
+        log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
+        tokenizer = source_tokenizer(src)
+        exported = deploy_model(load_compressed(src.folder, keep_masks=False), summary)
+        dev = load_dev(settings.dev.for_task(summary.task), tokenizer) if form.needs_dev else None
+        where.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
+        staging.chmod(0o777 & ~umask())  # mkdtemp makes it private; the export is an ordinary folder
+        try:
+            written = form.write(exported, staging, tokenizer, dev=dev, max_drop=settings.max_drop,
+                                 opset=settings.opset, threads=settings.timed.threads)
+            if written.gate is not None:
+                g = written.gate
+                log(f"int8 gate: dev {g.metric} {g.before:.4f} (fp32) -> {g.after:.4f} (int8) on {g.rows} rows, "
+                    f"drop {g.drop:.2f} points (allowed {g.max_drop:g})")
+            latency, memory = (), None
+            if settings.measure:
+                latency = form.latency(exported, staging, written, settings.timed)
+                memory = deployment_memory(staging, form.runtime, model_file=written.model_file,
+                                           batch=max(settings.timed.batches),
+                                           seq_len=max_length(exported, settings.timed.seq_len),
+                                           threads=settings.timed.threads)
+            labels = tuple(exported.config.id2label[i] for i in range(exported.config.num_labels))
+            record = ExportRecord(form.name, out, src.origin, summary, labels, written,
+                                  (staging / written.model_file).stat().st_size, _teacher_file_bytes(summary),
+                                  latency, memory)
+            write_card(record, staging)
+            (staging / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2, default=float) + "\n")
+            _move_into(staging, where)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return record

@@ -1,0 +1,165 @@
+"""Which Ray a search runs on, reached in bounded time.
+
+Without an address a search always starts a private local Ray (``address="local"``): Ray's own default
+(``ray.init()``) would silently join whatever cluster ``ray start`` recorded on this machine or
+``RAY_ADDRESS`` names, and die with it.  ``--address auto`` joins that cluster on purpose, ``host:port``
+joins a head's GCS, ``ray://host:10001`` goes through Ray Client.
+
+Ray waits for an unreachable head for minutes, so an address is first probed with a plain TCP connection
+bounded by ``timeout`` (``probe``): a dead head, a wrong port or a stale record is one error line before
+anything is trained or recorded.  A head that answers but refuses the driver is usually token
+authentication (``RAY_AUTH_MODE=token``); the error says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..errors import LadaError
+from ..io import tcp_unreachable
+
+LOCAL = "local"
+AUTO = "auto"
+DEFAULT_CONNECT_TIMEOUT = 30.0
+TOKEN_HINT = ("if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
+              "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """The Ray a search runs on."""
+
+    owned: bool          # this call initialised Ray in this process: shut down (or disconnect) at the end
+    description: str     # for the terminal: which cluster, how big
+
+
+def _endpoint(address: str) -> tuple[str, int]:
+    """(host, port) of ``host:port`` or ``ray://host:port`` (LadaError naming the address otherwise)."""
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LadaError(f"Ray address {address!r} must be 'local', 'auto', HOST:PORT or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _resolve_auto() -> str:
+    """The address ``--address auto`` means: $RAY_ADDRESS, else the cluster ``ray start`` recorded here."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address(AUTO)
+    except (ConnectionError, ValueError) as exc:
+        raise LadaError(f"--address auto found no running Ray cluster ({str(exc).splitlines()[0]}); start one "
+                        f"with `ray start --head` or pass its address") from None
+    if not found:
+        raise LadaError("--address auto found no running Ray cluster; start one with `ray start --head` or pass "
+                        "its address")
+    return found
+
+
+def probe(address: str | None, timeout: float) -> None:
+    """Fail within ``timeout`` seconds when ``address`` names a cluster nobody answers at (no-op for local)."""
+    if not address or address == LOCAL:
+        return
+    if not timeout > 0:
+        raise LadaError(f"the connect timeout must be > 0 seconds, got {timeout!r}")
+    target = _resolve_auto() if address == AUTO else address
+    host, port = _endpoint(target)
+    shown = address if address == target else f"{address} ({target})"
+    why = tcp_unreachable(host, port, timeout)
+    if why is not None:
+        raise LadaError(f"could not reach the Ray cluster at {shown}: {why}; check the address and that its head "
+                        f"is up (`ray status`)")
+
+
+def _configure() -> None:
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default (15) starves trials on a shared machine
+    # a failed trial's traceback goes to its error.txt and MLflow tag; the terminal gets one line (Progress)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+def _describe(private: bool, address: str | None) -> str:
+    import ray
+
+    try:
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        cpus = ray.cluster_resources().get("CPU", 0)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        size = f"{nodes} node{'s' * (nodes != 1)}, {cpus:g} CPU{'s' * (cpus != 1)}" + (f", {gpus:g} GPU" if gpus else "")
+    except Exception:  # noqa: BLE001 - Ray Client may not answer these; the size is only informative
+        size = "size unknown"
+    if private:
+        return f"a private local Ray ({size})"
+    if address:
+        return f"the Ray cluster at {address} ({size})"
+    return f"the Ray already running in this process ({size})"
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Ray's C++ client writes a warning line per retry straight to fd 2 while it cannot join; a failed join
+    is one error line, so they are held back (and written out after a join that worked)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    joined = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            joined = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if joined:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def connect(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,
+            log: Callable[[str], None] | None = None) -> RaySession:
+    """Start a private local Ray (``address`` None or 'local') or join the cluster at ``address``.
+
+    A Ray already initialised in this process (e.g. by a benchmark running several searches) is used as is.
+    """
+    import ray
+
+    _configure()
+    if ray.is_initialized():
+        session = RaySession(False, _describe(False, None))
+    else:
+        joining = bool(address) and address != LOCAL
+        probe(address if joining else None, timeout)
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            with _stderr_held() if joining else contextlib.nullcontext():
+                ray.init(address=address if joining else LOCAL, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR", configure_logging=True)
+        except Exception as exc:  # Ray raises bare Exceptions (time-outs, refused handshakes, auth)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            if joining:
+                raise LadaError(f"could not join the Ray cluster at {address!r}: {first}; {TOKEN_HINT}") from None
+            raise LadaError(f"could not start a local Ray: {first}") from None
+        finally:
+            # ray.init makes SIGTERM exit the driver on the spot; the search's own handler stops it cleanly
+            if previous is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
+        session = RaySession(True, _describe(not joining, address if joining else None))
+    if log is not None:
+        log(f"Ray: {session.description}")
+    return session
+
+
+def init_ray(address: str | None = None, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
+    """Connect to ``address`` or start a private local Ray; True when this call initialised Ray here."""
+    return connect(address, timeout).owned

@@ -1,0 +1,57 @@
+"""The search's last stage: its best trial (on validation) distilled to the final budget, in the driver.
+
+The trials screen configurations on short runs; the model a user ships gets the budget.  The chosen trial's
+checkpoint is the start, the teacher the trials distilled from the source, the train rows up to what the
+budget reads (beyond the search's ``--max-train`` subset: distillation needs only the teacher's outputs),
+and the validation rows the judge (``ladasearch.final``).  State lives in ``<storage>/<name>/final/``, so
+``ladasearch resume`` continues a killed final distillation where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..config import FinalBudget
+from ..features import Features
+from ..final import FinalResult, distill_final
+from ..pipeline import prepare
+from ..summary import TrialSummary
+from .settings import SearchSettings
+from .worker import TrialPayload
+
+FOLDER = "final"
+
+
+def final_train_rows(settings: SearchSettings, train: Features, log: Callable[[str], None]) -> Features:
+    """The train rows of the final budget: the search's own when they suffice, else a larger draw of the same file
+    (the validation rows are held out before any subset is drawn, so they stay out of it)."""
+    data_cfg, budget = settings.data, settings.final
+    needed = budget.rows_needed(settings.train.batch_size)
+    if data_cfg.max_train is None or (needed is not None and needed <= len(train)):
+        return train
+    prepared = prepare(replace(data_cfg, max_train=needed), settings.model, settings.teacher_path)
+    log(f"final distillation: {len(prepared.train):,} train rows (the trials used {len(train):,})")
+    return prepared.train
+
+
+@dataclass(frozen=True)
+class FinalStage:
+    """What ``results.finish`` calls with the best trial: its checkpoint and summary in, the final model out."""
+
+    settings: SearchSettings
+    payload: TrialPayload
+    device: object
+    log: Callable[[str], None] = print
+
+    @property
+    def budget(self) -> FinalBudget:
+        return self.settings.final
+
+    def __call__(self, checkpoint: Path, summary: TrialSummary) -> FinalResult:
+        payload = self.payload
+        train_cfg = payload.space.train_config(payload.train_cfg, summary.config)  # the trial's own training knobs
+        train = final_train_rows(self.settings, payload.train, self.log)
+        return distill_final(checkpoint, summary, payload.teacher(), train, payload.val, payload.task, train_cfg,
+                             self.budget, self.settings.search.folder / FOLDER, self.device, self.log)

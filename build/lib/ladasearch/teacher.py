@@ -1,0 +1,123 @@
+"""The teacher: a model fine-tuned on the task, cached so every trial and every later run reuses it.
+
+Cache key = model identity + train-data fingerprint (source, train subset, seed) + max_length + TeacherConfig.
+The dev data is not part of the key: a cached teacher met with another dev set (say a different --max-dev)
+is evaluated on it and its score for that dev set is added to the cache.  A teacher folder given by the
+user is used as is (only evaluated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import DataConfig, TeacherConfig
+from .data import TaskData, main_score
+from .evaluate import evaluate
+from .features import Features, train_batches
+from .io import write_json_atomic
+from .models import load_classifier, load_tokenizer, model_fingerprint
+from .nn.losses import task_loss
+from .precision import autocast
+from .schedule import warmup_decay
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LADASEARCH_CACHE", Path.home() / ".cache" / "ladasearch"))
+
+
+@dataclass(frozen=True)
+class Teacher:
+    model: nn.Module
+    path: Path
+    metrics: dict[str, float]
+    score: float
+    cached: bool   # True when loaded from the cache or a given folder, False when fine-tuned now
+
+
+def teacher_key(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig) -> str:
+    teacher = {k: v for k, v in asdict(cfg).items() if not (k == "precision" and v == "fp32")}  # keys made before
+    ident = {"model": model_fingerprint(model_name), "data": data.train_fingerprint, "max_length": data_cfg.max_length,
+             "teacher": teacher}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression: bool, device,
+              log: Callable[[str], None] = print) -> None:
+    """Plain fine-tuning on gold labels: AdamW, 10% warm-up then linear decay."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    schedule = warmup_decay(optimizer, cfg.steps, 0.1)
+    batches = train_batches(train, cfg.batch_size, cfg.seed, device)
+    model.train()
+    started, running = time.perf_counter(), 0.0
+    for step in range(1, cfg.steps + 1):
+        batch = next(batches)
+        labels = batch.pop("labels")
+        with autocast(cfg.precision, device):
+            logits = model(**batch).logits
+        loss = task_loss(logits.float(), labels, regression)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.item()
+        if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
+            log(f"teacher fine-tuning: step {step}/{cfg.steps}, loss {running / step:.4f}, "
+                f"{step * cfg.batch_size / (time.perf_counter() - started):.1f} samples/s")
+    model.eval()
+
+
+def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig, train: Features,
+                dev: Features, device, cache_dir: Path | None = None, teacher_path: str | None = None,
+                log: Callable[[str], None] = print) -> Teacher:
+    """The given teacher folder, the cached fine-tuned teacher, or a newly fine-tuned (and cached) one."""
+    task = data.task
+    if teacher_path is not None:
+        model = load_classifier(teacher_path, task.num_labels, task.is_regression).to(device).eval()
+        metrics = evaluate(model, dev, task, device=device)
+        return Teacher(model, Path(teacher_path), metrics, main_score(task, metrics), cached=True)
+
+    folder = Path(cache_dir or default_cache_dir()) / "teachers" / teacher_key(model_name, data, data_cfg, cfg)
+    if (folder / "teacher.json").is_file():
+        info = json.loads((folder / "teacher.json").read_text())
+        model = load_classifier(str(folder), task.num_labels, task.is_regression).to(device).eval()
+        scores = info.setdefault("dev_scores", {})
+        if data.fingerprint not in scores:  # first met with this dev set: evaluate once, remember
+            metrics = evaluate(model, dev, task, device=device)
+            scores[data.fingerprint] = {"metrics": metrics, "score": main_score(task, metrics)}
+            write_json_atomic(folder / "teacher.json", info)
+        metrics, score = scores[data.fingerprint]["metrics"], scores[data.fingerprint]["score"]
+        log(f"teacher: cached at {folder} (dev {task.main_metric} {score:.4f})")
+        return Teacher(model, folder, metrics, score, cached=True)
+
+    # seeded before the model is made: its new classifier head is random, and a resume must get the same teacher
+    torch.manual_seed(cfg.seed)
+    model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
+    log(f"teacher: fine-tuning {model_name} on {task.name} for {cfg.steps} steps (cached for later runs)")
+    fine_tune(model, train, cfg, task.is_regression, device, log)
+    metrics = evaluate(model, dev, task, device=device)
+    score = main_score(task, metrics)
+    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    load_tokenizer(model_name).save_pretrained(partial)
+    write_json_atomic(partial / "teacher.json", {
+        "model": model_name, "task": task.name, "data": data.source, "config": asdict(cfg),
+        "max_length": data_cfg.max_length, "dev_scores": {data.fingerprint: {"metrics": metrics, "score": score}}})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # another process finished first; keep theirs
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.rename(folder)
+    log(f"teacher: dev {task.main_metric} {score:.4f}, saved to {folder}")
+    return Teacher(model, folder, metrics, score, cached=False)

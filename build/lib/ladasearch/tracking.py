@@ -1,0 +1,299 @@
+"""MLflow records of a search: one parent run per search, one nested child run per trial.
+
+The one door to MLflow: the search writes through ``Tracker``, and the reports (``report.sources``,
+``ladasearch report``) read through it too, so the layout below is known in this module alone.
+
+Only the driver process writes (trials report to Ray Tune, a Tune callback logs), so the
+default SQLite store never sees two writers.  Default store: ``sqlite:///mlruns/mlflow.db``
+with artifacts under ``mlruns/``; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` override it.
+
+Layout (the experiment is tagged as one of training runs, so MLflow 3's UI opens on them):
+    parent  tags ladasearch.role=search, ladasearch.search=<name>, ladasearch.task/target/model,
+            ladasearch.best.* (the best trial's ratios, val_score, dev_score: what warm starts read)
+            metrics val_score, dev_score of the best trial; artifacts best_model/, best_summary.json,
+            trials.json, search_space.json, warm_starts.json, plots/*.png
+    child   tags ladasearch.role=trial, ladasearch.trial_id=<tune id>, mlflow.parentRunId=<parent>,
+            ladasearch.outcome, ladasearch.error (failed), ladasearch.attempts (re-run after a resume)
+            params: sampled config, solved ratios, ranks, settings; metrics per round (step=round):
+            val_score, score_at_target; dev_score only on the chosen trial(s); artifact summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from unittest import mock
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import LadaError
+
+if TYPE_CHECKING:
+    from .summary import TrialSummary
+
+DEFAULT_STORE = Path("mlruns")
+DEFAULT_EXPERIMENT = "ladasearch"
+ROLE, SEARCH, TRIAL_ID = "ladasearch.role", "ladasearch.search", "ladasearch.trial_id"
+OUTCOME, ERROR, ATTEMPTS = "ladasearch.outcome", "ladasearch.error", "ladasearch.attempts"
+PARENT = "mlflow.parentRunId"
+BEST = "ladasearch.best."   # parent tags of the best trial: embedding_ratio, svd_ratio, ..., val_score, dev_score
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, judges); ours holds training runs
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+SUMMARY_FILE = "summary.json"
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_tracking_uri(uri: str | None = None, *, create: bool = True) -> str:
+    """Explicit URI, else $MLFLOW_TRACKING_URI, else the project-local SQLite store ``mlruns/mlflow.db``.
+
+    ``create``: make the store folder and check that it is writable (a search, the UI), so an unusable
+    store fails before any work; readers pass False, which never writes anything.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = DEFAULT_STORE.resolve()
+    if not create:
+        return f"sqlite:///{store / 'mlflow.db'}"
+    if store.exists() and not store.is_dir():
+        raise LadaError(f"the MLflow store {store} exists and is not a folder; move it or pass --tracking-uri")
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=store, prefix=".write-check-")
+        probe.close()
+    except OSError as exc:
+        raise LadaError(f"the MLflow store folder {store} is not writable ({exc.strerror}); "
+                        f"fix its permissions or pass --tracking-uri") from None
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _check_store(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise LadaError(f"no MLflow store at {db} (tracking URI {uri}); pass --tracking-uri or set "
+                            f"MLFLOW_TRACKING_URI")
+    elif uri.startswith("file:") or "://" not in uri:
+        path = Path(uri.removeprefix("file://").removeprefix("file:"))
+        if not path.is_dir():
+            raise LadaError(f"no MLflow store at {path} (tracking URI {uri})")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the reports need of one MLflow run."""
+
+    run_id: str
+    name: str | None
+    experiment_id: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, run) -> RunRecord:
+        return cls(run.info.run_id, run.info.run_name, run.info.experiment_id, run.info.status,
+                   run.info.start_time or 0, dict(run.data.tags))
+
+
+def _no_progress_bars():
+    """MLflow draws a progress bar per downloaded artifact on stderr; not for one small JSON file each."""
+    return mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+
+
+class Tracker:
+    """A thin, picklable wrapper around ``MlflowClient`` (the client is made on first use)."""
+
+    def __init__(self, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT):
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self._client = None
+        self._experiment_id = None
+
+    @classmethod
+    def existing(cls, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> Tracker:
+        """A tracker on a store that must exist already (LadaError naming it otherwise): reports never make one."""
+        _check_store(tracking_uri)
+        return cls(tracking_uri, experiment)
+
+    def __getstate__(self):
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "_client": None,
+                "_experiment_id": self._experiment_id}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+                if EXPERIMENT_KIND not in found.tags:  # made by an older version
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
+            else:
+                location = None
+                if self.tracking_uri.startswith("sqlite:///") and Path(self.tracking_uri[10:]).parent.exists():
+                    location = (Path(self.tracking_uri[10:]).parent / "artifacts" / self.experiment).as_uri()
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
+                                                                    tags={EXPERIMENT_KIND: TRAINING_KIND})
+        return self._experiment_id
+
+    # ---- writing -----------------------------------------------------------------------
+    def start_search(self, name: str, tags: dict, params: dict) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={ROLE: "search", SEARCH: name, **_str(tags)})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed search's parent)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def trial_run(self, parent_id: str, trial_id: str, name: str, tags: dict) -> tuple[str, bool]:
+        """The child run of ``trial_id`` (reused when it exists, e.g. after a resume); True when new."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=1)
+        if runs:  # a trial that ran before a resume: same run, one more attempt
+            run = runs[0]
+            attempts = int(run.data.tags.get(ATTEMPTS, "1")) + 1
+            self.client.set_tag(run.info.run_id, ATTEMPTS, str(attempts))
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id, False
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={ROLE: "trial", TRIAL_ID: trial_id, PARENT: parent_id, **_str(tags)})
+        return run.info.run_id, True
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        for k, v in _str(tags).items():
+            self.client.set_tag(run_id, k, v)
+
+    def log_json(self, run_id: str, payload: dict | list, name: str) -> None:
+        self.client.log_text(run_id, json.dumps(payload, indent=2, default=float), name)
+
+    def log_summary(self, run_id: str, summary: TrialSummary, name: str = SUMMARY_FILE) -> None:
+        self.log_json(run_id, summary.to_json(), name)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), path)
+
+    def log_artifact(self, run_id: str, file: str | Path, path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(file), path)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # ---- reading (any experiment of the store) ------------------------------------------
+    def _all_runs(self, experiment_ids: list[str], filter_string: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def find_search(self, source: str) -> RunRecord | None:
+        """The parent run of a search given by run id or by name (the latest of that name), or None."""
+        from mlflow.exceptions import MlflowException
+
+        if RUN_ID.fullmatch(source):
+            try:
+                run = self.client.get_run(source)
+            except MlflowException:
+                run = None
+            if run is not None:
+                role = run.data.tags.get(ROLE)
+                if role != "search":
+                    raise LadaError(f"MLflow run {source} is not a search (tag {ROLE}={role!r}); give the parent "
+                                    f"run of a search or its name")
+                return RunRecord.of(run)
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return None
+        parents = [r for r in self._all_runs(experiments, f"tags.`{ROLE}` = 'search'")
+                   if r.data.tags.get(SEARCH) == source]
+        return RunRecord.of(max(parents, key=lambda r: r.info.start_time or 0)) if parents else None
+
+    def past_searches(self, model: str, task: str) -> list[RunRecord]:
+        """Parent runs of the store's searches of ``model`` on ``task``, newest first (warm starts read them)."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self._all_runs(experiments, f"tags.`{ROLE}` = 'search' and tags.`ladasearch.task` = '{task}'") \
+            if experiments else []
+        return sorted((RunRecord.of(r) for r in runs if r.data.tags.get("ladasearch.model") == model),
+                      key=lambda r: r.start_time, reverse=True)
+
+    def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
+        """The child run of ``trial_id`` in the search ``parent_id`` (None when it has none)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def missing_artifact_roots(self) -> list[tuple[str, str]]:
+        """(experiment, folder) of each experiment with runs whose local artifact folder is missing: a copied or
+        moved store (MLflow records absolute artifact locations)."""
+        from urllib.parse import unquote, urlparse
+
+        exps = [e for e in self.client.search_experiments() if "://" not in (e.artifact_location or "://")
+                or e.artifact_location.startswith("file:")]
+        paths = [(e, Path(unquote(urlparse(e.artifact_location).path))) for e in exps]
+        return [(e.name, str(p)) for e, p in paths if not p.exists() and self.client.search_runs([e.experiment_id],
+                                                                                                max_results=1)]
+
+    def trial_runs(self, parent: RunRecord) -> list[RunRecord]:
+        """The trial runs of a search, oldest first."""
+        children = self._all_runs([parent.experiment_id], f"tags.`{PARENT}` = '{parent.run_id}'")
+        return sorted((RunRecord.of(r) for r in children if r.data.tags.get(ROLE) == "trial"),
+                      key=lambda r: r.start_time)
+
+    def download(self, run_id: str, artifact: str, dest: str | Path) -> str:
+        """Artifact ``artifact`` of ``run_id`` copied under ``dest``: its local path (MLflow's errors pass through)."""
+        with _no_progress_bars():
+            return self.client.download_artifacts(run_id, artifact, str(dest))
+
+    def read_summary(self, run_id: str, name: str = SUMMARY_FILE) -> dict | None:
+        """The run's ``name`` (a JSON object, ``summary.json`` by default) as logged; None when it has none."""
+        with tempfile.TemporaryDirectory(prefix="ladasearch-summary-") as scratch, _no_progress_bars():
+            try:
+                local = self.client.download_artifacts(run_id, name, scratch)
+            except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+                return None
+            try:
+                data = json.loads(Path(local).read_text())
+            except (OSError, ValueError) as exc:
+                raise LadaError(f"{name} of MLflow run {run_id} is not readable JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise LadaError(f"{name} of MLflow run {run_id} does not hold a JSON object")
+        return data
+
+
+def _str(tags: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in tags.items() if v is not None}
