@@ -105,9 +105,11 @@ def _echo_outcome(outcome) -> None:
 @click.option("--sampler", default="tpe", show_default=True, help=f"Optuna sampler: {', '.join(SAMPLERS)}.")
 @click.option("--startup-trials", default=None, type=int,
               help="Random trials before tpe/gp/nsga2 model the results [default: a third of --trials, 2 to 10].")
-@click.option("--scheduler", default="asha", show_default=True, help="asha (early stopping over rounds) or fifo.")
-@click.option("--grace-period", default=1, show_default=True, type=int,
-              help="ASHA: rounds every trial runs before it may be stopped.")
+@click.option("--scheduler", default="asha", show_default=True,
+              help="asha (early stopping over training steps) or fifo.")
+@click.option("--grace-period", default=None, type=click.IntRange(min=1),
+              help="ASHA: training steps every trial runs before it may be stopped; the rungs follow at this "
+                   "times --reduction-factor^k steps [default: one round's steps].")
 @click.option("--reduction-factor", default=2.0, show_default=True, type=float,
               help="ASHA: only 1/this of the trials go on at each rung.")
 @click.option("--warm-start", type=click.Choice(WARM_STARTS), default="all", show_default=True,
