@@ -215,10 +215,7 @@ def _registered(build):
     return check
 
 
-_registered_method = _registered(get_method)
-
-
 method_option = click.option(
-    "--method", default="hybrid", show_default=True, callback=_registered_method,
+    "--method", default="hybrid", show_default=True, callback=_registered(get_method),
     help="; ".join(f"{name} = {get_method(name).description}" for name in method_names())
          + "; or a method a plug-in registered.")

@@ -9,8 +9,8 @@ from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
 from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
-from .registry import canonical
 from .precision import PRECISIONS
+from .registry import canonical
 
 
 def _check_precision(owner: str, value) -> None:

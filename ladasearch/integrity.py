@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .compress.accounting import compressible_modules
-from .compress.factorized import FactorizedEmbedding, FactorizedLinear, replace_module
+from .nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .errors import LadaError
 
 DIGEST_KEY = "weights_sha256"

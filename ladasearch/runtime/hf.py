@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..compress.accounting import compressible_modules
-from ..compress.factorized import FactorizedEmbedding, FactorizedLinear
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..data import get_task
 from ..errors import LadaError
 from ..nn import layers as nn_layers
