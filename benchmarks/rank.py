@@ -12,11 +12,11 @@ as the expensive one does.  This measures that, per configuration of one space a
 
 and reports Spearman's rho (and Kendall's tau) of every cheap score against the target, over the configurations.
 
-Phases, so the configurations can train side by side (one thread each):
+Shards, so the configurations are screened and trained side by side (one thread each); each shard samples its
+own configurations at random (the search's seed + 1000 x shard):
 
-    python benchmarks/rank.py screen --task sst2 --target 10 --configs 20 --work /tmp/rank/sst2
-    python benchmarks/rank.py train  --task sst2 --target 10 --work /tmp/rank/sst2 --shard 0/2   # and 1/2
-    python benchmarks/rank.py report --task sst2 --target 10 --work /tmp/rank/sst2
+    python benchmarks/rank.py train  --task sst2 --target 10 --configs 20 --work /tmp/rank/sst2 --shard 0/2  # and 1/2
+    python benchmarks/rank.py report --task sst2 --target 10 --configs 20 --work /tmp/rank/sst2
 
 ``train`` skips configurations whose result file exists, so a killed shard continues where it stopped.
 """
@@ -38,7 +38,7 @@ PLUGINS = {"factorizer": "activation", "prune_score": "taylor"}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("screen", "train", "report"))
+    p.add_argument("phase", choices=("train", "report"))
     C.add_data_args(p, max_train=20000, threads=1)
     C.add_train_args(p, rounds=2, steps_per_round=20, final_steps=20)
     p.add_argument("--target", type=float, default=10.0)
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--configs", type=int, default=20, help="configurations screened and trained")
     p.add_argument("--final-budget", type=int, default=200, help="steps of each configuration's final distillation")
     p.add_argument("--final-eval-every", type=int, default=50)
-    p.add_argument("--shard", default="0/1", help="k/n: train the configurations whose index % n == k")
+    p.add_argument("--shard", default="0/1", help="k/n: this process screens and trains its share (configurations k, k+n, ...)")
     p.add_argument("--work", required=True)
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
@@ -77,28 +77,32 @@ def build(args):
     return settings, _build(settings, C.log)
 
 
-def screen_phase(args) -> None:
+def screen_shard(args, built, k: int, n: int) -> dict:
+    """This shard's share of the configurations, sampled at random and screened untrained (rung 0); kept in
+    ``screen-<k>.json`` so a killed shard does not screen again."""
     import optuna
 
     from ladasearch.search.samplers import search_seed
     from ladasearch.search.screen import screen
 
-    settings, built = build(args)
+    path = Path(args.work) / f"screen-{k}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    count = len(range(k, args.configs, n))
     started = time.perf_counter()
-    points = screen(built.payload, args.configs, search_seed(args.seed, args.task, args.target), "cpu", C.log)
-    seconds = time.perf_counter() - started
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "screen.json").write_text(json.dumps({"seconds": seconds, "teacher_score": built.teacher_score,
-                                                  "teacher": built.payload.context.teacher,
-                                                  # the space's fixed values, which a trial's config also holds
-                                                  "constants": built.payload.space.define_by_run(
-                                                      optuna.create_study().ask()),
-                                                  "points": [p.to_json() for p in points]}, indent=2) + "\n")
-    C.log(f"screened {len(points)} configurations in {C.fmt_time(seconds)}")
+    points = screen(built.payload, count, search_seed(args.seed, args.task, args.target) + 1000 * k, "cpu", C.log)
+    record = {"seconds": time.perf_counter() - started, "teacher_score": built.teacher_score,
+              "teacher": built.payload.context.teacher,
+              # the space's fixed values, which a trial's config also holds
+              "constants": built.payload.space.define_by_run(optuna.create_study().ask()),
+              "points": [p.to_json() for p in points]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    C.log(f"shard {k}: screened {len(points)} configurations in {C.fmt_time(record['seconds'])}")
+    return record
 
 
-def train_one(settings, built, index: int, point: dict, constants: dict, work: Path) -> dict:
+def train_one(settings, built, label: str, point: dict, constants: dict, work: Path) -> dict:
     """The pipeline on one configuration: its trial (rounds scored on val), then the final budget; dev once."""
     from ladasearch.compress import make_plan
     from ladasearch.final import distill_final
@@ -120,7 +124,7 @@ def train_one(settings, built, index: int, point: dict, constants: dict, work: P
                             compression=compression, stats=stats, eval_split="val")
     trial_seconds = time.perf_counter() - started
     summary = result.summary(config=dict(config), **asdict(payload.context))
-    folder = work / f"config{index:02d}"
+    folder = work / f"config-{label}"
     save_compressed(result.student, folder / "trial", summary)
     rounds = []
     for record in result.history:
@@ -133,29 +137,27 @@ def train_one(settings, built, index: int, point: dict, constants: dict, work: P
                           settings.final, folder / "final", "cpu", C.log)
     final_seconds = time.perf_counter() - started
     scored = score_on_dev(final.folder, final.summary, built.dev.features, payload.task)
-    return {"index": index, "params": point["params"], "rung0": point["score"], "rounds": rounds,
+    return {"label": label, "params": point["params"], "rung0": point["score"], "rounds": rounds,
             "final_curve": [p.to_json() for p in final.curve], "final_best_step": final.best.step,
             "dev": scored.dev_score, "achieved_factor": rounds[-1]["factor"], "trial_seconds": trial_seconds,
             "final_seconds": final_seconds}
 
 
 def train_phase(args) -> None:
+    """Shard k of n: screen its configurations, then run each through the pipeline (skipping finished ones)."""
     work = Path(args.work)
-    screened = json.loads((work / "screen.json").read_text())
-    points = screened["points"]
     k, n = (int(x) for x in args.shard.split("/"))
-    mine = [(i, p) for i, p in enumerate(points) if i % n == k and p["score"] is not None]
-    todo = [(i, p) for i, p in mine if not (work / f"config{i:02d}.json").is_file()]
-    C.log(f"shard {k}/{n}: {len(todo)} of {len(mine)} configurations to train")
-    if not todo:
-        return
     C.set_threads(args)
     settings, built = build(args)
-    for done, (index, point) in enumerate(todo, 1):
-        C.log(f"config {index} ({done}/{len(todo)} of this shard): rung 0 val {point['score']:.4f}")
-        row = train_one(settings, built, index, point, screened["constants"], work)
-        (work / f"config{index:02d}.json").write_text(json.dumps(row, indent=2, default=C._jsonable) + "\n")
-        C.log(f"config {index}: dev {row['dev']:.4f} (trial {C.fmt_time(row['trial_seconds'])}, "
+    screened = screen_shard(args, built, k, n)
+    todo = [(f"{k}-{i:02d}", p) for i, p in enumerate(screened["points"]) if p["score"] is not None]
+    todo = [(label, p) for label, p in todo if not (work / f"config-{label}.json").is_file()]
+    C.log(f"shard {k}/{n}: {len(todo)} configurations to train")
+    for done, (label, point) in enumerate(todo, 1):
+        C.log(f"config {label} ({done}/{len(todo)} of this shard): rung 0 val {point['score']:.4f}")
+        row = train_one(settings, built, label, point, screened["constants"], work)
+        (work / f"config-{label}.json").write_text(json.dumps(row, indent=2, default=C._jsonable) + "\n")
+        C.log(f"config {label}: dev {row['dev']:.4f} (trial {C.fmt_time(row['trial_seconds'])}, "
               f"final {C.fmt_time(row['final_seconds'])})")
 
 
@@ -220,8 +222,8 @@ def cheap_scores(rows: list[dict]) -> dict[str, tuple[float, list[float]]]:
 
 def report(args) -> dict:
     work = Path(args.work)
-    screened = json.loads((work / "screen.json").read_text())
-    rows = [json.loads(p.read_text()) for p in sorted(work.glob("config*.json"))]
+    screens = [json.loads(p.read_text()) for p in sorted(work.glob("screen-*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(work.glob("config-*.json"))]
     if len(rows) < 3:
         raise SystemExit(f"{len(rows)} configurations trained in {work}; need at least 3")
     target = [r["dev"] for r in rows]
@@ -230,11 +232,12 @@ def report(args) -> dict:
         table.append({"score": label, "train_steps": steps, "spearman": spearman(values, target),
                       "kendall": kendall(values, target), "top1_loss": top_hit(values, target, 1),
                       "top3_loss": top_hit(values, target, 3)})
-    seconds = {"screen_per_config": screened["seconds"] / max(len(screened["points"]), 1),
+    screened = sum(len(s["points"]) for s in screens)
+    seconds = {"screen_per_config": sum(s["seconds"] for s in screens) / max(screened, 1),
                "trial_mean": sum(r["trial_seconds"] for r in rows) / len(rows),
                "final_mean": sum(r["final_seconds"] for r in rows) / len(rows)}
     return {"task": args.task, "target": args.target, "space": args.space, "configs": len(rows),
-            "screened": len(screened["points"]), "teacher_score": screened["teacher_score"],
+            "screened": screened, "teacher_score": screens[0]["teacher_score"],
             "final_budget": args.final_budget, "rows": rows, "table": table, "seconds": seconds,
             "command": C.command_line(), "machine": C.machine()}
 
@@ -290,10 +293,7 @@ def plot(result: dict, path: Path) -> Path:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.phase == "screen":
-        C.set_threads(args)
-        screen_phase(args)
-    elif args.phase == "train":
+    if args.phase == "train":
         train_phase(args)
     else:
         result = report(args)

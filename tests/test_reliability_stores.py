@@ -8,6 +8,7 @@ write (it unpickles ``tuner.pkl``), and the determinism of teacher fine-tuning t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from conftest import GLUE_DIR
 
 from ladasearch.cli import main
 from ladasearch.cli_common import MAX_ERROR_CHARS
+from ladasearch.errors import LadaError
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")
@@ -388,3 +390,41 @@ def test_teacher_identity_check(tmp_path):
     with pytest.raises(LadaError, match="spec: teacher must be an object"):
         TeacherIdentity.from_json({"path": 1}, "spec")
     assert os.path.isabs(saved.path)
+
+
+@contextlib.contextmanager
+def silent_listener():
+    """A local port that accepts connections and never answers (a hung server), for the test's duration."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["export", "some-search"], ["report", "some-search", "--out", "plots"],
+                                     ["export-model", "some-search", "--format", "hf", "--out", "model"]])
+@pytest.mark.parametrize("server", ["closed", "silent"])
+def test_readers_of_an_unanswering_tracking_server_stop_within_the_deadline(runner, state, monkeypatch, tmp_path,
+                                                                           command, server):
+    """export, report and export-model used to retry for 255 s and print five tracebacks (a silent server: longer)."""
+    monkeypatch.setenv("LADASEARCH_MLFLOW_TIMEOUT", "2")
+    monkeypatch.chdir(tmp_path)
+    with contextlib.ExitStack() as stack:
+        port = closed_port() if server == "closed" else stack.enter_context(silent_listener())
+        uri = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        result = runner.invoke(main, [*command, "--tracking-uri", uri])
+        seconds = time.monotonic() - started
+    assert seconds < 2 * 2 + 3  # the probe and one request, each bounded by the deadline, plus a margin
+    shown = "is not reachable" if server == "closed" else "accepted a connection but gave no MLflow answer within 2 s"
+    assert_one_line(result, state, f"the MLflow tracking server {uri} {shown}", "LADASEARCH_MLFLOW_TIMEOUT")
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "7200"])
+def test_a_bad_tracking_deadline_is_named(value, monkeypatch):
+    from ladasearch.tracking import store_timeout
+
+    monkeypatch.setenv("LADASEARCH_MLFLOW_TIMEOUT", value)
+    with pytest.raises(LadaError, match=f"LADASEARCH_MLFLOW_TIMEOUT={value!r} must be a number of seconds"):
+        store_timeout()
