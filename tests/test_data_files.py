@@ -243,3 +243,77 @@ def test_compress_csv_string_labels_then_export(glue_dir, tiny_cli_model, tmp_pa
     assert json.loads((exported / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     record = json.loads((exported / "ladasearch_export.json").read_text())
     assert record["task"] == "reviews" and record["labels"] == ["negative", "positive"]
+
+
+def test_int8_gate_scorer_rebuilds_the_task_from_the_record(glue_dir, tmp_path, tiny_cli_model):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from ladasearch.runtime.export import DevData
+    from ladasearch.runtime.scoring import load_dev
+
+    train, dev = _sst2_files(glue_dir, tmp_path, ".jsonl")
+    record = {"train_file": str(tmp_path / "gone.jsonl"), "dev_file": str(dev), "text_column": None,
+              "text_pair_column": None, "label_column": None, "labels": ["negative", "positive"], "metric": "f1"}
+    summary = SimpleNamespace(task="reviews", data=record)
+    cfg = DevData(max_dev=5).for_summary(summary)
+    assert (cfg.task, cfg.labels, cfg.metric, cfg.max_dev) == ("reviews", ("negative", "positive"), "f1", 5)
+    loaded = load_dev(cfg, AutoTokenizer.from_pretrained(tiny_cli_model))  # the train file is gone: not read
+    assert loaded.task.label_names == ("negative", "positive") and loaded.task.main_metric == "f1"
+    assert loaded.rows == 5 and "reviews.dev.jsonl" in loaded.source
+    moved = tmp_path / "moved.csv"
+    _write(moved, [{"review": r["text"], "y": r["label"]} for r in _rows(glue_dir, "sst2", "dev.tsv", 7)])
+    cfg = DevData(max_dev=None, dev_file=str(moved), text_column="review", label_column="y").for_summary(summary)
+    assert load_dev(cfg, AutoTokenizer.from_pretrained(tiny_cli_model)).rows == 7
+    with pytest.raises(LadaError, match="--dev-file is for a model trained on a task given by files"):
+        DevData(dev_file="x.csv").for_summary(SimpleNamespace(task="sst2", data={"train_file": None}))
+    assert DevData().for_summary(SimpleNamespace(task="sst2", data={})).files() is None
+
+
+def test_mlflow_params_of_a_file_task(glue_dir, tmp_path):
+    from ladasearch.search.driver import file_params
+
+    train, dev = _sst2_files(glue_dir, tmp_path, ".csv")
+    cfg = DataConfig("reviews", train_file=str(train), dev_file=str(dev), label_column="label")
+    task = load_task(cfg.task, files=cfg.files()).task
+    assert file_params(cfg, task) == {"data.train_file": str(train), "data.dev_file": str(dev),
+                                      "data.label_column": "label", "data.labels": "negative,positive",
+                                      "data.metric": "accuracy", "data.regression": False}
+    assert file_params(DataConfig("sst2"), task) == {}
+
+
+def test_compress_regression_jsonl_then_int8_gate(glue_dir, tiny_cli_model, tmp_path, cache_dir):
+    pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+
+    from conftest import build_tiny
+
+    model_dir = tmp_path / "tiny1"  # a regression head: one output
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cli_model)
+    build_tiny(0, vocab_size=tokenizer.vocab_size, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+               num_labels=1).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rows = [{"a": r["text"], "b": r["pair"], "score": round(0.37 * (i % 11), 2)}
+            for i, r in enumerate(_rows(glue_dir, "mnli", "train.sample.tsv", 40))]
+    train = _write(tmp_path / "sim.jsonl", rows[:30])
+    dev = _write(tmp_path / "sim_dev.jsonl", rows[30:])
+    out, runner = tmp_path / "out", CliRunner()
+    result = runner.invoke(main, ["compress", "--task", "my sim", "--train-file", str(train), "--dev-file", str(dev),
+                                  "--text-column", "a", "--text-pair-column", "b", "--label-column", "score",
+                                  "--metric", "spearman", "--model", str(model_dir), "--val-size", "6",
+                                  "--target", "5x", "--embedding-ratio", "0.19", "--svd-ratio", "0.8",
+                                  "--teacher-steps", "1", "--rounds", "1", "--steps-per-round", "1", "--final-steps",
+                                  "0", "--batch-size", "8", "--out", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "my-sim" and summary["main_metric"] == "spearman"
+    assert (summary["data"]["labels"], summary["data"]["regression"]) == ([], True)
+    assert set(summary["dev_metrics"]) == {"spearman", "pearson"}
+    int8 = tmp_path / "int8"
+    result = runner.invoke(main, ["export-model", str(out), "--format", "onnx-int8", "--out", str(int8),
+                                  "--max-drop", "100", "--max-length", "48", "--no-measure"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    gate = json.loads((int8 / "ladasearch_export.json").read_text())["int8_gate"]
+    assert gate["metric"] == "spearman" and gate["rows"] == 10
+    assert json.loads((int8 / "ladasearch_export.json").read_text())["labels"] == ["score"]
