@@ -192,7 +192,8 @@ def test_bad_data_loader(glue_dir, tmp_path, name):
 def test_bad_data_cli_one_line(glue_dir, tmp_path, cache_dir, tiny_cli_model, name):
     train, dev, extra, fragments = _bad_cases(tmp_path, glue_dir)[name]
     result = CliRunner().invoke(main, ["compress", "--train-file", train, "--dev-file", dev, *extra, "--model",
-                                       str(tiny_cli_model), "--target", "5x", "--embedding-ratio", "0.2", "--svd-ratio", "0.8"])
+                                       str(tiny_cli_model), "--target", "5x", "--embedding-ratio", "0.2",
+                                       "--svd-ratio", "0.8"])
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -243,6 +244,9 @@ def test_compress_csv_string_labels_then_export(glue_dir, tiny_cli_model, tmp_pa
     assert json.loads((exported / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     record = json.loads((exported / "ladasearch_export.json").read_text())
     assert record["task"] == "reviews" and record["labels"] == ["negative", "positive"]
+    card = (exported / "README.md").read_text()
+    assert "fine-tuned on the task reviews given by files" in card and "{name: reviews, type: custom}" in card
+    assert "Labels: 0: negative, 1: positive." in card
 
 
 def test_int8_gate_scorer_rebuilds_the_task_from_the_record(glue_dir, tmp_path, tiny_cli_model):
@@ -317,3 +321,16 @@ def test_compress_regression_jsonl_then_int8_gate(glue_dir, tiny_cli_model, tmp_
     gate = json.loads((int8 / "ladasearch_export.json").read_text())["int8_gate"]
     assert gate["metric"] == "spearman" and gate["rows"] == 10
     assert json.loads((int8 / "ladasearch_export.json").read_text())["labels"] == ["score"]
+
+
+def test_val_file_of_a_file_task(glue_dir, tmp_path):
+    train, dev = _sst2_files(glue_dir, tmp_path, ".csv")
+    val = _write(tmp_path / "val.parquet", _rows(glue_dir, "sst2", "train.tsv", 6, offset=100))
+    spec = FileTask("r", str(train), str(dev))
+    data = load_task("r", files=spec, val_file=str(val), val_size=0.25)
+    assert (len(data.train), len(data.val)) == (40, 6) and data.val_source == f"file {val}"
+    assert data.val.text_a[0] == _rows(glue_dir, "sst2", "train.tsv", 1, offset=100)[0]["text"]
+    assert data.train_fingerprint != load_task("r", files=spec, val_size=0.25).train_fingerprint
+    bad = _write(tmp_path / "bad_val.csv", [{"text": "x", "label": "meh"}])
+    with pytest.raises(LadaError, match=r"validation file .*bad_val.csv' has label\(s\) not in the train file: 'meh'"):
+        load_task("r", files=spec, val_file=str(bad))
