@@ -334,3 +334,33 @@ def test_val_file_of_a_file_task(glue_dir, tmp_path):
     bad = _write(tmp_path / "bad_val.csv", [{"text": "x", "label": "meh"}])
     with pytest.raises(LadaError, match=r"validation file .*bad_val.csv' has label\(s\) not in the train file: 'meh'"):
         load_task("r", files=spec, val_file=str(bad))
+
+
+@pytest.mark.ray
+def test_search_on_a_file_task_records_it_and_the_best_model_has_the_names(glue_dir, tiny_dir, tmp_path,
+                                                                          monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from ladasearch.config import TeacherConfig, TrainConfig
+    from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace, run_search
+
+    monkeypatch.chdir(tmp_path)
+    train, dev = _sst2_files(glue_dir, tmp_path, ".tsv", n_train=60, n_dev=16)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = SearchConfig(name="own", target=5.0, num_samples=2, max_concurrent=1, storage=str(tmp_path / "runs"),
+                       tracking_uri=uri)
+    data = DataConfig("reviews", train_file=str(train), dev_file=str(dev), val_size=12)
+    settings = SearchSettings(data, str(tiny_dir), cfg, SearchSpace.load("ratios"), TeacherConfig(steps=2),
+                              TrainConfig(rounds=1, steps_per_round=1, final_steps=1), cache_dir=str(tmp_path / "c"))
+    outcome = run_search(settings, log=lambda s: None)
+    assert outcome.best is not None and outcome.best.task == "reviews"
+    assert outcome.best.data["labels"] == ["negative", "positive"] and outcome.best.data["train_rows"] == 48
+    config = json.loads((outcome.best_model / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert SavedSearch.read(cfg.spec_file).settings.data == data  # the spec gives the file task back
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("ladasearch").experiment_id],
+                                "tags.`ladasearch.role` = 'search'")[0]
+    assert parent.data.params["data.train_file"] == str(train) and parent.data.params["data.labels"] == \
+        "negative,positive"
+    assert parent.data.tags["ladasearch.task"] == "reviews"
