@@ -93,8 +93,10 @@ def _path(path: str | os.PathLike, role: str) -> Path:
 
 
 def _reason(exc: BaseException) -> str:
-    while exc.__cause__ is not None or exc.__context__ is not None:  # datasets wraps the parser's error
-        exc = exc.__cause__ or exc.__context__
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        exc = inner  # datasets wraps the parser's error, which says what is wrong
+        seen.add(id(exc))
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
 
 
@@ -161,14 +163,14 @@ def _raw_labels(values: list, spec: FileTask, role: str, path: str) -> tuple[lis
         if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
             raise LadaError(f"{role} file {path!r}, row {i + 1}: label column {spec.label_column!r} is empty")
         n = _number(v)
-        (numbers if n is not None and math.isfinite(n) else strings).append((i, v if n is None else n))
+        (numbers if n is not None and math.isfinite(n) else strings).append((i, v, n))
     if numbers and strings:
         raise LadaError(f"{role} file {path!r}: label column {spec.label_column!r} mixes numbers "
                         f"(e.g. {numbers[0][1]!r}, row {numbers[0][0] + 1}) and text (e.g. {strings[0][1]!r}, "
                         f"row {strings[0][0] + 1}); use one kind of label")
     if numbers:
-        return [n for _, n in numbers], True
-    return [str(v).strip() for _, v in strings], False
+        return [n for _, _, n in numbers], True
+    return [str(v).strip() for _, v, _ in strings], False
 
 
 def _class_name(value: float | str) -> str:
