@@ -83,7 +83,7 @@ def job_options(fn):
     options = [
         click.option("--task", default=None,
                      help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb. With --train-file: a free name "
-                          "for your task [default: the train file's name without its extension]."),
+                          "for your task [default: the train file's name up to its first dot]."),
         click.option("--train-file", default=None,
                      help="Your own task instead of a GLUE one: the train rows, as CSV, TSV, JSON, JSON Lines or "
                           "Parquet (by extension). Needs --dev-file."),

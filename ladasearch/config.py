@@ -204,8 +204,9 @@ class DataConfig:
             given = [name for name in ("dev_file", "text_column", "text_pair_column", "label_column", "metric",
                                        "labels") if getattr(self, name) is not None]
             if given:
-                raise LadaError(f"data.{given[0]} is for a task given by files; give data.train_file (--train-file) "
-                                f"too, or leave it unset for the GLUE task {self.task!r}")
+                option = "--" + given[0].replace("_", "-")
+                raise LadaError(f"data.{given[0]} ({option}) is for a task given by files; give --train-file too, "
+                                f"or leave it unset for the GLUE task {self.task!r}")
         elif self.dev_file is None:
             raise LadaError("a task given by --train-file needs --dev-file (the rows the chosen model is scored on)")
         check_val_size(self.val_size)

@@ -123,7 +123,7 @@ def test_fingerprint_follows_the_content(glue_dir, tmp_path):
 def test_data_config_checks_and_old_specs(tmp_path):
     with pytest.raises(LadaError, match="needs --dev-file"):
         DataConfig("x", train_file="a.csv")
-    with pytest.raises(LadaError, match="data.metric is for a task given by files"):
+    with pytest.raises(LadaError, match="data.metric \\(--metric\\) is for a task given by files"):
         DataConfig("sst2", metric="f1")
     with pytest.raises(LadaError, match="metric 'bleu' is unknown; allowed: accuracy, f1, mcc, pearson, spearman"):
         DataConfig("x", train_file="a.csv", dev_file="b.csv", metric="bleu")
@@ -203,7 +203,7 @@ def test_bad_data_cli_one_line(glue_dir, tmp_path, cache_dir, tiny_cli_model, na
 
 @pytest.mark.parametrize("args, message", [
     (["--train-file", "a.csv"], "needs --dev-file"),
-    (["--task", "sst2", "--metric", "f1"], "data.metric is for a task given by files"),
+    (["--task", "sst2", "--metric", "f1"], "data.metric (--metric) is for a task given by files"),
     ([], "Missing option '--task' (a GLUE task) or '--train-file'"),
 ])
 def test_option_misuse(args, message, tmp_path):
