@@ -147,7 +147,7 @@ def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[tuple[d
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(out / runtime, trust_remote_code=True)  # the folder's auto_map
-            dev = load_dev(dev_data.for_task(record.summary.task), tokenizer)
+            dev = load_dev(dev_data.for_summary(record.summary), tokenizer)
             model = load_hf_folder(out / runtime)  # what the ONNX folder was traced from
             score = torch_score(model, dev)
         row = _row(runtime, out / runtime, record.file_bytes, record.latency, record.memory, score)

@@ -61,9 +61,10 @@ def main():
 def compress(**kw):
     """Compress once with given ratios (two of them; the third is solved from the budget)."""
 
-    out = Path(kw["out"] or f"compressed/{kw['task']}-{kw['target'].rstrip('xX')}x")
+    data_cfg = data_config(kw)
+    out = Path(kw["out"] or f"compressed/{data_cfg.task}-{kw['target'].rstrip('xX')}x")
     summary = compress_once(
-        data_cfg=data_config(kw), model=kw["model"], teacher_path=kw["teacher_path"],
+        data_cfg=data_cfg, model=kw["model"], teacher_path=kw["teacher_path"],
         teacher_cfg=teacher_config(kw), train_cfg=train_config(kw), target=kw["target"],
         compression=compression_config(kw), method=kw["method"], embedding=kw["embedding_ratio"],
         svd=kw["svd_ratio"], weight=kw["weight_ratio"], paper=kw["paper_ratios"], structure=kw["structured_ratio"],
@@ -163,7 +164,8 @@ def run(**kw):
         return
     target = parse_target(kw["target"])
     objectives = parse_objectives(kw["objective"])
-    name = kw["name"] or f"{kw['task']}-{target:g}x-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_cfg = data_config(kw)
+    name = kw["name"] or f"{data_cfg.task}-{target:g}x-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = SearchConfig(name=name, target=target, num_samples=kw["trials"], max_concurrent=kw["concurrency"],
                        cpus_per_trial=kw["cpus_per_trial"], gpus_per_trial=kw["gpus_per_trial"],
                        sampler=kw["sampler"], scheduler=kw["scheduler"], objectives=objectives, seed=kw["seed"],
@@ -178,7 +180,7 @@ def run(**kw):
              if source(k) == click.core.ParameterSource.COMMANDLINE}
     if given:  # an option given on the command line pins what the space would otherwise choose
         space = replace(space, compression=space.compression.fixed(**given))
-    settings = SearchSettings(data=data_config(kw), model=kw["model"], search=cfg,
+    settings = SearchSettings(data=data_cfg, model=kw["model"], search=cfg,
                               space=space, teacher=teacher_config(kw),
                               train=train_config(kw), compression=compression_config(kw),
                               teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"],

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..compress import count_parameters
 from ..compress.structure import Widths
-from ..config import TrainConfig
+from ..config import DataConfig, TrainConfig
+from ..data import TaskSpec
 from ..errors import LadaError
 from ..models import load_classifier, pick_device
 from ..pipeline import data_record, prepare, prepare_teacher
@@ -58,6 +59,16 @@ class Built:
     tokenizer: object             # saved beside the best model
     teacher_score: float
     dev: DevSet                   # scored for the chosen model(s) only, after the search
+
+
+def file_params(data: DataConfig, task: TaskSpec) -> dict[str, object]:
+    """MLflow params of a task given by files: where its rows are, how they are read, its classes and metric."""
+    if data.train_file is None:
+        return {}
+    names = ("train_file", "dev_file", "val_file", "text_column", "text_pair_column", "label_column")
+    return {**{f"data.{k}": getattr(data, k) for k in names if getattr(data, k) is not None},
+            "data.labels": ",".join(task.label_names), "data.metric": task.main_metric,
+            "data.regression": task.is_regression}
 
 
 def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
@@ -204,7 +215,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
             "ladasearch.space": built.space.name}
     run_params = {"target": cfg.target, "task": task, "model": settings.model, "space": built.space.name,
                   "sampler": cfg.sampler, "scheduler": cfg.scheduler, "teacher_score": built.teacher_score,
-                  "max_length": settings.data.max_length}
+                  "max_length": settings.data.max_length, **file_params(settings.data, built.payload.task)}
 
     import optuna
 
