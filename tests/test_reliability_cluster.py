@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,6 +150,49 @@ def test_unreachable_address_fails_within_the_timeout_and_records_nothing(tiny_d
     assert snapshot(root) == before
     assert runs(root, "dead") == ([], [])
     assert not (root / "runs" / "dead.ladasearch.json").exists() and not (root / "runs" / "dead").exists()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # the server runs in the test's process: its log would be on the CLI's stderr
+        pass
+
+
+@contextlib.contextmanager
+def not_a_ray_head(kind: str):
+    """A local port that takes TCP but is no Ray head: a web server, or a process that never answers."""
+    if kind == "web server":
+        server = http.server.HTTPServer(("127.0.0.1", 0), QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)
+            yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind, why", [("web server", "it answered, but not as a gRPC server"),
+                                       ("silent", "it accepted a connection but gave no gRPC answer within 2 s")])
+def test_an_address_that_is_not_a_ray_head_fails_before_the_teacher(tiny_dir, root, monkeypatch, kind, why):
+    """Used to pass the TCP probe, fine-tune the teacher, then block in ray.init for 845 s (a web server) or for
+    good (a silent listener)."""
+    monkeypatch.chdir(root)
+    before = snapshot(root)
+    with not_a_ray_head(kind) as port:
+        started = time.monotonic()
+        result = CliRunner().invoke(main, run_args(tiny_dir, root, "nothead", "--address", f"127.0.0.1:{port}",
+                                                   "--connect-timeout", "2", "--cache-dir", str(root / "cache")))
+        seconds = time.monotonic() - started
+    assert seconds < 2 * 2 + 15  # the TCP probe and the gRPC probe, plus the interpreter's imports
+    one_line(result, f"127.0.0.1:{port} is not a Ray head: {why}", "--connect-timeout")
+    assert snapshot(root) == before
+    assert not (root / "cache").exists()  # no teacher was fine-tuned
+    assert runs(root, "nothead") == ([], [])
 
 
 # ---- an existing cluster: a default run never joins it, --address auto does (with the token) ---------------
