@@ -231,7 +231,8 @@ def ui(tracking_uri, host, port):
     if uri.startswith("sqlite:///"):
 
         check_sqlite(Path(uri.removeprefix("sqlite:///")))
-    for experiment, folder in Tracker(uri).missing_artifact_roots():
+    tracker = Tracker(uri)
+    for experiment, folder in tracker.missing_artifact_roots():
         click.echo(f"warning: the artifacts of experiment {experiment!r} were written to {folder}, which is not here "
                    f"(the store was copied or moved; MLflow keeps absolute artifact paths): the UI will show runs "
                    f"without their models, summaries and plots. Copy or link the store's artifacts/ folder to "
@@ -239,7 +240,10 @@ def ui(tracking_uri, host, port):
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///") and not tracking_uri:
         args += ["--default-artifact-root", (DEFAULT_STORE.resolve() / "artifacts").as_uri()]
-    click.echo(f"MLflow UI on http://{host}:{port} (store {uri})")
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    click.echo(f"MLflow UI on {base} (store {uri})")
+    for experiment, url in tracker.runs_views(base):
+        click.echo(f"  the runs of experiment {experiment!r}: {url}")
     os.execv(sys.executable, args)
 
 

@@ -48,6 +48,7 @@ PARENT = "mlflow.parentRunId"
 BEST = "ladasearch.best."   # parent tags of the best trial: embedding_ratio, svd_ratio, ..., val_score, dev_score
 # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, judges); ours holds training runs
 EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+RUNS_VIEW = "workflowType=machine_learning"   # the UI's "Model training" switch, as a URL parameter
 SUMMARY_FILE = "summary.json"
 TIMEOUT_ENV, STORE_TIMEOUT_S = "LADASEARCH_MLFLOW_TIMEOUT", 10.0
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -328,6 +329,12 @@ class Tracker:
             [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
             max_results=1)
         return runs[0].info.run_id if runs else None
+
+    def runs_views(self, base_url: str) -> list[tuple[str, str]]:
+        """(experiment, URL) of the runs table of each experiment of training runs in the store.  MLflow 3's UI opens
+        an experiment on its GenAI overview whatever the experiment's tags say; the URL's workflow type decides."""
+        return [(e.name, f"{base_url}/#/experiments/{e.experiment_id}?{RUNS_VIEW}")
+                for e in self.client.search_experiments() if e.tags.get(EXPERIMENT_KIND) == TRAINING_KIND]
 
     def missing_artifact_roots(self) -> list[tuple[str, str]]:
         """(experiment, folder) of each experiment with runs whose local artifact folder is missing: a copied or

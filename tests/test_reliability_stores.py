@@ -221,6 +221,22 @@ def test_ui_on_a_port_in_use_says_so(runner, state):
     assert_one_line(result, state, f"cannot serve the UI on 127.0.0.1:{port}", "in use", "--port")
 
 
+def test_ui_prints_the_url_of_each_experiments_runs_table(runner, state, monkeypatch):
+    """MLflow 3.17 opens an experiment on its GenAI overview; the runs table needs the URL's workflow type."""
+    from ladasearch.tracking import Tracker
+
+    started = []
+    monkeypatch.setattr(os, "execv", lambda exe, args: started.append(args))
+    uri = f"sqlite:///{state[0] / 'mlflow.db'}"
+    result = runner.invoke(main, ["ui", "--tracking-uri", uri, "--port", str(closed_port())])
+    assert result.exit_code == 0, result.output
+    port = started[0][started[0].index("--port") + 1]
+    experiment = Tracker(uri).client.get_experiment_by_name("ladasearch")
+    assert (f"the runs of experiment 'ladasearch': http://127.0.0.1:{port}/#/experiments/"
+            f"{experiment.experiment_id}?workflowType=machine_learning") in result.output
+    assert started[0][1:4] == ["-m", "mlflow", "ui"]
+
+
 OPEN_STORE = """
 import sys, time
 from pathlib import Path

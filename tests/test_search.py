@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from ladasearch.compress import Ratios, budget, count_parameters
 from ladasearch.config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from ladasearch.errors import LadaError
 from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace, run_search
+from ladasearch.search.results import OUTCOMES
 from ladasearch.search.samplers import make_sampler, startup_trials
 from ladasearch.summary import TrialSummary
 
@@ -227,6 +229,12 @@ def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, mo
         assert summary.status == child.data.tags["ladasearch.outcome"]
         assert summary.history[-1].round == int(child.data.metrics["round"])
     assert sorted(t.status for t in outcome.trials) == sorted(c.data.tags["ladasearch.outcome"] for c in children)
+    # the parent counts every outcome, by the one definition (TrialRow.outcome); the shipped model's latency
+    parent = _client(uri).get_run(parents[0].info.run_id).data.metrics
+    assert {o: parent[f"trials_{o}"] for o in OUTCOMES} == {o: sum(t.outcome == o for t in outcome.trials)
+                                                          for o in OUTCOMES}
+    assert sum(parent[f"trials_{o}"] for o in OUTCOMES) == 4
+    assert math.isfinite(parent["best_latency_ms"]) and parent["best_latency_ms"] > 0
 
 
 def test_killed_search_resumes_without_losing_or_duplicating_runs(tiny_dir, tmp_path):

@@ -535,3 +535,17 @@ def test_resume_keeps_the_optuna_study_and_the_warm_start_queue(tiny_dir, tmp_pa
     assert all(any(t.params == pytest.approx(p.params) for t in complete) for p in warm)
     records = _records(tmp_path, "r")
     assert len(records.children) == 4 and records.parent.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("status, at_target, outcome", [
+    ("completed", 0.8, "completed"),
+    ("stopped_early", 0.7, "stopped_at_target"),
+    ("stopped_early", None, "stopped_before_target"),
+    ("stopped_early", math.nan, "stopped_before_target"),
+    ("failed", None, "failed"),
+])
+def test_a_trials_outcome_has_one_definition(status, at_target, outcome):
+    from ladasearch.search.results import OUTCOMES, TrialRow
+
+    row = TrialRow("t", status, 0.5, 5.0, 2, None, {}, score_at_target=at_target)
+    assert row.outcome == outcome and outcome in OUTCOMES
