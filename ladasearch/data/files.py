@@ -247,14 +247,14 @@ def file_spec(spec: FileTask, names: tuple[str, ...]) -> TaskSpec:
                     (spec.text_column, spec.text_pair_column), names, names, main, metrics)
 
 
-def file_identity(path: str | os.PathLike) -> tuple[str, int, str]:
-    """(path, size, sha256 of the content): a cache key that changes when the rows do, wherever the file is."""
+def file_identity(path: str | os.PathLike) -> tuple[int, str]:
+    """(size, sha256 of the content): a cache key that changes when the rows do, not when the file moves."""
     p = Path(path).expanduser()
     digest = hashlib.sha256()
     with open(p, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return (str(p.resolve()), p.stat().st_size, digest.hexdigest())
+    return (p.stat().st_size, digest.hexdigest())
 
 
 def load_files(spec: FileTask, val_file: str | os.PathLike | None = None
