@@ -30,14 +30,17 @@ from .compress.accounting import compressible_modules
 from .errors import LadaError
 from .integrity import (
     DIGEST_KEY,
+    RECORD_KEY,
     LayerRecord,
     check_digest,
+    check_record,
     check_tensors,
     expected_shapes,
     first_line,
     kind_of,
     parse_layers,
     read_header,
+    record_digest,
     swap_in_layers,
     weights_digest,
 )
@@ -105,6 +108,7 @@ def save_compressed(model: nn.Module, path: str | Path, summary: TrialSummary | 
         tokenizer.save_pretrained(path)
     meta = {"format": FORMAT, "architecture": type(model).__name__, "layers": layer_structure(model),
             DIGEST_KEY: digest, "summary": summary.to_json() if summary is not None else {}}
+    meta[RECORD_KEY] = record_digest(path / "config.json", meta)
     write_json_atomic(path / META, meta, sort_keys=True)
     return path
 
@@ -143,7 +147,7 @@ def _architecture(meta: dict, meta_file: Path) -> type:
     return cls
 
 
-def _checked_skeleton(path: Path) -> nn.Module:
+def _checked_skeleton(path: Path, trust_unchecked: bool = False) -> nn.Module:
     """The model of folder ``path`` on the meta device (no memory), after every check of ``integrity``."""
     import transformers
 
@@ -165,16 +169,18 @@ def _checked_skeleton(path: Path) -> nn.Module:
     with torch.device("meta"):
         swap_in_layers(model, layers, str(meta_file))
     check_tensors(header, expected_shapes(model, layers), META)
-    check_digest(header.file, meta.get(DIGEST_KEY), str(meta_file))
+    check_digest(header.file, meta.get(DIGEST_KEY), str(meta_file), trust_unchecked)
+    check_record(path / "config.json", meta, str(meta_file), trust_unchecked)
     return model
 
 
-def verify_saved(path: str | Path) -> None:
+def verify_saved(path: str | Path, trust_unchecked: bool = False) -> None:
     """Raise the LadaError that loading folder ``path`` would raise, without loading it (see ``integrity``)."""
-    _checked_skeleton(Path(path))
+    _checked_skeleton(Path(path), trust_unchecked)
 
 
-def load_compressed(path: str | Path, keep_masks: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+def load_compressed(path: str | Path, keep_masks: bool = True, device: str | torch.device = "cpu",
+                    trust_unchecked: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_compressed`; its outputs equal the saved model's.
 
     ``keep_masks`` re-applies the pruning masks (so training keeps them and parameter counts match);
@@ -184,7 +190,7 @@ def load_compressed(path: str | Path, keep_masks: bool = True, device: str | tor
     path = Path(path)
     # The skeleton is built on the meta device (no memory), its factorized layers swapped in, and only
     # allocated once checked: loading never holds the dense model, only the compressed one.
-    model = _checked_skeleton(path)
+    model = _checked_skeleton(path, trust_unchecked)
     model.to_empty(device="cpu")
     for module in model.modules():  # buffers the file does not hold (e.g. position_ids): the model's own init
         if module._non_persistent_buffers_set:

@@ -22,7 +22,7 @@ import ladasearch
 from ladasearch.cli import main
 from ladasearch.compress import count_parameters
 from ladasearch.errors import LadaError
-from ladasearch.integrity import DIGEST_KEY
+from ladasearch.integrity import DIGEST_KEY, RECORD_KEY
 from ladasearch.serialize import META, WEIGHTS, save_compressed, verify_saved
 
 EMBEDDING = "bert.embeddings.word_embeddings"
@@ -82,14 +82,33 @@ def test_untampered_folder_loads_identical_logits(saved, folder):
     assert torch.equal(_logits(ladasearch.load(folder, keep_masks=False)), saved[1])
 
 
-def test_folder_without_checksum_loads_silently(saved, folder, capfd):
-    """Folders saved before the checksum was recorded load as before, with nothing said."""
-    _edit_meta(folder, lambda meta: meta.pop(DIGEST_KEY))
+@pytest.mark.parametrize("key, what", [(DIGEST_KEY, "the weights"), (RECORD_KEY, "config.json")])
+@pytest.mark.parametrize("edit", ["removed", "null"])
+def test_a_folder_without_a_checksum_loads_only_when_trusted(saved, folder, capfd, key, what, edit):
+    """A missing or null checksum used to mean "unchecked": flipped weight bytes then loaded silently."""
+    _edit_meta(folder, (lambda meta: meta.pop(key)) if edit == "removed" else (lambda meta: meta.update({key: None})))
+    assert _load_error(folder) == (f"{folder / META} records no {key}, so {what} cannot be checked; load it with "
+                                   f"trust_unchecked=True (export-model --trust-unchecked) only if you know where "
+                                   f"it came from")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = ladasearch.load(folder)
+        model = ladasearch.load(folder, trust_unchecked=True)
     assert torch.equal(_logits(model), saved[1])
     assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c.update(hidden_act="relu"),
+    lambda c: c.update(layer_norm_eps=0.5),
+    lambda c: c.update(attention_probs_dropout_prob=0.3),
+])
+def test_an_edited_config_is_refused(folder, edit):
+    """config.json was not covered: hidden_act relu or layer_norm_eps 0.5 loaded silently with other logits."""
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    assert _load_error(folder).endswith("changed after saving (their SHA-256 is not the recorded one): the model "
+                                        "would not compute what was saved")
 
 
 @pytest.mark.parametrize("layer", [EMBEDDING, QUERY])
@@ -168,7 +187,8 @@ def test_tampered_mask_refused(folder):
     data[start] ^= 0x01  # one entry more or less kept than ::values holds
     (folder / WEIGHTS).write_bytes(bytes(data))
     _edit_meta(folder, lambda meta: meta.pop(DIGEST_KEY))  # even without a checksum
-    assert f"{QUERY}.A::mask keeps " in _load_error(folder)
+    with pytest.raises(LadaError, match=f"{QUERY}.A::mask keeps "):
+        ladasearch.load(folder, trust_unchecked=True)
 
 
 @pytest.mark.parametrize("text, fragment", [

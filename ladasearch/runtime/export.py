@@ -82,6 +82,7 @@ class ExportSettings:
     opset: int = 17
     overwrite: bool = False
     tracking_uri: str | None = None    # where a search SOURCE is looked up
+    trust_unchecked: bool = False      # load a folder saved without checksums (``integrity``)
 
     def __post_init__(self):
         if self.max_drop != self.max_drop:
@@ -182,7 +183,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
         refuse_source_overlap(out, (src.folder, summary.teacher))
         log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
         tokenizer = source_tokenizer(src)
-        exported = deploy_model(load_compressed(src.folder, keep_masks=False), summary)
+        exported = deploy_model(load_compressed(src.folder, keep_masks=False,
+                                                trust_unchecked=settings.trust_unchecked), summary)
         dev = load_dev(settings.dev.for_summary(summary), tokenizer) if form.needs_dev else None
         where.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))

@@ -61,9 +61,10 @@ def main():
 def compress(**kw):
     """Compress once with given ratios (two of them; the third is solved from the budget)."""
 
-    out = Path(kw["out"] or f"compressed/{kw['task']}-{kw['target'].rstrip('xX')}x")
+    data_cfg = data_config(kw)
+    out = Path(kw["out"] or f"compressed/{data_cfg.task}-{kw['target'].rstrip('xX')}x")
     summary = compress_once(
-        data_cfg=data_config(kw), model=kw["model"], teacher_path=kw["teacher_path"],
+        data_cfg=data_cfg, model=kw["model"], teacher_path=kw["teacher_path"],
         teacher_cfg=teacher_config(kw), train_cfg=train_config(kw), target=kw["target"],
         compression=compression_config(kw), method=kw["method"], embedding=kw["embedding_ratio"],
         svd=kw["svd_ratio"], weight=kw["weight_ratio"], paper=kw["paper_ratios"], structure=kw["structured_ratio"],
@@ -105,9 +106,11 @@ def _echo_outcome(outcome) -> None:
 @click.option("--sampler", default="tpe", show_default=True, help=f"Optuna sampler: {', '.join(SAMPLERS)}.")
 @click.option("--startup-trials", default=None, type=int,
               help="Random trials before tpe/gp/nsga2 model the results [default: a third of --trials, 2 to 10].")
-@click.option("--scheduler", default="asha", show_default=True, help="asha (early stopping over rounds) or fifo.")
-@click.option("--grace-period", default=1, show_default=True, type=int,
-              help="ASHA: rounds every trial runs before it may be stopped.")
+@click.option("--scheduler", default="asha", show_default=True,
+              help="asha (early stopping over training steps) or fifo.")
+@click.option("--grace-period", default=None, type=click.IntRange(min=1),
+              help="ASHA: training steps every trial runs before it may be stopped; the rungs follow at this "
+                   "times --reduction-factor^k steps [default: one round's steps].")
 @click.option("--reduction-factor", default=2.0, show_default=True, type=float,
               help="ASHA: only 1/this of the trials go on at each rung.")
 @click.option("--warm-start", type=click.Choice(WARM_STARTS), default="all", show_default=True,
@@ -161,7 +164,8 @@ def run(**kw):
         return
     target = parse_target(kw["target"])
     objectives = parse_objectives(kw["objective"])
-    name = kw["name"] or f"{kw['task']}-{target:g}x-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_cfg = data_config(kw)
+    name = kw["name"] or f"{data_cfg.task}-{target:g}x-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = SearchConfig(name=name, target=target, num_samples=kw["trials"], max_concurrent=kw["concurrency"],
                        cpus_per_trial=kw["cpus_per_trial"], gpus_per_trial=kw["gpus_per_trial"],
                        sampler=kw["sampler"], scheduler=kw["scheduler"], objectives=objectives, seed=kw["seed"],
@@ -176,7 +180,7 @@ def run(**kw):
              if source(k) == click.core.ParameterSource.COMMANDLINE}
     if given:  # an option given on the command line pins what the space would otherwise choose
         space = replace(space, compression=space.compression.fixed(**given))
-    settings = SearchSettings(data=data_config(kw), model=kw["model"], search=cfg,
+    settings = SearchSettings(data=data_cfg, model=kw["model"], search=cfg,
                               space=space, teacher=teacher_config(kw),
                               train=train_config(kw), compression=compression_config(kw),
                               teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"],
@@ -227,7 +231,8 @@ def ui(tracking_uri, host, port):
     if uri.startswith("sqlite:///"):
 
         check_sqlite(Path(uri.removeprefix("sqlite:///")))
-    for experiment, folder in Tracker(uri).missing_artifact_roots():
+    tracker = Tracker(uri)
+    for experiment, folder in tracker.missing_artifact_roots():
         click.echo(f"warning: the artifacts of experiment {experiment!r} were written to {folder}, which is not here "
                    f"(the store was copied or moved; MLflow keeps absolute artifact paths): the UI will show runs "
                    f"without their models, summaries and plots. Copy or link the store's artifacts/ folder to "
@@ -235,7 +240,10 @@ def ui(tracking_uri, host, port):
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///") and not tracking_uri:
         args += ["--default-artifact-root", (DEFAULT_STORE.resolve() / "artifacts").as_uri()]
-    click.echo(f"MLflow UI on http://{host}:{port} (store {uri})")
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    click.echo(f"MLflow UI on {base} (store {uri})")
+    for experiment, url in tracker.runs_views(base):
+        click.echo(f"  the runs of experiment {experiment!r}: {url}")
     os.execv(sys.executable, args)
 
 

@@ -11,6 +11,7 @@ from .compress.methods import get_method, method_names
 from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
 from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
+from .data import task_name
 from .errors import LadaError
 from .precision import PRECISIONS
 
@@ -80,7 +81,22 @@ def parse_loss_weights(text: str | None) -> LossWeights:
 def job_options(fn):
     """What every job needs besides its training: the task data, the model and its teacher, device, seed, threads."""
     options = [
-        click.option("--task", required=True, help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb."),
+        click.option("--task", default=None,
+                     help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb. With --train-file: a free name "
+                          "for your task [default: the train file's name up to its first dot]."),
+        click.option("--train-file", default=None,
+                     help="Your own task instead of a GLUE one: the train rows, as CSV, TSV, JSON, JSON Lines or "
+                          "Parquet (by extension). Needs --dev-file."),
+        click.option("--dev-file", default=None, help="With --train-file: the dev rows (same columns and format)."),
+        click.option("--text-column", default=None, help="With --train-file: the text column [default: text]."),
+        click.option("--text-pair-column", default=None,
+                     help="With --train-file: the second text of a pair task [default: none, single texts]."),
+        click.option("--label-column", default=None,
+                     help="With --train-file: the label column [default: label]. Text or integer labels are classes "
+                          "(ids in sorted order); non-integer numbers make a regression."),
+        click.option("--metric", default=None,
+                     help="With --train-file: accuracy, f1 (binary), mcc (or matthews), pearson or spearman "
+                          "(these two make a regression) [default: accuracy; pearson for regression]."),
         click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
                      help="Local GLUE folder (root or task folder); default: $LADASEARCH_DATA_DIR, else the hub."),
         click.option("--dev-split", default=None, help="mnli: dev_matched (default) or dev_mismatched."),
@@ -92,7 +108,8 @@ def job_options(fn):
                           "them; dev is scored only for the chosen model): a fraction (at most 1000 rows) or a "
                           "row count."),
         click.option("--val-file", default=None,
-                     help="A TSV of validation rows in the task's train layout, instead of --val-size."),
+                     help="Validation rows instead of --val-size: a TSV in the GLUE task's train layout, or with "
+                          "--train-file a file with its columns (any supported format)."),
         click.option("--val-rule", default=None, type=click.Choice(["rows", "sentences"]),
                      help="How validation rows are carved from train: 'rows' (random rows) or 'sentences' (whole "
                           "sentences, their phrases dropped from train). Default: the task's rule (sentences for "
@@ -159,10 +176,26 @@ def data_config(kw: dict) -> DataConfig:
     if kw.get("val_file") and context is not None and "val_size" in kw \
             and context.get_parameter_source("val_size") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give --val-file or --val-size, not both: the file's rows are the validation split")
-    return DataConfig(task=kw["task"], data_dir=kw["data_dir"], max_length=kw["max_length"],
+    task, train_file = kw.get("task"), kw.get("train_file")
+    files = {}
+    if train_file:
+        task = task_name(task, train_file)
+        files = {"train_file": train_file, "dev_file": kw.get("dev_file"), "text_column": kw.get("text_column"),
+                 "text_pair_column": kw.get("text_pair_column"), "label_column": kw.get("label_column"),
+                 "metric": kw.get("metric")}
+    else:
+        if not task:
+            raise click.UsageError("Missing option '--task' (a GLUE task) or '--train-file' (your own data)")
+        files = {k: kw.get(k) for k in FILE_OPTIONS if kw.get(k) is not None}  # DataConfig names what is misplaced
+    # a file task reads no GLUE folder: $LADASEARCH_DATA_DIR would only be recorded, misleading
+    data_dir = None if train_file else kw["data_dir"]
+    return DataConfig(task=task, data_dir=data_dir, max_length=kw["max_length"],
                       max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"],
                       **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"),
-                      val_rule=kw.get("val_rule"))
+                      val_rule=kw.get("val_rule"), **files)
+
+
+FILE_OPTIONS = ("dev_file", "text_column", "text_pair_column", "label_column", "metric")
 
 
 def teacher_config(kw: dict) -> TeacherConfig:
@@ -215,10 +248,7 @@ def _registered(build):
     return check
 
 
-_registered_method = _registered(get_method)
-
-
 method_option = click.option(
-    "--method", default="hybrid", show_default=True, callback=_registered_method,
+    "--method", default="hybrid", show_default=True, callback=_registered(get_method),
     help="; ".join(f"{name} = {get_method(name).description}" for name in method_names())
          + "; or a method a plug-in registered.")

@@ -30,6 +30,11 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
               help="onnx-int8: local GLUE folder for the dev split; default $LADASEARCH_DATA_DIR, else the hub.")
 @click.option("--dev-split", default=None, help="onnx-int8, mnli: dev_matched (default) or dev_mismatched.")
+@click.option("--dev-file", default=None,
+              help="onnx-int8, a model of a task given by files: its dev rows [default: the recorded --dev-file].")
+@click.option("--text-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
+@click.option("--text-pair-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
+@click.option("--label-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
 @click.option("--max-dev", default=1000, show_default=True, type=click.IntRange(1),
               help="onnx-int8: dev rows the gate scores (a seeded random subset).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(8, 512),
@@ -44,9 +49,12 @@ def _sizes(text: str) -> tuple[int, ...]:
               help="Replace a non-empty --out as a whole (never SOURCE, its teacher, or a folder holding them).")
 @click.option("--tracking-uri", default=None,
               help="MLflow store of a search SOURCE (default sqlite:///mlruns/mlflow.db).")
+@click.option("--trust-unchecked", is_flag=True,
+              help="Export a model folder saved without checksums of its weights and config (older versions).")
 @user_errors
-def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, max_dev, max_length, seq_len, batch_sizes,
-                         runs, threads, no_measure, opset, overwrite, tracking_uri):
+def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_file, text_column, text_pair_column,
+                         label_column, max_dev, max_length, seq_len, batch_sizes, runs, threads, no_measure, opset,
+                         overwrite, tracking_uri, trust_unchecked):
     """Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best model) as a
     self-contained folder: weights, config with label names, tokenizer and a model card (README.md)."""
     import torch
@@ -54,8 +62,11 @@ def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, max_de
     get_format(fmt)  # a bad format fails before anything is loaded
     quiet_transformers()
     timed = Timed(_sizes(batch_sizes), seq_len, runs, threads or torch.get_num_threads())
-    settings = ExportSettings(max_drop=max_drop, dev=DevData(data_dir, dev_split, max_dev, max_length), timed=timed,
-                              measure=not no_measure, opset=opset, overwrite=overwrite, tracking_uri=tracking_uri)
+    dev = DevData(data_dir, dev_split, max_dev, max_length, dev_file=dev_file, text_column=text_column,
+                  text_pair_column=text_pair_column, label_column=label_column)
+    settings = ExportSettings(max_drop=max_drop, dev=dev, timed=timed,
+                              measure=not no_measure, opset=opset, overwrite=overwrite, tracking_uri=tracking_uri,
+                              trust_unchecked=trust_unchecked)
     record = export_model(source, fmt, out, settings, log=click.echo)
     line = f"wrote {record.folder} ({record.format}): {record.written.model_file} {record.file_bytes / 2**20:.2f} MiB"
     line += "".join(f", batch {x.batch} {x.timing.median_ms:.1f} ms" for x in record.latency)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field, fields
 
 from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
+from .data.files import FileTask, check_metric
 from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
-from .registry import canonical
 from .precision import PRECISIONS
+from .registry import canonical
 
 
 def _check_precision(owner: str, value) -> None:
@@ -171,7 +172,11 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which task data, how much of it, and how it is tokenized."""
+    """Which task data, how much of it, and how it is tokenized.
+
+    ``task`` is a GLUE name, or with ``train_file`` the free name of a task given by files (``data.files``);
+    ``labels`` are that task's class names as a job recorded them (None: read from the train file).
+    """
 
     task: str
     data_dir: str | None = None
@@ -183,8 +188,27 @@ class DataConfig:
     val_size: float | int = 0.1      # held out of train for every choice: a fraction (capped) or a row count
     val_file: str | None = None      # a TSV of validation rows instead (train is then used whole)
     val_rule: str | None = None      # how rows are carved (``data.validation.VAL_RULES``); None: the task's own
+    train_file: str | None = None    # a task given by files: CSV, TSV, JSON, JSON Lines or Parquet
+    dev_file: str | None = None
+    text_column: str | None = None   # None: "text" (file tasks only, as are the three below)
+    text_pair_column: str | None = None
+    label_column: str | None = None  # None: "label"
+    metric: str | None = None        # None: accuracy, or pearson for regression
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "metric", check_metric(self.metric))
+        if self.labels is not None:  # a list when read back from JSON
+            object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        if self.train_file is None:
+            given = [name for name in ("dev_file", "text_column", "text_pair_column", "label_column", "metric",
+                                       "labels") if getattr(self, name) is not None]
+            if given:
+                option = "--" + given[0].replace("_", "-")
+                raise LadaError(f"data.{given[0]} ({option}) is for a task given by files; give --train-file too, "
+                                f"or leave it unset for the GLUE task {self.task!r}")
+        elif self.dev_file is None:
+            raise LadaError("a task given by --train-file needs --dev-file (the rows the chosen model is scored on)")
         check_val_size(self.val_size)
         if self.val_rule is not None and self.val_rule not in VAL_RULES:
             raise LadaError(f"data.val_rule must be one of {', '.join(VAL_RULES)} or unset (the task's rule), "
@@ -195,6 +219,13 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise LadaError(f"data.{name} must be an integer >= 1 or unset, got {value!r}")
+
+    def files(self) -> FileTask | None:
+        """The file task these settings name; None for a GLUE task."""
+        if self.train_file is None:
+            return None
+        return FileTask(self.task, self.train_file, self.dev_file, self.text_column or "text", self.text_pair_column,
+                        self.label_column or "label", self.metric, self.labels)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ A folder is loaded only when all of these hold (each failure is one LadaError na
     tensors     the safetensors header (read alone, no tensor data) holds exactly the tensors that this
                 structure implies, with the implied shapes; a pruned tensor's packed mask has the implied
                 byte count and sets as many bits as its ``::values`` holds entries
-    checksum    the SHA-256 of model.safetensors equals the one recorded at save time (folders saved
-                before it was recorded have none; they are loaded unchecked)
+    checksum    the SHA-256 of model.safetensors equals the one recorded at save time, and so does the
+                SHA-256 of what else decides the model's outputs: config.json (an edited activation or
+                layer-norm epsilon changes every logit) and the architecture and layer records.  A folder
+                without them (saved before they were recorded, or with the keys removed) is refused unless
+                the caller trusts it explicitly (``trust_unchecked``, ``export-model --trust-unchecked``)
 
 The shapes come from the skeleton built on the meta device, which costs no memory whatever the
 config says; the file then bounds every allocation, since each tensor must be backed by its bytes.
@@ -18,6 +21,7 @@ config says; the file then bounds every allocation, since each tensor must be ba
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,10 +33,12 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .compress.accounting import compressible_modules
-from .compress.factorized import FactorizedEmbedding, FactorizedLinear, replace_module
+from .nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .errors import LadaError
 
 DIGEST_KEY = "weights_sha256"
+RECORD_KEY = "record_sha256"      # config.json + the architecture and layer records of ladasearch.json
+TRUST_HINT = "load it with trust_unchecked=True (export-model --trust-unchecked) only if you know where it came from"
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 
 
@@ -253,10 +259,35 @@ def weights_digest(file: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def check_digest(file: Path, recorded: object, meta_name: str) -> None:
-    """``file`` has the SHA-256 recorded in the metadata; nothing to check when none was recorded."""
+def record_digest(config_file: Path, meta: Mapping) -> str:
+    """SHA-256 (hex) of config.json's bytes and of the architecture and layer records."""
+    digest = hashlib.sha256(config_file.read_bytes())
+    digest.update(json.dumps({"architecture": meta.get("architecture"), "layers": meta.get("layers")},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _unchecked(what: str, key: str, meta_name: str, trust_unchecked: bool) -> None:
+    if not trust_unchecked:
+        raise LadaError(f"{meta_name} records no {key}, so {what} cannot be checked; {TRUST_HINT}")
+
+
+def check_record(config_file: Path, meta: Mapping, meta_name: str, trust_unchecked: bool = False) -> None:
+    """config.json and the layer records are the ones saved (their SHA-256 is the one recorded)."""
+    recorded = meta.get(RECORD_KEY)
     if recorded is None:
-        return
+        return _unchecked("config.json", RECORD_KEY, meta_name, trust_unchecked)
+    if not isinstance(recorded, str) or len(recorded) != 64:
+        raise LadaError(f"{meta_name} records {RECORD_KEY} {str(recorded)[:70]!r}; allowed: 64 hex digits")
+    if record_digest(config_file, meta) != recorded.lower():
+        raise LadaError(f"{config_file} or the layer records of {meta_name} changed after saving (their SHA-256 is "
+                        f"not the recorded one): the model would not compute what was saved")
+
+
+def check_digest(file: Path, recorded: object, meta_name: str, trust_unchecked: bool = False) -> None:
+    """``file`` has the SHA-256 recorded in the metadata (none recorded: refused unless trusted)."""
+    if recorded is None:
+        return _unchecked("the weights", DIGEST_KEY, meta_name, trust_unchecked)
     if not isinstance(recorded, str) or len(recorded) != 64:
         raise LadaError(f"{meta_name} records {DIGEST_KEY} {str(recorded)[:70]!r}; allowed: 64 hex digits")
     actual = weights_digest(file)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,32 @@ def tcp_unreachable(host: str, port: int, timeout: float) -> str | None:
         return f"no answer within {timeout:g} s"
     except OSError as exc:
         return str(exc.strerror or exc)
+
+
+# HTTP/2's connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its own SETTINGS
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
+
+
+def grpc_unanswered(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` does not answer as a gRPC server within ``timeout`` seconds (None: it does).
+
+    A port that accepts TCP but is not gRPC (a web server, a hung process) passes a TCP probe, and Ray's client
+    then blocks for many minutes; an HTTP/2 server's first frame is its SETTINGS, within a round trip."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                conn.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    return "it closed the connection without an HTTP/2 answer" if not head else \
+                        "it answered, but not as a gRPC server"
+                head += chunk
+    except socket.timeout:
+        return f"it accepted a connection but gave no gRPC answer within {timeout:g} s"
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None if head[3] == _SETTINGS else "it answered, but not as a gRPC server (not HTTP/2)"

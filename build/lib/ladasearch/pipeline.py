@@ -31,7 +31,8 @@ def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = No
     quiet_transformers()
     data = load_task(data_cfg.task, data_cfg.data_dir, dev_split=data_cfg.dev_split,
                      max_train=data_cfg.max_train, max_dev=data_cfg.max_dev, seed=data_cfg.seed,
-                     val_size=data_cfg.val_size, val_file=data_cfg.val_file, val_rule=data_cfg.val_rule)
+                     val_size=data_cfg.val_size, val_file=data_cfg.val_file, val_rule=data_cfg.val_rule,
+                     files=data_cfg.files())
     tokenizer = load_tokenizer(teacher_path or model_name)
     regression = data.task.is_regression
     return Prepared(data, tokenizer, encode(data.train, tokenizer, data_cfg.max_length, regression),
@@ -41,10 +42,15 @@ def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = No
 
 def data_record(prepared: Prepared, data_cfg: DataConfig) -> dict:
     """Where a job's data came from, for its summary: the source, the settings, the dev split scored (resolved:
-    the task's default when none was asked for) and the rows of each split."""
+    the task's default when none was asked for) and the rows of each split.  A task given by files also records
+    its class names (``labels``, [] for regression) and metric: what rebuilds the task without its train file."""
     data = prepared.data
     dev_split = (data_cfg.dev_split or data.task.dev_splits[0]).strip().lower()
-    return {"source": data.source, **asdict(data_cfg), "task": data.task.name, "dev_split": dev_split,
+    task = {}
+    if data_cfg.train_file is not None:
+        task = {"labels": list(data.task.label_names), "metric": data.task.main_metric,
+                "regression": data.task.is_regression}
+    return {"source": data.source, **asdict(data_cfg), **task, "task": data.task.name, "dev_split": dev_split,
             "val_source": data.val_source,
             "train_rows": len(prepared.train), "val_rows": len(prepared.val), "dev_rows": len(prepared.dev)}
 

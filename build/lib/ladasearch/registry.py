@@ -91,7 +91,9 @@ class Registry(Generic[T]):
 
     def entry(self, spec: str | Mapping[str, Any]):
         """The registered class or instance a spec names (LadaError listing the registered names)."""
-        name, _ = parse_spec(spec)
+        return self._named(parse_spec(spec)[0])
+
+    def _named(self, name: str):
         if name not in self._entries:
             raise LadaError(f"unknown {self.kind} {name!r}; allowed: {', '.join(sorted(self._entries))}")
         return self._entries[name]
@@ -99,7 +101,7 @@ class Registry(Generic[T]):
     def create(self, spec: str | Mapping[str, Any]) -> T:
         """The plug-in a spec names, built with its arguments."""
         name, kwargs = parse_spec(spec)
-        entry = self.entry(spec)
+        entry = self._named(name)
         if not isinstance(entry, type):
             if kwargs:
                 raise LadaError(f"{self.kind} {name!r} takes no arguments, got {sorted(kwargs)}")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import DataConfig, TeacherConfig
-from .data import TaskData, main_score
+from .data import TaskData, TaskSpec, main_score
 from .evaluate import evaluate
 from .features import Features, train_batches
 from .io import write_json_atomic
@@ -77,20 +77,29 @@ def fine_tune(model: nn.Module, train: Features, cfg: TeacherConfig, regression:
     model.eval()
 
 
+def name_labels(model: nn.Module, task: TaskSpec) -> nn.Module:
+    """Write the task's class names into the model's config (``id2label``/``label2id``): the students are copies of
+    the teacher, so the names reach every saved and exported model of the job."""
+    if task.label_names and len(task.label_names) == model.config.num_labels:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    return model
+
+
 def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig, train: Features,
                 dev: Features, device, cache_dir: Path | None = None, teacher_path: str | None = None,
                 log: Callable[[str], None] = print) -> Teacher:
     """The given teacher folder, the cached fine-tuned teacher, or a newly fine-tuned (and cached) one."""
     task = data.task
     if teacher_path is not None:
-        model = load_classifier(teacher_path, task.num_labels, task.is_regression).to(device).eval()
+        model = name_labels(load_classifier(teacher_path, task.num_labels, task.is_regression), task).to(device).eval()
         metrics = evaluate(model, dev, task, device=device)
         return Teacher(model, Path(teacher_path), metrics, main_score(task, metrics), cached=True)
 
     folder = Path(cache_dir or default_cache_dir()) / "teachers" / teacher_key(model_name, data, data_cfg, cfg)
     if (folder / "teacher.json").is_file():
         info = json.loads((folder / "teacher.json").read_text())
-        model = load_classifier(str(folder), task.num_labels, task.is_regression).to(device).eval()
+        model = name_labels(load_classifier(str(folder), task.num_labels, task.is_regression), task).to(device).eval()
         scores = info.setdefault("dev_scores", {})
         if data.fingerprint not in scores:  # first met with this dev set: evaluate once, remember
             metrics = evaluate(model, dev, task, device=device)
@@ -102,7 +111,7 @@ def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: Teac
 
     # seeded before the model is made: its new classifier head is random, and a resume must get the same teacher
     torch.manual_seed(cfg.seed)
-    model = load_classifier(model_name, task.num_labels, task.is_regression).to(device)
+    model = name_labels(load_classifier(model_name, task.num_labels, task.is_regression), task).to(device)
     log(f"teacher: fine-tuning {model_name} on {task.name} for {cfg.steps} steps (cached for later runs)")
     fine_tune(model, train, cfg, task.is_regression, device, log)
     metrics = evaluate(model, dev, task, device=device)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..nn.masks import kept_count
 from ..summary import ParamRecord
-from .factorized import FactorizedEmbedding, FactorizedLinear
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 
 GROUPS = ("embedding", "encoder", "dense")
 

@@ -21,7 +21,7 @@ from ..errors import LadaError
 from ..nn.masks import unprune
 from .accounting import compressible_modules, matrix_names
 from .budget import Ratios
-from .factorized import FactorizedEmbedding, FactorizedLinear, replace_module
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer
 from .methods import get_method
 from .prune import prune_by_score

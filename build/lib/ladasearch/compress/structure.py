@@ -28,7 +28,7 @@ from ..errors import LadaError
 from ..nn.masks import unprune
 from ..nn.units import UNIT_LINEARS, WIDTHS_KEY, encoder_layers
 from ..summary import ParamRecord
-from .factorized import FactorizedLinear
+from ..nn.layers import FactorizedLinear
 from .unit_scores import get_unit_score
 
 if TYPE_CHECKING:

@@ -21,13 +21,26 @@ def _dev(s) -> float | None:
     return s.dev_score if s.dev_score is not None else s.score if s.score_split == "dev" else None
 
 
+def _own_files(s) -> bool:
+    return bool((s.data or {}).get("train_file"))
+
+
+def _dataset(s) -> str:
+    """The card's dataset entry: the GLUE task, or a task given by files (named, typed by no hub dataset)."""
+    return f"{{name: {s.task}, type: custom}}" if _own_files(s) else f"{{name: GLUE {s.task}, type: glue}}"
+
+
+def _trained_on(s) -> str:
+    return f"the task {s.task} given by files" if _own_files(s) else f"GLUE {s.task}"
+
+
 def _front_matter(record: ExportRecord) -> str:
     s = record.summary
     library = "transformers" if record.written.runtime == "torch" else "onnx"
     return "\n".join(["---", f"library_name: {library}", "pipeline_tag: text-classification",
                       "tags: [ladasearch, ladabert, compressed" + (", onnx" if library == "onnx" else "") + "]",
                       "model-index:", f"- name: {s.task}-{s.achieved_factor:.1f}x-ladabert", "  results:",
-                      "  - task: {type: text-classification}", f"    dataset: {{name: GLUE {s.task}, type: glue}}",
+                      "  - task: {type: text-classification}", f"    dataset: {_dataset(s)}",
                       f"    metrics: [{{type: {s.main_metric}, value: {_score(_dev(s))}}}]", "---", ""])
 
 
@@ -117,7 +130,7 @@ def render_card(record: ExportRecord) -> str:
     s = record.summary
     labels = ", ".join(f"{i}: {n}" for i, n in enumerate(record.labels))
     parts = [_front_matter(record), f"# {s.task} classifier compressed {s.achieved_factor:.2f}x with LadaBERT", "",
-             f"A {s.model or 'BERT'} classifier fine-tuned on GLUE {s.task} and compressed with LadaBERT "
+             f"A {s.model or 'BERT'} classifier fine-tuned on {_trained_on(s)} and compressed with LadaBERT "
              f"({s.ratios.method}: SVD factorization, magnitude pruning and knowledge distillation) by ladasearch. "
              f"Exported as `{record.format}` from {record.origin}. Labels: {labels}.", "",
              "## Compression", "", *_ratio_table(record), "", *_size_lines(record), "",

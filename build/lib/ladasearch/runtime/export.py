@@ -42,10 +42,35 @@ class DevData:
     max_dev: int | None = 1000
     max_length: int = 128
     seed: int = 0
+    dev_file: str | None = None          # a task given by files: its dev rows instead of the recorded file
+    text_column: str | None = None       # ... and columns instead of the recorded ones
+    text_pair_column: str | None = None
+    label_column: str | None = None
 
     def for_task(self, task: str) -> DataConfig:
         return DataConfig(task=task, data_dir=self.data_dir, max_length=self.max_length, max_dev=self.max_dev,
                           dev_split=self.dev_split, seed=self.seed)
+
+    def for_summary(self, summary: TrialSummary) -> DataConfig:
+        """The dev data of the model ``summary`` records: its GLUE task, or its task given by files rebuilt from
+        the recorded files, columns, metric and class names (the ids the model was trained on)."""
+        data = summary.data or {}
+        if not data.get("train_file"):
+            if self.dev_file is not None:
+                raise LadaError(f"--dev-file is for a model trained on a task given by files; {summary.task} is a "
+                                f"GLUE task (its dev split comes from --data-dir or the hub)")
+            return self.for_task(summary.task)
+        if data.get("labels") is None:
+            raise LadaError(f"the model's record of task {summary.task} has no class names; it was made before "
+                            f"tasks given by files were recorded")
+
+        def pick(name: str):
+            return getattr(self, name) if getattr(self, name) is not None else data.get(name)
+
+        return DataConfig(task=summary.task, max_length=self.max_length, max_dev=self.max_dev, seed=self.seed,
+                          train_file=data["train_file"], dev_file=pick("dev_file"), text_column=pick("text_column"),
+                          text_pair_column=pick("text_pair_column"), label_column=pick("label_column"),
+                          metric=data.get("metric"), labels=tuple(data["labels"]))
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,7 @@ class ExportSettings:
     opset: int = 17
     overwrite: bool = False
     tracking_uri: str | None = None    # where a search SOURCE is looked up
+    trust_unchecked: bool = False      # load a folder saved without checksums (``integrity``)
 
     def __post_init__(self):
         if self.max_drop != self.max_drop:
@@ -157,8 +183,9 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
         refuse_source_overlap(out, (src.folder, summary.teacher))
         log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
         tokenizer = source_tokenizer(src)
-        exported = deploy_model(load_compressed(src.folder, keep_masks=False), summary)
-        dev = load_dev(settings.dev.for_task(summary.task), tokenizer) if form.needs_dev else None
+        exported = deploy_model(load_compressed(src.folder, keep_masks=False,
+                                                trust_unchecked=settings.trust_unchecked), summary)
+        dev = load_dev(settings.dev.for_summary(summary), tokenizer) if form.needs_dev else None
         where.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
         staging.chmod(0o777 & ~umask())  # mkdtemp makes it private; the export is an ordinary folder

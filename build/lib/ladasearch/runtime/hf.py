@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..compress.accounting import compressible_modules
-from ..compress.factorized import FactorizedEmbedding, FactorizedLinear
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..data import get_task
 from ..errors import LadaError
 from ..nn import layers as nn_layers
@@ -94,11 +94,16 @@ def family_of(model: nn.Module) -> Family:
 
 
 def label_names(summary: TrialSummary, num_labels: int) -> tuple[str, ...]:
-    """The task's class names (``score`` for a regression head); LABEL_i when the task is not a GLUE task."""
-    try:
-        names = get_task(summary.task).label_names or ("score",)
-    except LadaError:
-        names = ()
+    """The task's class names (``score`` for a regression head): those a task given by files recorded, else the
+    GLUE task's; LABEL_i when neither is known."""
+    recorded = (summary.data or {}).get("labels") if (summary.data or {}).get("train_file") else None
+    if recorded is not None:
+        names = tuple(str(x) for x in recorded) or ("score",)
+    else:
+        try:
+            names = get_task(summary.task).label_names or ("score",)
+        except LadaError:
+            names = ()
     return tuple(names) if len(names) == num_labels else tuple(f"LABEL_{i}" for i in range(num_labels))
 
 

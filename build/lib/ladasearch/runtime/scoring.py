@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..config import DataConfig
-from ..data import TaskSpec, compute_metrics, get_task, load_task, main_score
+from ..data import TaskSpec, compute_metrics, load_task, main_score
 from ..features import Features, encode, eval_batches
 from .onnx_export import run_onnx
 
@@ -27,9 +27,14 @@ class DevSet:
 
 
 def load_dev(data: DataConfig, tokenizer) -> DevSet:
-    """The dev split ``data`` names (subset ``max_dev``), tokenized with the exported tokenizer."""
-    task = get_task(data.task)
-    loaded = load_task(data.task, data.data_dir, dev_split=data.dev_split, max_dev=data.max_dev, seed=data.seed)
+    """The dev split ``data`` names (subset ``max_dev``), tokenized with the exported tokenizer.  A task given by
+    files whose class names were recorded reads its dev file alone (train only told the names)."""
+    files = data.files()
+    if files is not None and files.label_names is not None:
+        files = replace(files, train_file=None)
+    loaded = load_task(data.task, data.data_dir, dev_split=data.dev_split, max_dev=data.max_dev, seed=data.seed,
+                       files=files)
+    task = loaded.task
     # encoding sets the fast tokenizer's padding and truncation state, which a later save would write out
     features = encode(loaded.dev, copy.deepcopy(tokenizer), data.max_length, task.is_regression)
     return DevSet(task, features, loaded.source)

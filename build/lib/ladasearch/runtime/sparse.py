@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..compress.factorized import FactorizedLinear, replace_module
+from ..nn.layers import FactorizedLinear, replace_module
 
 
 def _csr(tensor: torch.Tensor) -> torch.Tensor:

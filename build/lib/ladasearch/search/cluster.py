@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import LadaError
-from ..io import tcp_unreachable
+from ..io import grpc_unanswered, tcp_unreachable
 
 LOCAL = "local"
 AUTO = "auto"
@@ -78,6 +78,11 @@ def probe(address: str | None, timeout: float) -> None:
     if why is not None:
         raise LadaError(f"could not reach the Ray cluster at {shown}: {why}; check the address and that its head "
                         f"is up (`ray status`)")
+    # a port that takes TCP but is not a Ray head would make ray.init block for many minutes
+    why = grpc_unanswered(host, port, timeout)
+    if why is not None:
+        raise LadaError(f"{shown} is not a Ray head: {why}; check the address (a head's GCS port, 6379 by "
+                        f"default), or raise --connect-timeout if the head is only slow")
 
 
 def _configure() -> None:

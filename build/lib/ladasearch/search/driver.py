@@ -4,7 +4,7 @@
              + calibration statistics of every plug-in the space may pick (gathered once, cached)
              -> TrialPayload (train + val, never dev) in Ray's object store
              -> rung 0 (``screen``: random points compressed untrained, scored on val; the best enqueued)
-             -> Tuner(StudySearch with the warm starts enqueued + ASHA over rounds) -> trials (worker.run_trial)
+             -> Tuner(StudySearch with the warm starts enqueued + ASHA over training steps) -> trials (worker.run_trial)
              -> MLflow via callbacks -> results.finish (best trial on val, its dev score, Pareto front, plots)
              -> final_stage (the best trial distilled to the final budget: the model shipped, scored on dev)
 
@@ -22,6 +22,8 @@ from pathlib import Path
 
 from ..compress import count_parameters
 from ..compress.structure import Widths
+from ..config import DataConfig, TrainConfig
+from ..data import TaskSpec
 from ..errors import LadaError
 from ..models import load_classifier, pick_device
 from ..pipeline import data_record, prepare, prepare_teacher
@@ -38,7 +40,7 @@ from .recorded import recorded_outcome
 from .results import SearchOutcome, finish
 from .samplers import make_sampler, search_seed
 from .screen import screen, screened_warm_points
-from .settings import OBJECTIVES, SPEC_SUFFIX, SavedSearch, SearchSettings, spec_path
+from .settings import OBJECTIVES, SPEC_SUFFIX, SavedSearch, SearchConfig, SearchSettings, spec_path
 from .signals import sigterm_as_sigint
 from .space import SearchSpace
 from .store import open_store
@@ -57,6 +59,16 @@ class Built:
     tokenizer: object             # saved beside the best model
     teacher_score: float
     dev: DevSet                   # scored for the chosen model(s) only, after the search
+
+
+def file_params(data: DataConfig, task: TaskSpec) -> dict[str, object]:
+    """MLflow params of a task given by files: where its rows are, how they are read, its classes and metric."""
+    if data.train_file is None:
+        return {}
+    names = ("train_file", "dev_file", "val_file", "text_column", "text_pair_column", "label_column")
+    return {**{f"data.{k}": getattr(data, k) for k in names if getattr(data, k) is not None},
+            "data.labels": ",".join(task.label_names), "data.metric": task.main_metric,
+            "data.regression": task.is_regression}
 
 
 def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
@@ -109,9 +121,24 @@ def _trainable(payload: TrialPayload, settings: SearchSettings):
     return tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
 
 
+def make_scheduler(cfg: SearchConfig, space: SearchSpace, train_cfg: TrainConfig):
+    """ASHA over training steps (its rungs at geometric step counts, whatever the rounds of a trial), or FIFO.
+
+    ASHA stops on the score alone, also with latency/size objectives: a trial it stops has none measured (they
+    are measured on the final model), so the sampler learns from the completed trials only.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.scheduler != "asha":
+        return FIFOScheduler()
+    horizon = space.max_steps(train_cfg)
+    grace = min(cfg.grace_period or max(train_cfg.steps_per_round, 1), horizon)
+    return ASHAScheduler(time_attr="steps", metric="score", mode="max", max_t=horizon, grace_period=grace,
+                         reduction_factor=cfg.reduction_factor)
+
+
 def _new_tuner(args: TunerArgs):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     cfg, train_cfg = args.settings.search, args.settings.train
@@ -124,15 +151,7 @@ def _new_tuner(args: TunerArgs):
     searcher = ConcurrencyLimiter(make_searcher(args.space.define_by_run, metric, mode, sampler,
                                                 [dict(p.params) for p in args.warm], cfg.folder, cfg.name),
                                   max_concurrent=cfg.max_concurrent)
-    final = 1 if train_cfg.final_steps else 0
-    # ASHA stops on the score alone, also with latency/size objectives: a trial it stops has none measured
-    # (they are measured on the final model), so the sampler learns from the completed trials only
-    if cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="round", metric="score", mode="max",
-                                  max_t=args.space.max_rounds(train_cfg) + final, grace_period=cfg.grace_period,
-                                  reduction_factor=cfg.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = make_scheduler(cfg, args.space, train_cfg)
     callbacks = [MlflowTrials(args.tracker, args.parent_id, args.tags, args.run_params),
                  Progress(cfg.num_samples, "val score", cfg.target)]
     return tune.Tuner(
@@ -196,7 +215,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
             "ladasearch.space": built.space.name}
     run_params = {"target": cfg.target, "task": task, "model": settings.model, "space": built.space.name,
                   "sampler": cfg.sampler, "scheduler": cfg.scheduler, "teacher_score": built.teacher_score,
-                  "max_length": settings.data.max_length}
+                  "max_length": settings.data.max_length, **file_params(settings.data, built.payload.task)}
 
     import optuna
 

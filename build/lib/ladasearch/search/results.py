@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 STATUSES = ("completed", "stopped_early", "failed")
 
 
+OUTCOMES = ("completed", "stopped_at_target", "stopped_before_target", "failed")
+
+
 @dataclass(frozen=True)
 class TrialRow:
     """One trial of a search as the outcome and ``trials.json`` list it."""
@@ -49,6 +52,15 @@ class TrialRow:
     score_at_target: float | None = None   # validation score at the target size: what trials are ranked by
     dev_score: float | None = None         # only for the chosen trial(s)
     size_bytes: float | None = None        # bytes of the deployed weights (the size objective; completed trials)
+
+    @property
+    def outcome(self) -> str:
+        """How the trial ended (``OUTCOMES``): ASHA may stop a trial after it reached the target size, and then it
+        has a score at the target like a completed one."""
+        if self.status == "stopped_early":
+            at_target = self.score_at_target is not None and math.isfinite(self.score_at_target)
+            return "stopped_at_target" if at_target else "stopped_before_target"
+        return self.status
 
     def value_of(self, objective: str) -> float | None:
         """The trial's value of an objective (``objectives.OBJECTIVES``); the score is the one at the target size."""
@@ -186,6 +198,10 @@ def _score_chosen(chosen: dict[str, tuple[GatheredTrial, str]], dev: DevSet | No
     return scored
 
 
+def _first_known(*values: float | None) -> float:
+    return next((v for v in values if v is not None), math.nan)
+
+
 def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSummary) -> None:
     """The best trial on the parent run: scores as metrics, ratios as tags (what later warm starts read).  The
     scores are those of the model shipped: after the final budget when there was one."""
@@ -193,7 +209,7 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
     tracker.log_metrics(parent_id, {"val_score": summary.score_at_target,
                                     "best_achieved_factor": row.achieved_factor,
                                     "dev_score": summary.dev_score if summary.dev_score is not None else nan,
-                                    "best_latency_ms": row.latency_ms if row.latency_ms is not None else nan})
+                                    "best_latency_ms": _first_known(row.latency_ms, summary.latency_ms)})
     tracker.set_tags(parent_id, {"ladasearch.best_trial": row.trial_id, f"{BEST}method": r.method,
                                  f"{BEST}embedding_ratio": r.embedding, f"{BEST}svd_ratio": r.svd,
                                  f"{BEST}weight_ratio": r.weight, f"{BEST}svd_split": svd_split_of(r),
@@ -276,8 +292,8 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
             f"nothing to export")
     else:
         log("no trial finished; nothing to export (see the stopped and failed trials above)")
-    tracker.log_metrics(parent_id, {"trials_completed": completed,
-                                    "trials_failed": sum(r.status == "failed" for r in rows)})
+    tracker.log_metrics(parent_id, {f"trials_{outcome}": sum(r.outcome == outcome for r in rows)
+                                    for outcome in OUTCOMES})
     if interrupted:
         log(f"search {cfg.name} interrupted after {completed} of {cfg.num_samples} trials; continue it with "
             f"`ladasearch resume {cfg.name} --storage {cfg.folder.parent}`")

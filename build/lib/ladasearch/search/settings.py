@@ -56,7 +56,9 @@ class SearchConfig:
     tracking_uri: str | None = None
     experiment: str = "ladasearch"
     warm_start: str = "all"             # known-good first trials (``warm_start.WARM_STARTS``)
-    grace_period: int = 1               # ASHA: rounds every trial runs before it may be stopped
+    # ASHA: training steps every trial runs before it may be stopped (None: one round's).  A spec saved when this
+    # counted rounds holds 1 here, which stops at the same first report as one round did.
+    grace_period: int | None = None
     reduction_factor: float = 2.0       # ASHA: 1/reduction_factor of the trials go on at each rung
     runtime: str = "torch"              # where latency and size objectives are measured (``objectives.RUNTIMES``)
     screen: int = 0                     # rung 0: configurations compressed untrained and scored (``screen``)
@@ -81,8 +83,10 @@ class SearchConfig:
                             f"{self.gpus_per_trial}")
         sampler_kind(self.sampler)
         warm_start_kind(self.warm_start)
-        if isinstance(self.grace_period, bool) or not isinstance(self.grace_period, int) or self.grace_period < 1:
-            raise LadaError(f"grace_period must be an integer >= 1 (rounds), got {self.grace_period!r}")
+        if self.grace_period is not None and (isinstance(self.grace_period, bool)
+                                              or not isinstance(self.grace_period, int) or self.grace_period < 1):
+            raise LadaError(f"grace_period must be an integer >= 1 (training steps) or unset (one round's steps), "
+                            f"got {self.grace_period!r}")
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)) \
                 or not self.reduction_factor > 1:
             raise LadaError(f"reduction_factor must be a number > 1, got {self.reduction_factor!r}")

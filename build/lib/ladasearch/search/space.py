@@ -236,9 +236,12 @@ class SearchSpace:
                 constants[p.name] = value
         return constants
 
-    def max_rounds(self, base: TrainConfig) -> int:
-        """The most rounds a trial can run (the schedulers' horizon)."""
-        return max(self.train["rounds"].values()) if "rounds" in self.train else base.rounds
+    def max_steps(self, base: TrainConfig) -> int:
+        """The most training steps a trial can run (ASHA's horizon); at least 1, so a space of untrained
+        trials still has one."""
+        most = {k: max(self.train[k].values()) if k in self.train else getattr(base, k)
+                for k in ("rounds", "steps_per_round", "final_steps")}
+        return max(most["rounds"] * most["steps_per_round"] + most["final_steps"], 1)
 
     def train_config(self, base: TrainConfig, config: dict) -> TrainConfig:
         knobs = {k: config[k] for k in self.train if k in config}

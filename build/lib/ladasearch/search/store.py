@@ -12,48 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import LadaError
-from ..io import tcp_unreachable
-from ..tracking import Tracker
+from ..tracking import Tracker, check_server, first_line, no_retries, store_timeout
 from .locks import store_lock
-
-STORE_TIMEOUT_S = 10.0
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
-@contextlib.contextmanager
-def _no_retries(timeout: float) -> Iterator[None]:
-    """MLflow's HTTP client without its minutes of retries, for one bounded request."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout)))}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _check_server(uri: str, timeout: float) -> None:
-    parts = urlsplit(uri)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    why = tcp_unreachable(parts.hostname or "localhost", port, timeout)
-    if why is not None:
-        raise LadaError(f"the MLflow tracking server {uri} is not reachable ({why}); start it or pass another "
-                        f"--tracking-uri")
-
 
 def check_sqlite(db: Path) -> None:
     """LadaError when ``db`` exists but is not a sound SQLite database (truncated, overwritten, not SQLite)."""
@@ -69,12 +33,13 @@ def check_sqlite(db: Path) -> None:
                         f"backup or pass another --tracking-uri")
 
 
-def open_store(uri: str, experiment: str, timeout: float = STORE_TIMEOUT_S) -> Tracker:
+def open_store(uri: str, experiment: str, timeout: float | None = None) -> Tracker:
     """A tracker on a usable store ``uri`` with ``experiment`` made (LadaError naming the store otherwise)."""
     tracker = Tracker(uri, experiment)
     if uri.startswith(("http://", "https://")):
-        _check_server(uri, timeout)
-        with _no_retries(timeout):
+        timeout = store_timeout() if timeout is None else timeout
+        check_server(uri, timeout)
+        with no_retries(timeout):
             _experiment(tracker, uri)
     elif uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
@@ -93,4 +58,4 @@ def _experiment(tracker: Tracker, uri: str) -> None:
     except LadaError:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds; the first line says which
-        raise LadaError(f"the MLflow store {uri} is not usable: {_first_line(exc)}") from None
+        raise LadaError(f"the MLflow store {uri} is not usable: {first_line(exc)}") from None

@@ -106,6 +106,11 @@ def trial_params(ratios: Ratios, target: float, train_cfg: TrainConfig, plans: l
             **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None}}
 
 
+def trained_steps(record: RoundRecord, train_cfg: TrainConfig) -> int:
+    """Training steps a trial has run when ``record`` is scored: ASHA's resource (rungs at geometric step counts)."""
+    return record.round * train_cfg.steps_per_round + (train_cfg.final_steps if record.final else 0)
+
+
 class RoundReporter:
     """The loop's after_eval hook: one Tune report per round, with the trial's summary so far."""
 
@@ -136,7 +141,8 @@ class RoundReporter:
         from ray import tune
 
         at_target = summary.score_at_target
-        numbers: dict[str, Any] = {**record.flat(), "round": record.round, "score": record.score,
+        numbers: dict[str, Any] = {**record.flat(), "round": record.round, "steps": trained_steps(record, self.train_cfg),
+                                   "score": record.score,
                                    "score_at_target": at_target if at_target is not None else math.nan}
         for name in self.payload.objectives[1:]:  # Tune wants every objective in every report: NaN until the final
             numbers[name] = measured.get(name) if measured is not None else math.nan

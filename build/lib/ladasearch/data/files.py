@@ -1,0 +1,275 @@
+"""A task given by files (``--train-file``/``--dev-file``/``--val-file``) instead of a GLUE name.
+
+The files are CSV, TSV, JSON, JSON Lines or Parquet, read through the ``datasets`` library; the columns are
+named by ``FileTask``.  Labels become class ids in sorted order (strings sort as strings, integers as
+numbers), so the same train file always gives the same ids; a label column of non-integer numbers, or a
+correlation metric, makes the task a regression.  The class names (or ``()`` for regression) are recorded with
+the job (``pipeline.data_record``): an export or a resume rebuilds the task from them (``FileTask.label_names``)
+and needs only the dev file, so a class id means the same class however the files change later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LadaError
+from .split import Split
+from .tasks import TaskSpec, TsvLayout
+
+# suffix -> (datasets builder, its options); TSV is the csv builder with tabs, quotes taken literally as GLUE's are
+FORMATS: dict[str, tuple[str, dict]] = {
+    ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}), ".json": ("json", {}),
+    ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
+METRIC_ALIASES = {"matthews": "mcc", "acc": "accuracy"}
+CLASS_METRICS = ("accuracy", "f1", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman")
+DEFAULT_TEXT, DEFAULT_LABEL = "text", "label"
+_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def check_metric(metric: str | None) -> str | None:
+    """The metric's canonical name (``matthews`` -> ``mcc``); LadaError naming the allowed ones."""
+    if metric is None:
+        return None
+    name = METRIC_ALIASES.get(str(metric).strip().lower(), str(metric).strip().lower())
+    if name not in CLASS_METRICS + REGRESSION_METRICS:
+        raise LadaError(f"metric {metric!r} is unknown; allowed: {', '.join(CLASS_METRICS + REGRESSION_METRICS)}, "
+                        f"matthews (= mcc)")
+    return name
+
+
+def task_name(name: str | None, train_file: str | os.PathLike) -> str:
+    """``name`` (``--task``) when given, else the train file's name without suffix (``reviews.train.csv`` ->
+    ``reviews``): it names output folders, searches and MLflow tags, so it keeps letters, digits and ``._-``."""
+    raw = str(name).strip() if name else Path(train_file).name.split(".")[0]
+    clean = _NAME.sub("-", raw).strip("-.")
+    if not clean:
+        raise LadaError(f"task name {raw!r} has no letters or digits; give --task NAME")
+    return clean
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """Where a file task's rows are and how they are read."""
+
+    name: str
+    train_file: str | None             # None: only the dev file is read (an export), with recorded label_names
+    dev_file: str
+    text_column: str = DEFAULT_TEXT
+    text_pair_column: str | None = None
+    label_column: str = DEFAULT_LABEL
+    metric: str | None = None          # None: accuracy, or pearson for regression
+    label_names: tuple[str, ...] | None = None  # recorded class names (() regression); None: from the train file
+
+    def __post_init__(self):
+        object.__setattr__(self, "metric", check_metric(self.metric))
+        if self.train_file is None and self.label_names is None:
+            raise LadaError(f"task {self.name}: without a train file the label names must be known")
+
+
+def _path(path: str | os.PathLike, role: str) -> Path:
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix not in FORMATS:
+        raise LadaError(f"{role} file {str(p)!r} has an unsupported extension {p.suffix or '(none)'!r}; "
+                        f"allowed: {', '.join(FORMATS)}")
+    if p.is_dir():
+        raise LadaError(f"{role} file {str(p)!r} is a folder; give a file")
+    if not p.is_file():
+        raise LadaError(f"{role} file {str(p)!r} does not exist")
+    with open(p, "rb") as fh:
+        head = fh.read(4096)
+    if not head.strip():
+        raise LadaError(f"{role} file {str(p)!r} is empty; expected a header (or keys) and data rows")
+    return p
+
+
+def _reason(exc: BaseException) -> str:
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        exc = inner  # datasets wraps the parser's error, which says what is wrong
+        seen.add(id(exc))
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+
+
+def read_table(path: str | os.PathLike, role: str) -> dict[str, list]:
+    """The columns of one file, read by the ``datasets`` builder of its suffix (in a throw-away cache: a file
+    rewritten in place must never come back from an old cache entry)."""
+    p = _path(path, role)
+    builder, options = FORMATS[p.suffix.lower()]
+    import datasets
+
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(logging.CRITICAL)  # its parser errors are logged too: the message says them once
+    bars = datasets.utils.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ladasearch-files-") as cache:
+            table = datasets.load_dataset(builder, data_files=str(p), split="train", cache_dir=cache,
+                                          keep_in_memory=True, **options)
+            columns = table.to_dict()
+    except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the file is the user's input
+        if "corresponds to no data" in str(exc):
+            raise LadaError(f"{role} file {str(p)!r} has no data rows") from None
+        raise LadaError(f"cannot read {role} file {str(p)!r} as {p.suffix.lstrip('.').upper()} "
+                        f"({_reason(exc)})") from None
+    finally:
+        datasets.logging.set_verbosity(level)
+        if bars:
+            datasets.enable_progress_bars()
+    if not columns or not len(next(iter(columns.values()))):
+        raise LadaError(f"{role} file {str(p)!r} has no data rows")
+    return columns
+
+
+def _column(columns: dict[str, list], name: str, role: str, path: str, option: str) -> list:
+    if name not in columns:
+        raise LadaError(f"{role} file {path!r} has no column {name!r} ({option}); columns found: "
+                        f"{', '.join(map(repr, columns))}")
+    return columns[name]
+
+
+def _texts(values: list, name: str, role: str, path: str) -> tuple[str, ...]:
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            raise LadaError(f"{role} file {path!r}, row {i + 1}: column {name!r} is empty")
+    return tuple(str(v) for v in values)
+
+
+def _number(value: Any) -> float | None:
+    """The value as a number when it is one (or a string writing one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _raw_labels(values: list, spec: FileTask, role: str, path: str) -> tuple[list, bool]:
+    """(labels, numeric): numbers as floats, strings stripped; LadaError on missing or mixed kinds."""
+    numbers, strings = [], []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            raise LadaError(f"{role} file {path!r}, row {i + 1}: label column {spec.label_column!r} is empty")
+        n = _number(v)
+        (numbers if n is not None and math.isfinite(n) else strings).append((i, v, n))
+    if numbers and strings:
+        raise LadaError(f"{role} file {path!r}: label column {spec.label_column!r} mixes numbers "
+                        f"(e.g. {numbers[0][1]!r}, row {numbers[0][0] + 1}) and text (e.g. {strings[0][1]!r}, "
+                        f"row {strings[0][0] + 1}); use one kind of label")
+    if numbers:
+        return [n for _, _, n in numbers], True
+    return [str(v).strip() for _, v, _ in strings], False
+
+
+def _class_name(value: float | str) -> str:
+    return str(int(value)) if isinstance(value, float) else value
+
+
+def _infer(labels: list, numeric: bool, spec: FileTask, path: str) -> tuple[str, ...]:
+    """Class names in id order from the train labels; () for regression."""
+    regression = numeric and (spec.metric in REGRESSION_METRICS or any(v != int(v) for v in labels))
+    if regression:
+        return ()
+    if spec.metric in REGRESSION_METRICS:
+        raise LadaError(f"metric {spec.metric} needs numeric labels; train file {path!r} has text labels "
+                        f"(e.g. {labels[0]!r})")
+    names = tuple(_class_name(v) for v in sorted(set(labels)))
+    if len(names) < 2:
+        raise LadaError(f"train file {path!r} has a single class ({names[0]!r}) in column {spec.label_column!r}; "
+                        f"a classifier needs at least 2")
+    if spec.metric == "f1" and len(names) != 2:
+        raise LadaError(f"metric f1 scores a binary task (class {names[1]!r} as positive); train file {path!r} "
+                        f"has {len(names)} classes: use accuracy or mcc")
+    return names
+
+
+def _ids(labels: list, numeric: bool, names: tuple[str, ...], role: str, path: str) -> tuple[float | int, ...]:
+    if not names:
+        if not numeric:
+            raise LadaError(f"{role} file {path!r} has text labels (e.g. {labels[0]!r}); this regression task "
+                            "needs numbers")
+        return tuple(float(v) for v in labels)
+    if numeric and any(v != int(v) for v in labels):
+        bad = next(v for v in labels if v != int(v))
+        raise LadaError(f"{role} file {path!r} has label {bad!r}; allowed: the train classes {', '.join(names)}")
+    index = {n: i for i, n in enumerate(names)}
+    given = [_class_name(v) for v in labels]
+    unknown = sorted({g for g in given if g not in index})
+    if unknown:
+        raise LadaError(f"{role} file {path!r} has label(s) not in the train file: "
+                        f"{', '.join(map(repr, unknown[:5]))}; train classes: {', '.join(map(repr, names))}")
+    return tuple(index[g] for g in given)
+
+
+def read_split(path: str | os.PathLike, spec: FileTask, role: str,
+               names: tuple[str, ...] | None = None) -> tuple[Split, tuple[str, ...]]:
+    """(rows of one file, the class names): ``names`` None infers them from this file (the train file)."""
+    columns = read_table(path, role)
+    where = str(Path(path).expanduser())
+    text_a = _texts(_column(columns, spec.text_column, role, where, "--text-column"), spec.text_column, role, where)
+    text_b = None
+    if spec.text_pair_column is not None:
+        text_b = _texts(_column(columns, spec.text_pair_column, role, where, "--text-pair-column"),
+                        spec.text_pair_column, role, where)
+    labels, numeric = _raw_labels(_column(columns, spec.label_column, role, where, "--label-column"), spec, role,
+                                  where)
+    if names is None:
+        names = _infer(labels, numeric, spec, where)
+    return Split(text_a, text_b, _ids(labels, numeric, names, role, where)), names
+
+
+def file_spec(spec: FileTask, names: tuple[str, ...]) -> TaskSpec:
+    """The TaskSpec everything downstream takes; ``glue_dir`` is empty (no GLUE folder holds it)."""
+    if names:
+        main = spec.metric or "accuracy"
+        if main in REGRESSION_METRICS:
+            raise LadaError(f"metric {main} needs a regression task; task {spec.name} has classes {', '.join(names)}")
+        metrics = (main,) + (("accuracy",) if main != "accuracy" else ())
+    else:
+        main = spec.metric or "pearson"
+        if main not in REGRESSION_METRICS:
+            raise LadaError(f"metric {main} needs class labels; task {spec.name} is a regression (numeric labels "
+                            f"that are not all integers): use pearson or spearman")
+        metrics = (main,) + tuple(m for m in REGRESSION_METRICS if m != main)
+    return TaskSpec(spec.name, "", TsvLayout(spec.text_column, spec.text_pair_column, spec.label_column),
+                    (spec.text_column, spec.text_pair_column), names, names, main, metrics)
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, str]:
+    """(size, sha256 of the content): a cache key that changes when the rows do, not when the file moves."""
+    p = Path(path).expanduser()
+    digest = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return (p.stat().st_size, digest.hexdigest())
+
+
+def load_files(spec: FileTask, val_file: str | os.PathLike | None = None
+               ) -> tuple[TaskSpec, Split | None, Split, Split | None, str, Any, Any]:
+    """(task, train or None, dev, val or None, source, identity of the splits, identity of the train rows)."""
+    names = spec.label_names
+    train = None
+    if spec.train_file is not None:
+        train, inferred = read_split(spec.train_file, spec, "train", None if names is None else tuple(names))
+        names = inferred
+    task = file_spec(spec, tuple(names))
+    dev, _ = read_split(spec.dev_file, spec, "dev", task.label_names if names else ())
+    val = read_split(val_file, spec, "validation", task.label_names if names else ())[0] if val_file else None
+    layout = (spec.text_column, spec.text_pair_column, spec.label_column, task.main_metric, task.label_names)
+    train_identity = ("files", file_identity(spec.train_file) if spec.train_file else None, layout)
+    identity = train_identity + (file_identity(spec.dev_file),)
+    source = f"files train {spec.train_file}, dev {spec.dev_file}" if spec.train_file else f"file dev {spec.dev_file}"
+    return task, train, dev, val, source, identity, train_identity

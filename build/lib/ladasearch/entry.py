@@ -1,0 +1,62 @@
+"""The ``ladasearch`` console command: answers ``--help`` and ``--version`` without loading the stack.
+
+The commands' options name what the registries hold (methods, plug-ins, precisions), so importing them loads
+torch and transformers: 5-20 s on a loaded machine, before a single option is read.  The two questions a new
+user asks first need none of it; everything else goes to ``ladasearch.cli``, loaded then.  The listing below
+must render exactly as the full command group does (``tests/test_reliability_fast_cli.py`` compares them).
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version
+
+import click
+
+NAME = "ladasearch"
+HELP = "Find the best LadaBERT compression of a BERT classifier at a target size, and produce it."
+# each command's first sentence, which is what a group's listing shows of it
+COMMANDS = {
+    "compress": "Compress once with given ratios (two of them; the third is solved from the budget).",
+    "export": "Print or write the Table-2 style ratio table of trials.",
+    "export-model": "Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best "
+                    "model) as a self-contained folder: weights, config with label names, tokenizer and a model "
+                    "card (README.md).",
+    "measure": "Measure a teacher and its compressed student in one run: weights file size, resident memory "
+               "after loading (fresh subprocess), CPU latency at batch 1 and 32 (sequence 128) of the plain model "
+               "and of the fast inference path, and with --onnx of onnxruntime.",
+    "report": "Write the plots (Pareto front, learning curves, ratio split) and the ratio table of trials into a "
+              "folder.",
+    "resume": "Continue an interrupted search NAME (same as `run --resume --name NAME`); a complete one is left "
+              "as is.",
+    "run": "Search the fine-grained compression ratios for --target and keep the best model.",
+    "ui": "Start the MLflow UI on the search store.",
+}
+
+
+def listing() -> click.Group:
+    """The command group as ``--help`` shows it, without the commands' code."""
+    group = click.Group(NAME, help=HELP)
+    group.params.append(click.Option(["--version"], is_flag=True, help="Show the version and exit."))
+    for name, text in COMMANDS.items():
+        group.add_command(click.Command(name, help=text))
+    return group
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        click.echo(f"{NAME}, version {version(NAME)}")
+        sys.exit(0)
+    if args == ["--help"]:
+        group = listing()
+        with click.Context(group, info_name=NAME) as ctx:
+            click.echo(group.get_help(ctx))
+        sys.exit(0)
+    from .cli import main as commands  # deferred: the commands load torch and transformers (see above)
+
+    commands(args, prog_name=NAME)
+
+
+if __name__ == "__main__":
+    main()
