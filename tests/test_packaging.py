@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,9 +26,14 @@ def wheel(tmp_path_factory) -> Path:
     if int(setuptools.__version__.split(".")[0]) < 68:
         pytest.skip(f"setuptools {setuptools.__version__} is older than the build needs (68)")
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools builds in the source folder (build/, *.egg-info): a copy of the sources keeps the tree clean
+    source = tmp_path_factory.mktemp("source") / "ladasearch"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "mlruns", "ladasearch_runs",
+        ".ladasearch_cache", "site", "compressed", "out"))
     # no build isolation: the venv's setuptools builds it, so the test needs no package index
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(ROOT)], check=True, timeout=300, capture_output=True)
+                    str(source)], check=True, timeout=300, capture_output=True)
     (found,) = out.glob("ladasearch-*.whl")
     return found
 
