@@ -18,7 +18,7 @@ from .cli_common import user_errors
 from .errors import LadaError
 from .io import refuse_source_overlap
 from .models import quiet_transformers
-from .report.plots import learning_curves, pareto_plot, ratio_split
+from .report.plots import search_plots
 from .report.sources import load_all, parent_runs
 from .report.table import format_table, ratio_table
 from .runtime.measure import compare, format_comparison
@@ -35,9 +35,9 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _load(sources, tracking_uri):
+def _load(sources, tracking_uri, include_incomplete: bool = False):
     _quiet_mlflow()
-    return load_all(list(sources), tracking_uri)
+    return load_all(list(sources), tracking_uri, include_incomplete=include_incomplete)
 
 
 @click.command("export", help=f"Print or write the Table-2 style ratio table of trials.  {SOURCES_HELP}")
@@ -69,22 +69,24 @@ def export_command(sources, fmt, out, all_trials, tracking_uri):
 @user_errors
 def report_command(sources, out, top_k, tracking_uri, no_log):
     refuse_source_overlap(out, sources)  # a summary folder SOURCE must not get (or hold) the plots
-    summaries = _load(sources, tracking_uri)
+    # every trial, stopped ones too: the plots are the ones the search logged, drawn from the same trials
+    trials = _load(sources, tracking_uri, include_incomplete=True)
+    summaries = [t for t in trials if t.complete]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = ratio_table(summaries)
-    pngs = [pareto_plot(summaries, out / "pareto.png"), learning_curves(summaries, out / "learning_curves.png", top_k),
-            ratio_split(summaries, out / "ratio_split.png")]
+    pngs = search_plots(trials, out, top_k,
+                        skipped=lambda name, why: click.echo(f"plot {name} skipped: {why}", err=True))
     tables = []
     for fmt, suffix in (("md", "md"), ("csv", "csv"), ("json", "json"), ("latex", "tex")):
         path = out / f"table.{suffix}"
         path.write_text(format_table(rows, fmt))
         tables.append(path)
-    click.echo(f"{len(summaries)} trial(s) from {len(sources)} source(s)")
+    click.echo(f"{len(trials)} trial(s) from {len(sources)} source(s), {len(summaries)} complete")
     for path in pngs + tables:
         click.echo(f"wrote {path}")
     if not no_log:
-        for parent_id, uri in parent_runs(summaries).items():
+        for parent_id, uri in parent_runs(trials).items():
             try:
                 tracker = Tracker.existing(uri)
                 for png in pngs:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ladasearch.errors import LadaError
+from ladasearch.report.plots import SEARCH_PLOTS
 from ladasearch.report.records import LoadedTrial, Source
 from ladasearch.report.sources import load_summaries
 from ladasearch.report.table import format_table, ratio_table
@@ -214,10 +215,12 @@ def test_cli_export_and_report(mlflow_store, tmp_path, monkeypatch):
     result = runner.invoke(cli(), ["report", "sst2-search", str(folder), "--out", str(tmp_path / "report"),
                                    "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
-    for name in ("pareto.png", "learning_curves.png", "ratio_split.png", "table.md", "table.csv"):
+    # the files a search logs, under the same names (a report logged to the search replaces them, never adds a
+    # second, different score-vs-compression plot)
+    for name in ("score_vs_compression.png", "learning_curves.png", "ratio_split.png", "table.md", "table.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent, "plots")}
-    assert logged == {"plots/pareto.png", "plots/learning_curves.png", "plots/ratio_split.png"}
+    assert logged == {f"plots/{name}" for name in SEARCH_PLOTS}
 
     result = runner.invoke(cli(), ["export", "no-such-search", "--tracking-uri", uri])
     assert result.exit_code == 2 and result.output.startswith("error: ")

@@ -162,6 +162,26 @@ def ratio_split(trials: list[LoadedTrial], path: str | Path, title: str | None =
                    title=title or "ratio split of the best trial per target", grid_axis="y")
 
 
+SEARCH_PLOTS = ("score_vs_compression.png", "learning_curves.png", "ratio_split.png")
+
+
+def search_plots(trials: list[LoadedTrial], folder: str | Path, top_k: int = 5,
+                 skipped=lambda name, why: None) -> list[Path]:
+    """The plots of a search, as the search logs them and ``report`` writes them: the same files from the same
+    trials (every trial, stopped ones grey; the split of those that reached their target).  A plot that has
+    nothing to draw is skipped and ``skipped(name, reason)`` told."""
+    completed = [t for t in trials if t.complete]
+    made = []
+    for name, draw in zip(SEARCH_PLOTS, (lambda path: pareto_plot(trials, path),
+                                         lambda path: learning_curves(trials, path, top_k),
+                                         lambda path: ratio_split(completed, path))):
+        try:
+            made.append(draw(Path(folder) / name))
+        except LadaError as exc:  # e.g. no completed trial to split
+            skipped(name, str(exc))
+    return made
+
+
 def final_curve(curve, shipped, trial, path: str | Path) -> Path:
     """The final budget's validation curve (``ladasearch.final.FinalPoint`` s), the checkpoint kept ringed; the
     dev scores of the trial's own model and of the one shipped, and the teacher's, as reference lines."""

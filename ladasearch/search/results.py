@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LadaError
 from ..report.front_plot import FrontPoint, front_plot
 from ..report.pareto import pareto_front
-from ..report.plots import final_curve, learning_curves, pareto_plot, ratio_split
+from ..report.plots import final_curve, search_plots
 from ..report.records import LoadedTrial
 from ..summary import TrialSummary, reaches_target
 from ..tracking import BEST, Tracker
@@ -167,17 +167,9 @@ def log_plots(summaries: list[TrialSummary], tracker: Tracker, parent_id: str, l
 
     if not summaries:
         return
-    every = [LoadedTrial(s) for s in summaries]
-    completed = [t for t in every if t.complete]  # the split of a trial that reached its target
     with tempfile.TemporaryDirectory() as folder:
-        made = []
-        for plot, name, shown in ((pareto_plot, "score_vs_compression.png", every),
-                                  (learning_curves, "learning_curves.png", every),
-                                  (ratio_split, "ratio_split.png", completed)):
-            try:
-                made.append(plot(shown, Path(folder) / name))
-            except LadaError as exc:  # e.g. no completed trial to split
-                log(f"plot {name} skipped: {exc}")
+        made = search_plots([LoadedTrial(s) for s in summaries], folder,
+                            skipped=lambda name, why: log(f"plot {name} skipped: {why}"))
         for path in made:
             tracker.log_artifact(parent_id, path, "plots")
 
