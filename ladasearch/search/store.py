@@ -16,7 +16,8 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import LadaError
-from ..tracking import Tracker, check_server, first_line, no_retries, store_timeout
+from ..tracking import Tracker
+from ..tracking_server import check_server, first_line, no_retries, store_timeout
 from .locks import store_lock
 
 def check_sqlite(db: Path) -> None:
