@@ -33,8 +33,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .compress.accounting import compressible_modules
-from .nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .errors import LadaError
+from .nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 
 DIGEST_KEY = "weights_sha256"
 RECORD_KEY = "record_sha256"      # config.json + the architecture and layer records of ladasearch.json

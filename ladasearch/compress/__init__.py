@@ -1,11 +1,11 @@
 """Compression ops: the budget of eq. 7, the methods, SVD factorization and pruning behind plug-in registries,
 structured removal of heads and FFN neurons, factorized layers, parameter accounting."""
 
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from . import data_scores, weighted_svd  # noqa: F401  (the data-aware plug-ins register themselves on import)
 from .accounting import GROUPS, ParamCount, compressible_modules, count_parameters
 from .budget import (PAPER_TABLE2, Budget, Ratios, budget, encoder_ratio, feasible_embedding, paper_ratios, parse_target,
                      solve, split_ratios)
-from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer, refactor, truncated_factors
 from .methods import METHODS, CompressionMethod, get_method, method_names, register_method
 from .plan import MatrixPlan, compress_step, make_plan, planned_count, svd_rank

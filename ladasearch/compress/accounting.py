@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..nn.masks import kept_count
 from ..summary import ParamRecord
-from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 
 GROUPS = ("embedding", "encoder", "dense")
 

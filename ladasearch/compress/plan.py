@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from ..nn.masks import unprune
 from .accounting import compressible_modules, matrix_names
 from .budget import Ratios
-from ..nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 from .factorizers import SvdFactorizer
 from .methods import get_method
 from .prune import prune_by_score

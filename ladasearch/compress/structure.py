@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
+from ..nn.layers import FactorizedLinear
 from ..nn.masks import unprune
 from ..nn.units import UNIT_LINEARS, WIDTHS_KEY, encoder_layers
 from ..summary import ParamRecord
-from ..nn.layers import FactorizedLinear
 from .unit_scores import get_unit_score
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from ..compress.accounting import compressible_modules
-from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..data import get_task
 from ..errors import LadaError
 from ..nn import layers as nn_layers
+from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..nn import units as nn_units
 from ..summary import TrialSummary
 from . import modeling_ladasearch
