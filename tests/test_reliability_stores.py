@@ -444,3 +444,15 @@ def test_a_bad_tracking_deadline_is_named(value, monkeypatch):
     monkeypatch.setenv("LADASEARCH_MLFLOW_TIMEOUT", value)
     with pytest.raises(LadaError, match=f"LADASEARCH_MLFLOW_TIMEOUT={value!r} must be a number of seconds"):
         store_timeout()
+
+
+def test_a_name_the_store_records_under_another_storage_is_refused(runner, tiny_dir, state, tmp_path):
+    """The same --name under two --storage folders in one MLflow store was accepted; `export NAME` then picked
+    one of the two parent runs silently."""
+    root, _ = state
+    started = time.monotonic()
+    result = runner.invoke(main, run_args(tiny_dir, root, "--name", "earlier", "--storage", str(tmp_path / "other")))
+    assert time.monotonic() - started < 30
+    assert_one_line(result, state, "the MLflow store already records a search named 'earlier' (parent run ",
+                    "pick another --name, or resume that one from its --storage")
+    assert not list((tmp_path / "other").glob("earlier*"))

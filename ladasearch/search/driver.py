@@ -206,6 +206,12 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
     cfg = settings.search
     probe(cfg.address, cfg.connect_timeout)  # an unreachable cluster or store fails before the teacher is made
     tracker = open_store(resolve_tracking_uri(cfg.tracking_uri), cfg.experiment)
+    if parent_id is None:  # a name is one search per store: `export NAME` must not have to pick between two
+        other = tracker.find_search(cfg.name)
+        if other is not None:
+            raise LadaError(f"the MLflow store already records a search named {cfg.name!r} (parent run "
+                            f"{other.run_id}) under another --storage; pick another --name, or resume that one "
+                            f"from its --storage")
     built = _build(settings, log)
     teacher = TeacherIdentity.of(built.payload.context.teacher, built.payload.teacher_state)
     if saved_teacher is not None:
