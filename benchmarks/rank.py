@@ -110,6 +110,7 @@ def train_one(settings, built, label: str, point: dict, constants: dict, work: P
     from ladasearch.search.calibration import trial_statistics
     from ladasearch.search.dev_eval import score_on_dev
     from ladasearch.search.final_stage import final_train_rows
+    from ladasearch.search.worker import trained_steps
     from ladasearch.serialize import save_compressed
 
     payload = built.payload
@@ -126,11 +127,8 @@ def train_one(settings, built, label: str, point: dict, constants: dict, work: P
     summary = result.summary(config=dict(config), **asdict(payload.context))
     folder = work / f"config-{label}"
     save_compressed(result.student, folder / "trial", summary)
-    rounds = []
-    for record in result.history:
-        steps = record.round * train_cfg.steps_per_round + (train_cfg.final_steps if record.final else 0)
-        rounds.append({"round": record.round, "steps": steps, "score": record.score,
-                       "factor": record.achieved_factor})
+    rounds = [{"round": r.round, "final": r.final, "steps": trained_steps(r, train_cfg), "score": r.score,
+               "factor": r.achieved_factor} for r in result.history]
     train = final_train_rows(settings, payload.train, C.log)
     started = time.perf_counter()
     final = distill_final(folder / "trial", summary, teacher, train, payload.val, payload.task, train_cfg,
@@ -206,14 +204,22 @@ def top_hit(x: list[float], y: list[float], k: int) -> float:
     return max(y[i] for i in chosen) - max(y)
 
 
-def cheap_scores(rows: list[dict]) -> dict[str, tuple[float, list[float]]]:
+def round_steps(entry: dict, args) -> int:
+    """The steps trained at a trial record (``worker.trained_steps``'s rule; rows written before the rule was
+    fixed counted the final record's round number as a training round)."""
+    final = entry.get("final", entry["round"] > args.rounds)
+    return min(entry["round"], args.rounds) * args.steps_per_round + (args.final_steps if final else 0)
+
+
+def cheap_scores(rows: list[dict], args) -> dict[str, tuple[float, list[float]]]:
     """Every cheap score, with the training steps it costs, per configuration (only those every row has)."""
     scores: dict[str, tuple[float, list[float]]] = {"rung 0 (untrained)": (0, [r["rung0"] for r in rows])}
     for i, first in enumerate(rows[0]["rounds"]):
         if all(len(r["rounds"]) > i for r in rows):
-            label = f"trial round {first['round']}" + (" + final steps" if i == len(rows[0]["rounds"]) - 1 else "")
-            scores[label] = (first["steps"], [r["rounds"][i]["score"] for r in rows])
-    trial_steps = rows[0]["rounds"][-1]["steps"]
+            final = first.get("final", first["round"] > args.rounds)
+            label = "trial, its final steps" if final else f"trial round {first['round']}"
+            scores[label] = (round_steps(first, args), [r["rounds"][i]["score"] for r in rows])
+    trial_steps = round_steps(rows[0]["rounds"][-1], args)
     for j, point in enumerate(rows[0]["final_curve"][1:], 1):
         scores[f"final val @ {point['step']}"] = (trial_steps + point["step"],
                                                    [r["final_curve"][j]["score"] for r in rows])
@@ -228,7 +234,7 @@ def report(args) -> dict:
         raise SystemExit(f"{len(rows)} configurations trained in {work}; need at least 3")
     target = [r["dev"] for r in rows]
     table = []
-    for label, (steps, values) in cheap_scores(rows).items():
+    for label, (steps, values) in cheap_scores(rows, args).items():
         table.append({"score": label, "train_steps": steps, "spearman": spearman(values, target),
                       "kendall": kendall(values, target), "top1_loss": top_hit(values, target, 1),
                       "top3_loss": top_hit(values, target, 3)})
@@ -263,14 +269,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> Path:
+def plot(result: dict, path: Path, args) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    scores = cheap_scores(rows)
+    scores = cheap_scores(rows, args)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     dev = [100 * r["dev"] for r in rows]
     for label in ("rung 0 (untrained)", next(k for k in scores if k.startswith("trial round")),
@@ -299,7 +305,7 @@ def main(argv=None):
         result = report(args)
         name = f"rank-{args.task}-{args.target:g}x"
         path = C.write_result(name, result, markdown(result), args.out_dir)
-        plot(result, path.with_suffix(".png"))
+        plot(result, path.with_suffix(".png"), args)
         print(markdown(result))
 
 

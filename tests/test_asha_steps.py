@@ -24,10 +24,14 @@ def _record(number: int, final: bool = False) -> RoundRecord:
     (3, 20, 10, [20, 40, 60, 70]),
     (2, 0, 5, [0, 0, 5]),       # one-shot rounds: only the final distillation trains
     (1, 7, 0, [7]),
+    (2, 5, 0, [5, 10]),
 ])
 def test_a_trial_reports_the_steps_it_has_trained(rounds, per_round, final_steps, reports):
+    """Records numbered as the loop numbers them (``ladabert.compress_model``): the final distillation is round
+    rounds + 1; without one the last round is the final record."""
     cfg = TrainConfig(rounds=rounds, steps_per_round=per_round, final_steps=final_steps)
-    records = [_record(r) for r in range(1, rounds + 1)] + ([_record(rounds, final=True)] if final_steps else [])
+    records = [_record(r, final=not final_steps and r == rounds) for r in range(1, rounds + 1)]
+    records += [_record(rounds + 1, final=True)] if final_steps else []
     assert [trained_steps(r, cfg) for r in records] == reports
 
 
@@ -64,3 +68,18 @@ def test_fifo_has_no_rungs_and_a_bad_grace_period_is_refused():
                                TrainConfig())).__name__ == "FIFOScheduler"
     with pytest.raises(LadaError, match="grace_period must be an integer >= 1 \\(training steps\\)"):
         SearchConfig(name="s", target=5.0, grace_period=0)
+
+
+@pytest.mark.parametrize("rounds, final_steps, reports", [(2, 1, [2, 4, 5]), (2, 0, [2, 4])])
+def test_the_loops_own_records_give_the_steps_trained(tiny_model, tiny_features, ratios_for, rounds, final_steps,
+                                                       reports):
+    """The step count of each record as ``compress_model`` numbers and marks them (final = round rounds + 1)."""
+    from ladasearch.compress import count_parameters
+    from ladasearch.data import TASKS
+    from ladasearch.ladabert import LoopHooks, compress_model
+
+    cfg = TrainConfig(rounds=rounds, steps_per_round=2, final_steps=final_steps, batch_size=8, eval_batch_size=16)
+    records = []
+    compress_model(tiny_model, *tiny_features, TASKS["sst2"], ratios_for(count_parameters(tiny_model), 5.0), cfg,
+                   hooks=LoopHooks(after_eval=records.append))
+    assert [trained_steps(r, cfg) for r in records] == reports

@@ -107,8 +107,11 @@ def trial_params(ratios: Ratios, target: float, train_cfg: TrainConfig, plans: l
 
 
 def trained_steps(record: RoundRecord, train_cfg: TrainConfig) -> int:
-    """Training steps a trial has run when ``record`` is scored: ASHA's resource (rungs at geometric step counts)."""
-    return record.round * train_cfg.steps_per_round + (train_cfg.final_steps if record.final else 0)
+    """Training steps a trial has run when ``record`` is scored: ASHA's resource (rungs at geometric step counts).
+
+    The loop numbers its final distillation ``rounds + 1`` (or marks the last round final when it has none)."""
+    done = min(record.round, train_cfg.rounds) * train_cfg.steps_per_round
+    return done + (train_cfg.final_steps if record.final else 0)
 
 
 class RoundReporter:
