@@ -118,6 +118,12 @@ def test_fingerprint_follows_the_content(glue_dir, tmp_path):
     assert load_task("r", files=spec).train_fingerprint != first.train_fingerprint
     other_column = load_task("r", files=FileTask("r", str(train), str(dev), text_column="label", label_column="label"))
     assert other_column.train_fingerprint != load_task("r", files=spec).train_fingerprint
+    # a moved copy keeps its key (the teacher fine-tuned on it is found again)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / train.name).write_bytes(train.read_bytes())
+    assert load_task("r", files=FileTask("r", str(moved / train.name), str(dev))).train_fingerprint == \
+        load_task("r", files=spec).train_fingerprint
 
 
 def test_data_config_checks_and_old_specs(tmp_path):
