@@ -86,7 +86,7 @@ def test_a_kill_during_the_final_distillation_is_resumed(tiny_dir, tmp_path):
     cli = [sys.executable, "-m", "ladasearch.cli"]
     log_file = tmp_path / "first.log"
     with open(log_file, "w") as log:
-        first = subprocess.Popen(cli + _args(tiny_dir, tmp_path, "fk", 1, ["--final-budget", "4000",
+        first = subprocess.Popen(cli + _args(tiny_dir, tmp_path, "fk", 1, ["--final-budget", "1200",
                                                                          "--final-eval-every", "40",
                                                                          "--final-rows", "400"]),
                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,13 +100,13 @@ def test_a_kill_during_the_final_distillation_is_resumed(tiny_dir, tmp_path):
         first.wait()
     assert (tmp_path / "runs" / "fk" / "final" / "resume" / "trainer.pt").is_file()
     done = subprocess.run(cli + ["resume", "fk", "--storage", str(tmp_path / "runs")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)  # CI ran it at load 4-5 on 2 cores
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "final distillation: continuing at step" in done.stdout
-    assert "final distillation: step 4000/4000" in done.stdout
+    assert "final distillation: step 1200/1200" in done.stdout
     (parent,), _ = _runs(uri, "fk")
     assert parent.info.status == "FINISHED"
-    assert saved_summary(tmp_path / "runs" / "fk" / "final" / "best").final["steps"] == 4000
+    assert saved_summary(tmp_path / "runs" / "fk" / "final" / "best").final["steps"] == 1200
 
 
 def test_screened_points_become_the_first_trials_and_never_rank(tiny_dir, tmp_path, monkeypatch):
