@@ -33,19 +33,13 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .compress.accounting import compressible_modules
-from .errors import LadaError
+from .errors import LadaError, first_line
 from .nn.layers import FactorizedEmbedding, FactorizedLinear, replace_module
 
 DIGEST_KEY = "weights_sha256"
 RECORD_KEY = "record_sha256"      # config.json + the architecture and layer records of ladasearch.json
 TRUST_HINT = "load it with trust_unchecked=True (export-model --trust-unchecked) only if you know where it came from"
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, short enough for one `error:` line."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class LayerKind:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .compress.accounting import compressible_modules
-from .errors import LadaError
+from .errors import LadaError, first_line
 from .integrity import (
     DIGEST_KEY,
     RECORD_KEY,
@@ -36,7 +36,6 @@ from .integrity import (
     check_record,
     check_tensors,
     expected_shapes,
-    first_line,
     kind_of,
     parse_layers,
     read_header,

@@ -32,10 +32,6 @@ def store_timeout() -> float:
     return value
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 @contextlib.contextmanager
 def no_retries(timeout: float) -> Iterator[None]:
     """MLflow's HTTP client without its minutes of retries, for bounded requests."""

@@ -15,9 +15,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from ..errors import LadaError
+from ..errors import LadaError, first_line
 from ..tracking import Tracker
-from ..tracking_server import check_server, first_line, no_retries, store_timeout
+from ..tracking_server import check_server, no_retries, store_timeout
 from .locks import store_lock
 
 def check_sqlite(db: Path) -> None:
