@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from types import SimpleNamespace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .compress.structure import supported_family
 from .errors import LadaError
 from .serialize import META, load_compressed
 
@@ -40,6 +43,19 @@ def resolve_model(name: str) -> str:
     if path.exists() or name.startswith((".", "/", "~")):
         return str(model_folder(name))
     return name
+
+
+def check_family(name: str) -> None:
+    """Refuse a local model whose family ladasearch cannot compress, from its config.json alone (before any
+    teacher is fine-tuned); a hub id is checked once loaded (``make_plan``)."""
+    path = Path(resolve_model(name))
+    if not (path / "config.json").is_file():
+        return
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError):
+        return  # not JSON or not an object: loading the model says what is wrong with it
+    supported_family(SimpleNamespace(model_type=model_type))
 
 
 def model_fingerprint(name: str) -> str:

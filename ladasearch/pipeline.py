@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import DataConfig, TeacherConfig
 from .data import TaskData, load_task
 from .features import Features, encode
-from .models import load_tokenizer, quiet_transformers
+from .models import check_family, load_tokenizer, quiet_transformers
 from .teacher import Teacher, get_teacher
 
 
@@ -29,6 +29,7 @@ class Prepared:
 def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = None) -> Prepared:
     """Load and tokenize the task with the tokenizer of the teacher folder when given, else of the model."""
     quiet_transformers()
+    check_family(teacher_path or model_name)
     data = load_task(data_cfg.task, data_cfg.data_dir, dev_split=data_cfg.dev_split,
                      max_train=data_cfg.max_train, max_dev=data_cfg.max_dev, seed=data_cfg.seed,
                      val_size=data_cfg.val_size, val_file=data_cfg.val_file, val_rule=data_cfg.val_rule,

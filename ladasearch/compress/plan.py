@@ -27,7 +27,7 @@ from .methods import get_method
 from .prune import prune_by_score
 from .registry import Factorizer, PruningScore
 from .scores import MagnitudeScore
-from .structure import Widths
+from .structure import Widths, supported_family
 
 if TYPE_CHECKING:
     from .calibration import CalibrationStats
@@ -72,9 +72,9 @@ def make_plan(model: nn.Module, ratios: Ratios) -> list[MatrixPlan]:
     """One plan per compressible matrix; the method (``ratios.method``) says what each matrix keeps, and
     ``ratios.structure`` how narrow the matrices around heads and FFN neurons end."""
     method = get_method(ratios.method)
+    supported_family(model.config)
     narrowed = {}
     if ratios.structure < 1.0:
-
         narrowed = Widths.of(model.config).final_shapes(model, ratios.structure)
     plans = []
     for name, (group, module) in compressible_modules(model).items():

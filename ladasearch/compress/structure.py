@@ -27,13 +27,21 @@ from torch import nn
 from ..errors import LadaError
 from ..nn.layers import FactorizedLinear
 from ..nn.masks import unprune
-from ..nn.units import UNIT_LINEARS, WIDTHS_KEY, encoder_layers
+from ..nn.units import WIDTHS_KEY, Layout, encoder_layers, head_size, layout_of, set_head_counts
 from ..summary import ParamRecord
 from .unit_scores import get_unit_score
 
 if TYPE_CHECKING:
     from .calibration import CalibrationStats
     from .registry import PruningScore
+
+
+def supported_family(config) -> Layout:
+    """The layout of the family of ``config``: a LadaError naming the supported families for any other."""
+    try:
+        return layout_of(config)
+    except ValueError as exc:
+        raise LadaError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,17 @@ class Widths:
 
     @classmethod
     def of(cls, config) -> Widths:
+        layout = supported_family(config)
+        refusal = layout.structured_refusal(config) if layout.structured_refusal else None
+        if refusal:
+            raise LadaError(f"structured compression: {refusal}")
         try:
             hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
-            return cls(int(config.num_hidden_layers), hidden, heads, hidden // heads, int(config.intermediate_size))
+            return cls(int(config.num_hidden_layers), hidden, heads, head_size(config),
+                       int(getattr(config, layout.intermediate_key)))
         except (AttributeError, TypeError) as exc:
-            raise LadaError(f"structured compression needs a BERT-family config (hidden_size, num_attention_heads, "
-                            f"intermediate_size, num_hidden_layers): {exc}") from None
+            raise LadaError(f"structured compression needs the config's hidden_size, num_attention_heads, "
+                            f"{layout.intermediate_key} and num_hidden_layers: {exc}") from None
 
     def kept(self, structure: float, fraction: float = 1.0) -> tuple[int, int]:
         """(heads, neurons) each layer keeps at ``structure ** fraction`` (at least one of each)."""
@@ -82,10 +95,11 @@ class Widths:
 
 def _unit_linears(model: nn.Module):
     """(layer index, unit, qualified linear name, whether the unit is its output rows) of every encoder layer."""
-    layers = encoder_layers(model)
+    layers, layout = encoder_layers(model), layout_of(model.config)
     prefix = next(n for n, m in model.named_modules() if m is layers)
     for index in range(len(layers)):
-        for unit, (rows, cols) in UNIT_LINEARS.items():
+        for unit in ("heads", "intermediate"):
+            rows, cols = layout.units[unit]
             yield from ((index, unit, f"{prefix}.{index}.{n}", True) for n in rows)
             yield from ((index, unit, f"{prefix}.{index}.{n}", False) for n in cols)
 
@@ -133,12 +147,12 @@ def remove_units(model: nn.Module, keep: dict[tuple[int, str], torch.Tensor], *,
     ``scorer`` (its learned gradients) and ``stats`` (the calibration statistics) are narrowed alike; the
     statistics are returned narrowed (a new object: the given one may be shared)."""
     widths = current_widths(model)
-    head_size = model.config.hidden_size // model.config.num_attention_heads
+    size = head_size(model.config)
     for index, unit, qualified, narrow_out in _unit_linears(model):
         if (index, unit) not in keep:
             continue
         units = keep[(index, unit)].sort().values
-        entries = (units[:, None] * head_size + torch.arange(head_size)).flatten() if unit == "heads" else units
+        entries = (units[:, None] * size + torch.arange(size)).flatten() if unit == "heads" else units
         module = model.get_submodule(qualified)
         _slice(module, entries.to(next(module.parameters()).device), rows=narrow_out)
         rows, cols = (entries, None) if narrow_out else (None, entries)
@@ -153,6 +167,7 @@ def remove_units(model: nn.Module, keep: dict[tuple[int, str], torch.Tensor], *,
         else:
             widths["intermediate"][index] = len(units)
     setattr(model.config, WIDTHS_KEY, widths)
+    set_head_counts(model, widths)
     return stats
 
 

@@ -22,11 +22,14 @@ from torch import nn
 from ..errors import LadaError
 from ..nn.losses import task_loss
 from ..nn.masks import copy_model
-from ..nn.units import UNIT_LINEARS, encoder_layers
+from ..nn.units import encoder_layers, head_size, layout_of
 from ..registry import Registry
 
-# the linear that reads each unit's output (its input columns are the unit's)
-_READER = {unit: cols[0] for unit, (_, cols) in UNIT_LINEARS.items()}
+
+
+def _reader(model: nn.Module, unit: str) -> str:
+    """The linear that reads the output of ``unit`` (its input columns are the unit's), in an encoder layer."""
+    return layout_of(model.config).units[unit][1][0]
 
 
 class UnitScore(ABC):
@@ -41,14 +44,14 @@ class UnitScore(ABC):
     def importance(self, model: nn.Module, batches, task) -> dict[tuple[int, str], torch.Tensor]:
         """``{(layer index, "heads" | "intermediate"): one score per current unit}`` (float32, CPU)."""
         probe = copy_model(model).eval()  # no dropout: the scores are of the model as it is
-        head_size = model.config.hidden_size // model.config.num_attention_heads
+        size = head_size(model.config)
         sums: dict[tuple[int, str], torch.Tensor] = {}
         mask_now: list[torch.Tensor] = []
         handles = []
         for index, layer in enumerate(encoder_layers(probe)):
-            for unit, reader in _READER.items():
-                module = layer.get_submodule(reader)
-                group = head_size if unit == "heads" else 1
+            for unit in ("heads", "intermediate"):
+                module = layer.get_submodule(_reader(model, unit))
+                group = size if unit == "heads" else 1
                 handles.append(module.register_forward_pre_hook(
                     self._hook((index, unit), module, group, sums, mask_now)))
         try:
@@ -111,7 +114,7 @@ class ActivationUnitScore(UnitScore):
 
     def finish(self, value, model, key):
         index, unit = key
-        reader = encoder_layers(model)[index].get_submodule(_READER[unit])
+        reader = encoder_layers(model)[index].get_submodule(_reader(model, unit))
         columns = reader.weight.detach().float().norm(dim=0)                   # one norm per input column
         group = columns.numel() // value.numel()
         return value * columns.view(-1, group).norm(dim=-1)

@@ -111,8 +111,8 @@ def _usage(record: ExportRecord) -> list[str]:
                 'classify = pipeline("text-classification", model="PATH", trust_remote_code=True)',
                 'classify("a gripping, beautifully acted film")', "```", "",
                 "`trust_remote_code=True` runs `modeling_ladasearch.py` from this folder (it imports only torch and "
-                "transformers; read it first). Its model type `ladasearch_bert` is not built into transformers, so "
-                "loading without the flag raises an error instead of building a model with random weights."]
+                f"transformers; read it first). Its model type `{record.model_type}` is not built into transformers, "
+                "so loading without the flag raises an error instead of building a model with random weights."]
     opset = record.written.opset
     return ["```python", "import numpy as np, onnxruntime as ort", "from transformers import AutoTokenizer", "",
             'tokenizer = AutoTokenizer.from_pretrained("PATH")',
@@ -120,10 +120,16 @@ def _usage(record: ExportRecord) -> list[str]:
             'enc = tokenizer(["a gripping, beautifully acted film"], return_tensors="np")',
             'feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}',
             'logits = session.run(["logits"], feed)[0]', "```", "",
-            f"ONNX opset {opset}. Inputs `input_ids`, `attention_mask` and `token_type_ids` (int64, dynamic batch "
-            "and sequence axes), all three listed by `session.get_inputs()`: feed the tokenizer's "
-            "`token_type_ids` (for a sentence pair its second segment is 1; zeros for single sentences). Output "
-            "`logits` (batch x labels). Label names are in `config.json` (`id2label`)."]
+            f"ONNX opset {opset}. Inputs {_names(record.inputs)} (int64, dynamic batch and sequence axes), all "
+            "listed by `session.get_inputs()`"
+            + (": feed the tokenizer's `token_type_ids` (for a sentence pair its second segment is 1; zeros for "
+               "single sentences)" if "token_type_ids" in record.inputs else "")
+            + ". Output `logits` (batch x labels). Label names are in `config.json` (`id2label`)."]
+
+
+def _names(names: tuple[str, ...]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    return ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
 def render_card(record: ExportRecord) -> str:

@@ -24,7 +24,7 @@ from .card import write_card
 from .footprint import file_bytes
 from .formats import Timed, Written, get_format
 from .hf import deploy_model
-from .inputs import max_length
+from .inputs import INPUT_NAMES, input_names, max_length
 from .latency import Latency
 from .memory import DeploymentMemory, deployment_memory
 from .scoring import load_dev
@@ -105,10 +105,13 @@ class ExportRecord:
     teacher_file_bytes: int | None
     latency: tuple[Latency, ...] = ()
     memory: DeploymentMemory | None = None
+    model_type: str = "ladasearch_bert"   # the exported config's (the source family's, prefixed)
+    inputs: tuple[str, ...] = INPUT_NAMES  # what the model reads (no token_type_ids without segment embeddings)
 
     def to_json(self) -> dict:
         w = self.written
         return {"format": self.format, "runtime": w.runtime, "model_file": w.model_file, "opset": w.opset,
+                "model_type": self.model_type, "inputs": list(self.inputs),
                 "origin": self.origin, "task": self.summary.task, "main_metric": self.summary.main_metric,
                 "score": self.summary.score, "teacher_score": self.summary.teacher_score,
                 "achieved_factor": self.summary.achieved_factor, "labels": list(self.labels),
@@ -206,7 +209,7 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
             labels = tuple(exported.config.id2label[i] for i in range(exported.config.num_labels))
             record = ExportRecord(form.name, out, src.origin, summary, labels, written,
                                   (staging / written.model_file).stat().st_size, _teacher_file_bytes(summary),
-                                  latency, memory)
+                                  latency, memory, exported.config.model_type, input_names(exported))
             write_card(record, staging)
             (staging / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2, default=float) + "\n")
             _move_into(staging, where)

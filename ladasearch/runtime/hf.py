@@ -54,9 +54,12 @@ class Family:
                 "AutoModelForSequenceClassification": f"{module}.{self.model_class.__name__}"}
 
 
+# the source architecture -> its exported classes; adding a family is a pair of classes in modeling_ladasearch.py,
+# a line here and its Layout in nn/units.py
 FAMILIES: dict[str, Family] = {
-    "BertForSequenceClassification": Family(modeling_ladasearch.LadaBertConfig,
-                                            modeling_ladasearch.LadaBertForSequenceClassification),
+    f"{name}ForSequenceClassification": Family(getattr(modeling_ladasearch, f"Lada{name}Config"),
+                                               getattr(modeling_ladasearch, f"Lada{name}ForSequenceClassification"))
+    for name in ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra", "DistilBert", "DebertaV2")
 }
 
 
@@ -145,7 +148,8 @@ def deploy_model(model: nn.Module, summary: TrialSummary) -> nn.Module:
                                  **base)
     config.architectures = [family.model_class.__name__]
     config.auto_map = family.auto_map
-    config._attn_implementation = "sdpa"
+    # PyTorch's fused attention where the family has it (DeBERTa's disentangled attention has not)
+    config._attn_implementation = "sdpa" if family.model_class._supports_sdpa else "eager"
     exported = family.model_class(config)
     missing, unexpected = exported.load_state_dict(source.state_dict(), strict=False)
     if missing or unexpected:

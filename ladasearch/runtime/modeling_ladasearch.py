@@ -11,14 +11,31 @@ A weight matrix W (m x n) listed in ``config.factorized`` (``{module name: {"kin
 Every other tensor is the architecture's own, at the widths ``config.ladasearch_widths`` gives when whole attention
 heads and feed-forward neurons were removed (``{"heads": [[kept head indices] per layer], "intermediate":
 [kept neurons per layer]}``; the hidden size is unchanged, so only the matrices around each removed unit
-narrow).  The model type (``ladasearch_bert``) is not one transformers
-knows, so loading without ``trust_remote_code=True`` fails instead of building a model with random weights.
+narrow).  Each supported family has its pair of classes here (``LadaRobertaConfig``,
+``LadaRobertaForSequenceClassification``, ...): the family's own classes with the factorized layers swapped in.
+The model type (``ladasearch_`` + the family's) is not one transformers knows, so loading without
+``trust_remote_code=True`` fails instead of building a model with random weights.
 """
 
 from __future__ import annotations
 
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    CamembertConfig,
+    CamembertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+)
 
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear, factorized_like, replace_module
 from ..nn.units import WIDTHS_KEY, narrow_layers
@@ -46,8 +63,8 @@ class FactorizedLayersMixin:
         super()._init_weights(module)
 
 
-class LadaBertConfig(BertConfig):
-    model_type = "ladasearch_bert"
+class LadaConfigMixin:
+    """The family's config plus what ladasearch records: the factorized layers and the provenance."""
 
     def __init__(self, factorized: dict | None = None, ladasearch: dict | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -55,9 +72,63 @@ class LadaBertConfig(BertConfig):
         self.ladasearch = dict(ladasearch or {})  # provenance: task, ratios, scores (for people, not for loading)
 
 
-class LadaBertForSequenceClassification(FactorizedLayersMixin, BertForSequenceClassification):
-    config_class = LadaBertConfig
-
-    def __init__(self, config: LadaBertConfig):
+class LadaModelMixin(FactorizedLayersMixin):
+    def __init__(self, config):
         super().__init__(config)
         self._swap_factorized()
+
+
+class LadaBertConfig(LadaConfigMixin, BertConfig):
+    model_type = "ladasearch_bert"
+
+
+class LadaBertForSequenceClassification(LadaModelMixin, BertForSequenceClassification):
+    config_class = LadaBertConfig
+
+
+class LadaRobertaConfig(LadaConfigMixin, RobertaConfig):
+    model_type = "ladasearch_roberta"
+
+
+class LadaRobertaForSequenceClassification(LadaModelMixin, RobertaForSequenceClassification):
+    config_class = LadaRobertaConfig
+
+
+class LadaXLMRobertaConfig(LadaConfigMixin, XLMRobertaConfig):
+    model_type = "ladasearch_xlm-roberta"
+
+
+class LadaXLMRobertaForSequenceClassification(LadaModelMixin, XLMRobertaForSequenceClassification):
+    config_class = LadaXLMRobertaConfig
+
+
+class LadaCamembertConfig(LadaConfigMixin, CamembertConfig):
+    model_type = "ladasearch_camembert"
+
+
+class LadaCamembertForSequenceClassification(LadaModelMixin, CamembertForSequenceClassification):
+    config_class = LadaCamembertConfig
+
+
+class LadaElectraConfig(LadaConfigMixin, ElectraConfig):
+    model_type = "ladasearch_electra"
+
+
+class LadaElectraForSequenceClassification(LadaModelMixin, ElectraForSequenceClassification):
+    config_class = LadaElectraConfig
+
+
+class LadaDistilBertConfig(LadaConfigMixin, DistilBertConfig):
+    model_type = "ladasearch_distilbert"
+
+
+class LadaDistilBertForSequenceClassification(LadaModelMixin, DistilBertForSequenceClassification):
+    config_class = LadaDistilBertConfig
+
+
+class LadaDebertaV2Config(LadaConfigMixin, DebertaV2Config):
+    model_type = "ladasearch_deberta-v2"
+
+
+class LadaDebertaV2ForSequenceClassification(LadaModelMixin, DebertaV2ForSequenceClassification):
+    config_class = LadaDebertaV2Config

@@ -1,7 +1,7 @@
 """ONNX export of a (compressed) sequence classifier, and a check of the export with onnxruntime.
 
-The graph has inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, dynamic batch and
-sequence axes) and the output ``logits`` (dynamic batch axis).  Pruning masks are folded first (pruned
+The graph has inputs ``input_ids``, ``attention_mask`` and, where the family has segment embeddings,
+``token_type_ids`` (int64, dynamic batch and sequence axes; ``inputs.input_names``) and the output ``logits`` (dynamic batch axis).  Pruning masks are folded first (pruned
 entries are stored zeros in the ONNX initializers: ONNX has no packed-bitmask format, so the ONNX
 file holds every factor entry), factorized layers export as two MatMuls, and attention is exported in
 its eager form.  The TorchScript-based exporter (``dynamo=False``) is used by default: it is quick and
@@ -19,21 +19,22 @@ from torch import nn
 
 from ..errors import LadaError
 from ..nn.masks import copy_model, fold_masks
-from .inputs import INPUT_NAMES, max_length, random_inputs
+from .inputs import input_names, max_length, random_inputs
 from .sparse import densify
 
 OUTPUT = "logits"
 
 
 class LogitsOnly(nn.Module):
-    """(input_ids, attention_mask, token_type_ids) -> logits."""
+    """(input_ids, attention_mask[, token_type_ids]) -> logits."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.names = input_names(model)
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs))).logits
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -58,7 +59,8 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 128, *, batch
     wrapped = LogitsOnly(inference_copy(model)).eval()
     # only an example shape (the axes are dynamic): capped at what the model can take
     inputs = random_inputs(model, batch, max_length(model, seq_len), padded=True)
-    args = tuple(inputs[n] for n in INPUT_NAMES)
+    names = input_names(model)
+    args = tuple(inputs[n] for n in names)
     errors = []
     for use_dynamo in ([False, True] if dynamo is None else [dynamo]):
         try:
@@ -68,12 +70,12 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 128, *, batch
                     from torch.export import Dim
 
                     dims = {0: Dim("batch"), 1: Dim("sequence")}
-                    torch.onnx.export(wrapped, args, str(path), dynamo=True, input_names=list(INPUT_NAMES),
+                    torch.onnx.export(wrapped, args, str(path), dynamo=True, input_names=list(names),
                                       output_names=[OUTPUT], opset_version=max(opset, 18),
-                                      dynamic_shapes=tuple(dims for _ in INPUT_NAMES), verbose=False)
+                                      dynamic_shapes=tuple(dims for _ in names), verbose=False)
                 else:
-                    axes = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES} | {OUTPUT: {0: "batch"}}
-                    torch.onnx.export(wrapped, args, str(path), dynamo=False, input_names=list(INPUT_NAMES),
+                    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {OUTPUT: {0: "batch"}}
+                    torch.onnx.export(wrapped, args, str(path), dynamo=False, input_names=list(names),
                                       output_names=[OUTPUT], opset_version=opset, dynamic_axes=axes,
                                       do_constant_folding=True)
             break
@@ -106,7 +108,7 @@ def check_onnx(model: nn.Module, path: str | Path, *, batch: int = 3, seq_len: i
     """
     inputs = inputs or random_inputs(model, batch, max_length(model, seq_len), seed=1, padded=True)
     session = session or onnx_session(path)
-    feed = {n: inputs[n].cpu().numpy().astype(np.int64) for n in INPUT_NAMES}
+    feed = {i.name: inputs[i.name].cpu().numpy().astype(np.int64) for i in session.get_inputs()}
     got = session.run([OUTPUT], feed)[0]
     with torch.inference_mode():
         want = model.eval()(**{k: v.to(next(model.parameters()).device) for k, v in inputs.items()}).logits
