@@ -151,18 +151,11 @@ def load_job(args, teacher_dir: str, *, max_dev="args"):
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from ladasearch.runtime.timing import machine_facts
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "torch": torch.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg()),
-            "time": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {**machine_facts(), "torch_threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version(), "time": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def write_result(name: str, payload: dict, markdown: str | None = None, out_dir: str | Path | None = None) -> Path:

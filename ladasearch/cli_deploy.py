@@ -42,7 +42,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1), help="Tokens per timed row.")
 @click.option("--batch-sizes", default="1,32", show_default=True, help="Timed batch sizes.")
 @click.option("--runs", default=10, show_default=True, type=click.IntRange(1), help="Timed runs per batch size.")
-@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads when timing [default: torch's].")
+@click.option("--threads", default=Timed().threads, show_default=True, type=click.IntRange(1),
+              help="CPU threads when timing (the library's default too: one thread, what a serving worker gets).")
 @click.option("--no-measure", is_flag=True, help="Skip latency and deployment memory (the card says so).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14), help="ONNX opset.")
 @click.option("--overwrite", is_flag=True,
@@ -57,11 +58,9 @@ def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_fi
                          overwrite, tracking_uri, trust_unchecked):
     """Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best model) as a
     self-contained folder: weights, config with label names, tokenizer and a model card (README.md)."""
-    import torch
-
     get_format(fmt)  # a bad format fails before anything is loaded
     quiet_transformers()
-    timed = Timed(_sizes(batch_sizes), seq_len, runs, threads or torch.get_num_threads())
+    timed = Timed(_sizes(batch_sizes), seq_len, runs, threads)
     dev = DevData(data_dir, dev_split, max_dev, max_length, dev_file=dev_file, text_column=text_column,
                   text_pair_column=text_pair_column, label_column=label_column)
     settings = ExportSettings(max_drop=max_drop, dev=dev, timed=timed,

@@ -277,3 +277,50 @@ def test_modeling_file_is_assembled_from_the_training_layers():
     model = namespace["LadaBertForSequenceClassification"](config)
     dense = model.get_submodule("bert.encoder.layer.0.intermediate.dense")
     assert type(dense).__name__ == "FactorizedLinear" and dense.A.shape == (16, 3)
+
+
+@pytest.mark.parametrize("method, built, absent", [
+    ("hybrid", "hybrid: SVD factorization, magnitude pruning and knowledge distillation from the teacher", None),
+    ("svd", "svd: SVD factorization and knowledge distillation from the teacher", "pruning"),
+    ("prune", "prune: magnitude pruning and knowledge distillation from the teacher", "SVD"),
+])
+def test_card_states_the_method_as_built(method, built, absent, tmp_path):
+    folder = make_source(tmp_path / "student", method)
+    record = export_model(folder, "hf", tmp_path / "hf", NO_MEASURE, log=lambda _: None)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"({built}) by ladasearch" in card
+    if absent:
+        assert absent not in card.split("by ladasearch")[0]
+    saved = json.loads((tmp_path / "hf" / "ladasearch_export.json").read_text())
+    assert saved["method"] == method and saved["method_as_built"] == built.split(": ", 1)[1]
+    assert record.machine is None and saved["machine"] is None  # --no-measure: nothing timed, no machine
+
+
+def test_card_and_record_say_which_rows_each_score_came_from(tmp_path):
+    from ladasearch.serialize import saved_summary
+
+    folder = make_source(tmp_path / "student", "hybrid")
+    summary = saved_summary(folder).with_(score_split="val", score=0.8125, dev_score=0.6875,
+                                          data={"dev_rows": 300, "val_rows": 1000, "max_dev": 300})
+    save_compressed(ladasearch.load(folder), tmp_path / "scored", summary, tiny_tokenizer())
+    settings = ExportSettings(timed=Timed(batches=(1,), seq_len=8, runs=4, threads=1))
+    export_model(tmp_path / "scored", "hf", tmp_path / "hf", settings, log=lambda _: None)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert ("Dev accuracy of the compressed student: **0.6875** on 300 dev rows (a random subset of the dev split, "
+            "`--max-dev`) (chosen on the validation split, where it scored 0.8125 on 1,000 val rows)") in card
+    saved = json.loads((tmp_path / "hf" / "ladasearch_export.json").read_text())
+    assert (saved["dev_score"], saved["dev_rows"], saved["score"], saved["score_split"], saved["score_rows"]) == \
+        (0.6875, 300, 0.8125, "val", 1000)
+    # latency with its spread, threads and the machine it was measured on
+    timing = saved["latency"][0]
+    assert timing["q1_ms"] <= timing["median_ms"] <= timing["q3_ms"] and timing["runs"] == 4
+    assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["cpu"]
+    assert "| batch | median ms | IQR ms | min ms |" in card and "1 CPU thread(s)" in card
+    assert f"{saved['machine']['cpu_count']} logical CPUs" in card
+
+
+def test_export_model_times_on_the_librarys_thread_count_by_default():
+    from ladasearch.cli_deploy import export_model_command
+
+    threads = next(p for p in export_model_command.params if p.name == "threads")
+    assert threads.default == Timed().threads == ExportSettings().timed.threads == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..compress.methods import get_method
+
 if TYPE_CHECKING:  # export imports this module to write the card
     from .export import ExportRecord
 
@@ -16,9 +18,34 @@ def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _dev(s) -> float | None:
+def student_dev_score(s) -> float | None:
     """The student's dev score: measured for the chosen model (``dev_score``), or its score when that was on dev."""
     return s.dev_score if s.dev_score is not None else s.score if s.score_split == "dev" else None
+
+
+def method_as_built(s) -> str:
+    """What was done to the model, from its record: the factorizer and pruning score it used, the structured share,
+    and whether it was distilled (a student of ``svd`` was never pruned, one of ``prune`` never factorized)."""
+    method = get_method(s.ratios.method)
+    parts = []
+    if method.factorizes:
+        parts.append("SVD factorization" + (f" ({s.factorizer} factorizer)" if s.factorizer != "svd" else ""))
+    if method.prunes:
+        parts.append(f"{s.prune_score} pruning")
+    if s.ratios.structure < 1:
+        parts.append(f"removal of {1 - s.ratios.structure:.0%} of every layer's attention heads and FFN neurons")
+    parts.append("knowledge distillation from the teacher" if s.distill else "training on the task's labels")
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def rows_of(s, split: str) -> str:
+    """`` on N dev rows`` (with how they were drawn) where the record knows the count, else empty."""
+    data = s.data or {}
+    rows = data.get(f"{split}_rows")
+    if not rows:
+        return ""
+    subset = split == "dev" and data.get("max_dev")
+    return f" on {rows:,} {split} rows" + (" (a random subset of the dev split, `--max-dev`)" if subset else "")
 
 
 def _own_files(s) -> bool:
@@ -41,7 +68,7 @@ def _front_matter(record: ExportRecord) -> str:
                       "tags: [ladasearch, ladabert, compressed" + (", onnx" if library == "onnx" else "") + "]",
                       "model-index:", f"- name: {s.task}-{s.achieved_factor:.1f}x-ladabert", "  results:",
                       "  - task: {type: text-classification}", f"    dataset: {_dataset(s)}",
-                      f"    metrics: [{{type: {s.main_metric}, value: {_score(_dev(s))}}}]", "---", ""])
+                      f"    metrics: [{{type: {s.main_metric}, value: {_score(student_dev_score(s))}}}]", "---", ""])
 
 
 def _ratio_table(record: ExportRecord) -> list[str]:
@@ -69,11 +96,14 @@ def _cost_lines(record: ExportRecord) -> list[str]:
         return ["Not measured (exported with `--no-measure`)."]
     lines = []
     if record.latency:
-        first = record.latency[0]
+        first, m = record.latency[0], record.machine or {}
+        where = f" on {m['cpu']} ({m['cpu_count']} logical CPUs, load {m['loadavg'][0]:.2f})" if m else ""
         lines += [f"Latency in {first.runtime}, {first.threads} CPU thread(s), sequence length {first.seq_len}, "
-                  f"median (min) of {first.timing.runs} runs:", "", "| batch | median ms | min ms |",
-                  "| --- | --- | --- |"]
-        lines += [f"| {x.batch} | {x.timing.median_ms:.2f} | {x.timing.min_ms:.2f} |" for x in record.latency]
+                  f"{first.timing.runs} timed runs{where}: the median, the interquartile range (how much the runs "
+                  f"spread) and the fastest run:", "", "| batch | median ms | IQR ms | min ms |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {x.batch} | {x.timing.median_ms:.2f} | {_iqr(x.timing)} | {x.timing.min_ms:.2f} |"
+                  for x in record.latency]
         lines.append("")
     if record.memory is not None:
         m = record.memory
@@ -85,12 +115,16 @@ def _cost_lines(record: ExportRecord) -> list[str]:
     return lines
 
 
+def _iqr(timing) -> str:
+    return "n/a" if timing.q1_ms is None else f"{timing.q1_ms:.2f}-{timing.q3_ms:.2f}"
+
+
 def _score_lines(record: ExportRecord) -> list[str]:
     s, w = record.summary, record.written
-    chosen_on = f" (chosen on the validation split, where it scored {_score(s.score)})" if s.score_split == "val" \
-        else ""
-    lines = [f"- Dev {s.main_metric} of the compressed student: **{_score(_dev(s))}**{chosen_on}; "
-             f"teacher: {_score(s.teacher_score)}."]
+    chosen_on = f" (chosen on the validation split, where it scored {_score(s.score)}{rows_of(s, 'val')})" \
+        if s.score_split == "val" else ""
+    lines = [f"- Dev {s.main_metric} of the compressed student: **{_score(student_dev_score(s))}**"
+             f"{rows_of(s, 'dev')}{chosen_on}; teacher: {_score(s.teacher_score)}."]
     if w.onnx_check is not None:
         lines.append(f"- The fp32 ONNX graph matches the PyTorch model to {w.onnx_check.worst:.1e} (max |logit "
                      f"difference|, on sentence pairs and on single sentences).")
@@ -137,7 +171,7 @@ def render_card(record: ExportRecord) -> str:
     labels = ", ".join(f"{i}: {n}" for i, n in enumerate(record.labels))
     parts = [_front_matter(record), f"# {s.task} classifier compressed {s.achieved_factor:.2f}x with LadaBERT", "",
              f"A {s.model or 'BERT'} classifier fine-tuned on {_trained_on(s)} and compressed with LadaBERT "
-             f"({s.ratios.method}: SVD factorization, magnitude pruning and knowledge distillation) by ladasearch. "
+             f"({s.ratios.method}: {method_as_built(s)}) by ladasearch. "
              f"Exported as `{record.format}` from {record.origin}. Labels: {labels}.", "",
              "## Compression", "", *_ratio_table(record), "", *_size_lines(record), "",
              "## Scores", "", *_score_lines(record), "", "## Cost", "", *_cost_lines(record), "",

@@ -20,12 +20,13 @@ from ..errors import LadaError
 from ..io import refuse_source_overlap, umask
 from ..serialize import load_compressed
 from ..summary import TrialSummary
-from .card import write_card
+from .card import method_as_built, student_dev_score, write_card
 from .footprint import file_bytes
 from .formats import Timed, Written, get_format
 from .hf import deploy_model
 from .inputs import INPUT_NAMES, input_names, max_length
 from .latency import Latency
+from .timing import machine_facts
 from .memory import DeploymentMemory, deployment_memory
 from .scoring import load_dev
 from .source import open_source, source_tokenizer
@@ -107,20 +108,25 @@ class ExportRecord:
     memory: DeploymentMemory | None = None
     model_type: str = "ladasearch_bert"   # the exported config's (the source family's, prefixed)
     inputs: tuple[str, ...] = INPUT_NAMES  # what the model reads (no token_type_ids without segment embeddings)
+    machine: dict | None = None            # where the latency was measured (``timing.machine_facts``)
 
     def to_json(self) -> dict:
         w = self.written
         return {"format": self.format, "runtime": w.runtime, "model_file": w.model_file, "opset": w.opset,
                 "model_type": self.model_type, "inputs": list(self.inputs),
                 "origin": self.origin, "task": self.summary.task, "main_metric": self.summary.main_metric,
-                "score": self.summary.score, "teacher_score": self.summary.teacher_score,
+                "method": self.summary.ratios.method, "method_as_built": method_as_built(self.summary),
+                "score": self.summary.score, "score_split": self.summary.score_split,
+                "score_rows": (self.summary.data or {}).get(f"{self.summary.score_split}_rows"),
+                "dev_score": student_dev_score(self.summary), "dev_rows": (self.summary.data or {}).get("dev_rows"),
+                "teacher_score": self.summary.teacher_score,
                 "achieved_factor": self.summary.achieved_factor, "labels": list(self.labels),
                 "file_bytes": self.file_bytes,
                 "teacher_file_bytes": self.teacher_file_bytes,
                 "onnx_max_abs_diff": w.onnx_check.worst if w.onnx_check else None,
                 "int8_max_abs_diff": w.quantized_check.worst if w.quantized_check else None,
                 "int8_gate": w.gate.to_json() if w.gate else None,
-                "latency": [x.to_json() for x in self.latency],
+                "latency": [x.to_json() for x in self.latency], "machine": self.machine,
                 "memory": self.memory.to_json() if self.memory else None}
 
 
@@ -209,7 +215,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
             labels = tuple(exported.config.id2label[i] for i in range(exported.config.num_labels))
             record = ExportRecord(form.name, out, src.origin, summary, labels, written,
                                   (staging / written.model_file).stat().st_size, _teacher_file_bytes(summary),
-                                  latency, memory, exported.config.model_type, input_names(exported))
+                                  latency, memory, exported.config.model_type, input_names(exported),
+                                  machine_facts() if settings.measure else None)
             write_card(record, staging)
             (staging / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2, default=float) + "\n")
             _move_into(staging, where)

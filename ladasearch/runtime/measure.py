@@ -43,7 +43,7 @@ from .fast import optimize_for_inference
 from .footprint import MemoryJob, file_bytes, resident_memory, tensor_bytes, weights_files
 from .inputs import random_inputs
 from .onnx import check_onnx, export_onnx, onnx_session
-from .timing import forward_runner, time_interleaved
+from .timing import forward_runner, machine_facts, time_interleaved
 
 REPORT_KEYS = ("mode", "requested_mode", "busy_load", "attention", "counts", "plan", "max_abs_diff",
                "linear_macs_per_token", "note")
@@ -136,8 +136,8 @@ def compare(teacher_dir: str | Path, student_dir: str | Path, *, seq_len: int = 
     result: dict = {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seq_len": seq_len, "batch_sizes": list(batch_sizes), "threads": threads, "runs": runs, "warmup": warmup,
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
-        platform.machine(), "cpu_count": os.cpu_count(), "loadavg_before": list(os.getloadavg()),
+        "torch": torch.__version__, "python": platform.python_version(), **machine_facts(),
+        "loadavg_before": list(os.getloadavg()),
     }
     try:
         models: dict[str, dict[str, nn.Module]] = {}

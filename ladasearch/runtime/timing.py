@@ -7,10 +7,13 @@ only their launch.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,9 +28,28 @@ class Timing:
     median_ms: float
     min_ms: float
     runs: int
+    q1_ms: float | None = None   # the interquartile range: how much the runs spread (None: fewer than 2 runs)
+    q3_ms: float | None = None
+
+    @classmethod
+    def of(cls, times: list[float]) -> Timing:
+        q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (None, None, None)
+        return cls(statistics.median(times), min(times), len(times), q1, q3)
 
     def to_json(self) -> dict:
-        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "runs": self.runs}
+        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "runs": self.runs, "q1_ms": self.q1_ms,
+                "q3_ms": self.q3_ms}
+
+
+def machine_facts() -> dict:
+    """What a latency depends on beyond the model: the CPU's name, its logical CPUs and the load when measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _synchronizer(device: str | torch.device | None) -> Callable[[], None]:
@@ -63,7 +85,7 @@ def time_interleaved(runners: dict[str, Callable[[], object]], runs: int, warmup
             run()
             sync()
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: Timing(statistics.median(t), min(t), len(t)) for name, t in times.items()}
+    return {name: Timing.of(t) for name, t in times.items()}
 
 
 def forward_latency(model: nn.Module, batch: int, seq_len: int, device: str | torch.device = "cpu",
