@@ -50,12 +50,15 @@ def _sizes(text: str) -> tuple[int, ...]:
               help="Replace a non-empty --out as a whole (never SOURCE, its teacher, or a folder holding them).")
 @click.option("--tracking-uri", default=None,
               help="MLflow store of a search SOURCE (default sqlite:///mlruns/mlflow.db).")
+@click.option("--teacher", "teacher", is_flag=True,
+              help="Export SOURCE's teacher instead (the dense fine-tuned model it was compressed from): the baseline "
+                   "to compare with, in the same format, with the same card and gate.")
 @click.option("--trust-unchecked", is_flag=True,
               help="Export a model folder saved without checksums of its weights and config (older versions).")
 @user_errors
 def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_file, text_column, text_pair_column,
                          label_column, max_dev, max_length, seq_len, batch_sizes, runs, threads, no_measure, opset,
-                         overwrite, tracking_uri, trust_unchecked):
+                         overwrite, tracking_uri, teacher, trust_unchecked):
     """Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best model) as a
     self-contained folder: weights, config with label names, tokenizer and a model card (README.md)."""
     get_format(fmt)  # a bad format fails before anything is loaded
@@ -65,7 +68,7 @@ def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_fi
                   text_pair_column=text_pair_column, label_column=label_column)
     settings = ExportSettings(max_drop=max_drop, dev=dev, timed=timed,
                               measure=not no_measure, opset=opset, overwrite=overwrite, tracking_uri=tracking_uri,
-                              trust_unchecked=trust_unchecked)
+                              trust_unchecked=trust_unchecked, teacher=teacher)
     record = export_model(source, fmt, out, settings, log=click.echo)
     line = f"wrote {record.folder} ({record.format}): {record.written.model_file} {record.file_bytes / 2**20:.2f} MiB"
     line += "".join(f", batch {x.batch} {x.timing.median_ms:.1f} ms" for x in record.latency)

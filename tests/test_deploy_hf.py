@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import ladasearch
 from ladasearch.cli import main
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
-from ladasearch.runtime.export import ExportSettings, export_model
+from ladasearch.runtime.export import DevData, ExportSettings, export_model
 from ladasearch.runtime.formats import Timed
 from ladasearch.serialize import layer_structure, save_compressed
 from ladasearch.summary import ParamRecord, RatioRecord, TrialSummary
@@ -324,3 +324,74 @@ def test_export_model_times_on_the_librarys_thread_count_by_default():
 
     threads = next(p for p in export_model_command.params if p.name == "threads")
     assert threads.default == Timed().threads == ExportSettings().timed.threads == 1
+
+
+@pytest.fixture(scope="module")
+def taught_source(tmp_path_factory):
+    """A saved tiny student whose record names its teacher folder (a plain transformers folder, as the teacher
+    cache writes it) and the teacher's dev score."""
+    from conftest import build_tiny
+    from ladasearch.serialize import saved_summary
+
+    root = tmp_path_factory.mktemp("taught")
+    teacher_dir = root / "teacher"
+    build_tiny(0).save_pretrained(teacher_dir)
+    tiny_tokenizer().save_pretrained(teacher_dir)
+    folder = make_source(root / "plain", "hybrid")
+    summary = saved_summary(folder).with_(teacher=str(teacher_dir), teacher_score=0.75,
+                                          teacher_metrics={"accuracy": 0.75}, data={"dev_rows": 40})
+    save_compressed(ladasearch.load(folder), root / "student", summary, tiny_tokenizer())
+    return root / "student", teacher_dir
+
+
+@pytest.mark.parametrize("fmt", ["hf", "onnx", "onnx-int8"])
+def test_export_model_teacher_writes_the_dense_baseline(taught_source, fmt, tmp_path, glue_dir):
+    from conftest import build_tiny
+
+    student, teacher_dir = taught_source
+    out = tmp_path / fmt
+    gate = ["--data-dir", str(glue_dir), "--max-dev", "40", "--max-drop", "100"] if fmt == "onnx-int8" else []
+    run = CliRunner().invoke(main, ["export-model", str(student), "--teacher", "--format", fmt, "--out", str(out),
+                                    "--no-measure", *gate])
+    assert run.exit_code == 0, (run.output, run.exception)
+    assert f"the teacher of {student}" in run.output
+    saved = json.loads((out / "ladasearch_export.json").read_text())
+    assert (saved["role"], saved["achieved_factor"], saved["dev_score"], saved["method_as_built"]) == \
+        ("teacher", 1.0, 0.75, "none: the dense fine-tuned teacher")
+    card = (out / "README.md").read_text()
+    assert "the dense teacher (the baseline)" in card and "Dev accuracy of the dense teacher: **0.7500** on 40 dev rows." \
+        in card and "LadaBERT" not in card.split("## Use")[0]
+    inputs = tiny_tokenizer()(TEXTS, TEXTS[::-1], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = build_tiny(0)(**inputs).logits
+    if fmt == "hf":
+        from transformers import AutoModelForSequenceClassification
+
+        got = _logits_of(AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True), inputs)
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out / saved["model_file"]), providers=["CPUExecutionProvider"])
+        feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+        got = torch.from_numpy(session.run(["logits"], feed)[0])
+    assert torch.allclose(got, want, atol=1e-4 if fmt != "onnx-int8" else 0.5, rtol=0)  # int8: rounding only
+    if fmt == "onnx-int8":
+        assert saved["int8_gate"]["rows"] == 40
+    # the teacher holds every parameter: its file is the larger one
+    student_record = export_model(student, fmt, tmp_path / "student",
+                                  ExportSettings(max_drop=100.0, dev=DevData(data_dir=str(glue_dir), max_dev=40),
+                                                 measure=False), log=lambda _: None)
+    assert student_record.file_bytes < saved["file_bytes"]
+
+
+def test_export_model_teacher_needs_the_recorded_teacher(hybrid_source, tmp_path):
+    run = CliRunner().invoke(main, ["export-model", str(hybrid_source), "--teacher", "--format", "hf", "--out",
+                                    str(tmp_path / "hf"), "--no-measure"])
+    assert run.exit_code == 2, (run.output, run.exception)
+    assert "records its teacher at None, which is not a model folder here" in run.output
+    assert not (tmp_path / "hf").exists()
+
+
+def _logits_of(model, inputs):
+    with torch.no_grad():
+        return model.eval()(**inputs).logits

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # export imports this module to write the card
     from .export import ExportRecord
 
 _MIB = 1024 * 1024
+TEACHER_METHOD = "dense"  # the ratios' method of the teacher's record (``export-model --teacher``): nothing done
 
 
 def _score(value: float | None) -> str:
@@ -26,6 +27,8 @@ def student_dev_score(s) -> float | None:
 def method_as_built(s) -> str:
     """What was done to the model, from its record: the factorizer and pruning score it used, the structured share,
     and whether it was distilled (a student of ``svd`` was never pruned, one of ``prune`` never factorized)."""
+    if s.ratios.method == TEACHER_METHOD:
+        return "none: the dense fine-tuned teacher"
     method = get_method(s.ratios.method)
     parts = []
     if method.factorizes:
@@ -65,10 +68,16 @@ def _front_matter(record: ExportRecord) -> str:
     s = record.summary
     library = "transformers" if record.written.runtime == "torch" else "onnx"
     return "\n".join(["---", f"library_name: {library}", "pipeline_tag: text-classification",
-                      "tags: [ladasearch, ladabert, compressed" + (", onnx" if library == "onnx" else "") + "]",
-                      "model-index:", f"- name: {s.task}-{s.achieved_factor:.1f}x-ladabert", "  results:",
+                      "tags: [ladasearch, " + ("baseline" if record.role == "teacher" else "ladabert, compressed")
+                      + (", onnx" if library == "onnx" else "") + "]",
+                      "model-index:", f"- name: {_index_name(record)}", "  results:",
                       "  - task: {type: text-classification}", f"    dataset: {_dataset(s)}",
                       f"    metrics: [{{type: {s.main_metric}, value: {_score(student_dev_score(s))}}}]", "---", ""])
+
+
+def _index_name(record: ExportRecord) -> str:
+    s = record.summary
+    return f"{s.task}-teacher" if record.role == "teacher" else f"{s.task}-{s.achieved_factor:.1f}x-ladabert"
 
 
 def _ratio_table(record: ExportRecord) -> list[str]:
@@ -123,8 +132,10 @@ def _score_lines(record: ExportRecord) -> list[str]:
     s, w = record.summary, record.written
     chosen_on = f" (chosen on the validation split, where it scored {_score(s.score)}{rows_of(s, 'val')})" \
         if s.score_split == "val" else ""
-    lines = [f"- Dev {s.main_metric} of the compressed student: **{_score(student_dev_score(s))}**"
-             f"{rows_of(s, 'dev')}{chosen_on}; teacher: {_score(s.teacher_score)}."]
+    who = "the dense teacher" if record.role == "teacher" else "the compressed student"
+    lines = [f"- Dev {s.main_metric} of {who}: **{_score(student_dev_score(s))}**"
+             f"{rows_of(s, 'dev')}{chosen_on}"
+             + ("." if record.role == "teacher" else f"; teacher: {_score(s.teacher_score)}.")]
     if w.onnx_check is not None:
         lines.append(f"- The fp32 ONNX graph matches the PyTorch model to {w.onnx_check.worst:.1e} (max |logit "
                      f"difference|, on sentence pairs and on single sentences).")
@@ -166,9 +177,23 @@ def _names(names: tuple[str, ...]) -> str:
     return ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
+def _teacher_card(record: ExportRecord, labels: str) -> list[str]:
+    s = record.summary
+    return [_front_matter(record), f"# {s.task} classifier: the dense teacher (the baseline)", "",
+            f"The {s.model or 'BERT'} classifier fine-tuned on {_trained_on(s)}, not compressed: the model the "
+            f"students of {record.origin} were compressed from, exported as `{record.format}` so that they can be "
+            f"compared with it in the same runtime. Labels: {labels}.", "",
+            "## Size", "", f"- Parameters: {s.teacher_params.total:,} (dense).",
+            f"- `{record.written.model_file}`: {record.file_bytes / _MIB:.2f} MiB on disk.", "",
+            "## Scores", "", *_score_lines(record), "", "## Cost", "", *_cost_lines(record), "",
+            "## Use", "", *_usage(record), ""]
+
+
 def render_card(record: ExportRecord) -> str:
     s = record.summary
     labels = ", ".join(f"{i}: {n}" for i, n in enumerate(record.labels))
+    if record.role == "teacher":
+        return "\n".join(_teacher_card(record, labels))
     parts = [_front_matter(record), f"# {s.task} classifier compressed {s.achieved_factor:.2f}x with LadaBERT", "",
              f"A {s.model or 'BERT'} classifier fine-tuned on {_trained_on(s)} and compressed with LadaBERT "
              f"({s.ratios.method}: {method_as_built(s)}) by ladasearch. "

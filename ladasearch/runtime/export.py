@@ -15,21 +15,24 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from ..config import DataConfig
 from ..errors import LadaError
 from ..io import refuse_source_overlap, umask
+from ..models import load_classifier
 from ..serialize import load_compressed
-from ..summary import TrialSummary
-from .card import method_as_built, student_dev_score, write_card
+from ..summary import RatioRecord, TrialSummary
+from .card import TEACHER_METHOD, method_as_built, student_dev_score, write_card
 from .footprint import file_bytes
 from .formats import Timed, Written, get_format
 from .hf import deploy_model
 from .inputs import INPUT_NAMES, input_names, max_length
 from .latency import Latency
-from .timing import machine_facts
 from .memory import DeploymentMemory, deployment_memory
 from .scoring import load_dev
 from .source import open_source, source_tokenizer
+from .timing import machine_facts
 
 RECORD_FILE = "ladasearch_export.json"
 
@@ -84,6 +87,7 @@ class ExportSettings:
     overwrite: bool = False
     tracking_uri: str | None = None    # where a search SOURCE is looked up
     trust_unchecked: bool = False      # load a folder saved without checksums (``integrity``)
+    teacher: bool = False              # export SOURCE's teacher (the dense baseline) instead of the student
 
     def __post_init__(self):
         if self.max_drop != self.max_drop:
@@ -109,10 +113,12 @@ class ExportRecord:
     model_type: str = "ladasearch_bert"   # the exported config's (the source family's, prefixed)
     inputs: tuple[str, ...] = INPUT_NAMES  # what the model reads (no token_type_ids without segment embeddings)
     machine: dict | None = None            # where the latency was measured (``timing.machine_facts``)
+    role: str = "student"                  # or "teacher": the dense model SOURCE was compressed from
 
     def to_json(self) -> dict:
         w = self.written
-        return {"format": self.format, "runtime": w.runtime, "model_file": w.model_file, "opset": w.opset,
+        return {"format": self.format, "role": self.role, "runtime": w.runtime, "model_file": w.model_file,
+                "opset": w.opset,
                 "model_type": self.model_type, "inputs": list(self.inputs),
                 "origin": self.origin, "task": self.summary.task, "main_metric": self.summary.main_metric,
                 "method": self.summary.ratios.method, "method_as_built": method_as_built(self.summary),
@@ -177,6 +183,24 @@ def _move_into(staging: Path, out: Path) -> None:
     shutil.rmtree(holder, ignore_errors=True)
 
 
+def _teacher_of(src) -> tuple[nn.Module, TrialSummary]:
+    """The dense teacher SOURCE was compressed from, and its record in a summary's shape (factor 1, scored on
+    dev): what the card and the export record report for the baseline."""
+    s = src.summary
+    if not s.teacher or not (Path(s.teacher) / "config.json").is_file():
+        raise LadaError(f"{src.origin} records its teacher at {s.teacher!r}, which is not a model folder here: "
+                        f"--teacher exports the fine-tuned teacher a model was compressed from")
+    model = load_classifier(s.teacher)
+    counts = s.teacher_params
+    dense = RatioRecord(TEACHER_METHOD, 1.0, 1.0, 1.0)
+    summary = TrialSummary(task=s.task, main_metric=s.main_metric, ratios=dense, achieved_factor=1.0,
+                           teacher_params=counts, student_params=counts, matrices=(), score=s.teacher_score,
+                           metrics=dict(s.teacher_metrics), history=(), score_split="dev", model=s.model,
+                           teacher=s.teacher, teacher_score=s.teacher_score, teacher_metrics=dict(s.teacher_metrics),
+                           data=dict(s.data or {}), dev_score=s.teacher_score, dev_metrics=dict(s.teacher_metrics))
+    return model, summary
+
+
 def export_model(source: str | Path, fmt: str, out: str | Path, settings: ExportSettings = ExportSettings(),
                  log=print) -> ExportRecord:
     """Write SOURCE (a compress folder, a search name or parent run id) as ``fmt`` into the folder ``out``."""
@@ -190,10 +214,15 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
         # before loading the model: the export (with --overwrite, a replacement of the whole folder) must not
         # land on the model it reads, nor on the teacher whose tokenizer and size the card may read
         refuse_source_overlap(out, (src.folder, summary.teacher))
-        log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
         tokenizer = source_tokenizer(src)
-        exported = deploy_model(load_compressed(src.folder, keep_masks=False,
-                                                trust_unchecked=settings.trust_unchecked), summary)
+        if settings.teacher:
+            model, summary = _teacher_of(src)
+            log(f"export-model: the teacher of {src.origin} ({summary.task}, dense, {summary.teacher}) as "
+                f"{form.name}")
+        else:
+            log(f"export-model: {src.origin} ({summary.task}, {summary.achieved_factor:.2f}x) as {form.name}")
+            model = load_compressed(src.folder, keep_masks=False, trust_unchecked=settings.trust_unchecked)
+        exported = deploy_model(model, summary)
         dev = load_dev(settings.dev.for_summary(summary), tokenizer) if form.needs_dev else None
         where.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.", dir=where.parent))
@@ -216,7 +245,8 @@ def export_model(source: str | Path, fmt: str, out: str | Path, settings: Export
             record = ExportRecord(form.name, out, src.origin, summary, labels, written,
                                   (staging / written.model_file).stat().st_size, _teacher_file_bytes(summary),
                                   latency, memory, exported.config.model_type, input_names(exported),
-                                  machine_facts() if settings.measure else None)
+                                  machine_facts() if settings.measure else None,
+                                  "teacher" if settings.teacher else "student")
             write_card(record, staging)
             (staging / RECORD_FILE).write_text(json.dumps(record.to_json(), indent=2, default=float) + "\n")
             _move_into(staging, where)
