@@ -11,7 +11,7 @@ from .compress.methods import get_method, method_names
 from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
 from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
-from .data import task_name
+from .data import dataset_task_name, task_name
 from .errors import LadaError
 from .precision import PRECISIONS
 
@@ -82,24 +82,37 @@ def job_options(fn):
     """What every job needs besides its training: the task data, the model and its teacher, device, seed, threads."""
     options = [
         click.option("--task", default=None,
-                     help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb. With --train-file: a free name "
-                          "for your task [default: the train file's name up to its first dot]."),
+                     help="GLUE task: sst2, mnli, qnli, qqp, mrpc, rte, cola, stsb. With --train-file or --dataset: "
+                          "a free name for your task [default: the train file's name up to its first dot; the "
+                          "dataset's name, with its config]."),
         click.option("--train-file", default=None,
                      help="Your own task instead of a GLUE one: the train rows, as CSV, TSV, JSON, JSON Lines or "
                           "Parquet (by extension). Needs --dev-file."),
         click.option("--dev-file", default=None, help="With --train-file: the dev rows (same columns and format)."),
-        click.option("--text-column", default=None, help="With --train-file: the text column [default: text]."),
+        click.option("--dataset", default=None,
+                     help="Your own task from a dataset instead of files: a Hugging Face hub id (imdb, "
+                          "stanfordnlp/sst2) or a local folder laid out as a hub dataset (train.csv, "
+                          "validation.jsonl, data/train-*.parquet, ...). Read with --train-split and --dev-split."),
+        click.option("--dataset-config", default=None,
+                     help="With --dataset: its config name [default: its only or default one]."),
+        click.option("--train-split", default=None, help="With --dataset: the split trained on [default: train]."),
+        click.option("--text-column", default=None,
+                     help="With --train-file or --dataset: the text column [default: text]."),
         click.option("--text-pair-column", default=None,
-                     help="With --train-file: the second text of a pair task [default: none, single texts]."),
+                     help="With --train-file or --dataset: the second text of a pair task [default: none, single "
+                          "texts]."),
         click.option("--label-column", default=None,
-                     help="With --train-file: the label column [default: label]. Text or integer labels are classes "
-                          "(ids in sorted order); non-integer numbers make a regression."),
+                     help="With --train-file or --dataset: the label column [default: label]. Text or integer "
+                          "labels are classes (ids in sorted order; a dataset's class labels by their names); "
+                          "non-integer numbers make a regression."),
         click.option("--metric", default=None,
-                     help="With --train-file: accuracy, f1 (binary), mcc (or matthews), pearson or spearman "
-                          "(these two make a regression) [default: accuracy; pearson for regression]."),
+                     help="With --train-file or --dataset: accuracy, f1 (binary), mcc (or matthews), pearson or "
+                          "spearman (these two make a regression) [default: accuracy; pearson for regression]."),
         click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
                      help="Local GLUE folder (root or task folder); default: $LADASEARCH_DATA_DIR, else the hub."),
-        click.option("--dev-split", default=None, help="mnli: dev_matched (default) or dev_mismatched."),
+        click.option("--dev-split", default=None,
+                     help="mnli: dev_matched (default) or dev_mismatched. With --dataset: the split the chosen model "
+                          "is scored on [default: validation]."),
         click.option("--max-length", default=64, show_default=True, type=int, help="Tokens per example."),
         click.option("--max-train", default=None, type=int, help="Use a random subset of this many train rows."),
         click.option("--max-dev", default=None, type=int, help="Use a random subset of this many dev rows."),
@@ -110,6 +123,9 @@ def job_options(fn):
         click.option("--val-file", default=None,
                      help="Validation rows instead of --val-size: a TSV in the GLUE task's train layout, or with "
                           "--train-file a file with its columns (any supported format)."),
+        click.option("--val-split", default=None,
+                     help="With --dataset: its split of validation rows instead of --val-size (train is then used "
+                          "whole)."),
         click.option("--val-rule", default=None, type=click.Choice(["rows", "sentences"]),
                      help="How validation rows are carved from train: 'rows' (random rows) or 'sentences' (whole "
                           "sentences, their phrases dropped from train). Default: the task's rule (sentences for "
@@ -173,29 +189,43 @@ def _val_size(ctx, param, value) -> float | int:
 def data_config(kw: dict) -> DataConfig:
     val_size = kw.get("val_size")  # scripts that build their options themselves may leave it out
     context = click.get_current_context(silent=True)
-    if kw.get("val_file") and context is not None and "val_size" in kw \
-            and context.get_parameter_source("val_size") == click.core.ParameterSource.COMMANDLINE:
-        raise click.UsageError("give --val-file or --val-size, not both: the file's rows are the validation split")
-    task, train_file = kw.get("task"), kw.get("train_file")
-    files = {}
+
+    def on_command_line(name: str) -> bool:
+        return context is not None and name in kw \
+            and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    for rows in ("val_file", "val_split"):
+        if kw.get(rows) and on_command_line("val_size"):
+            option = "--" + rows.replace("_", "-")
+            raise click.UsageError(f"give {option} or --val-size, not both: the {option[6:]}'s rows are the "
+                                   f"validation split")
+    task, train_file, dataset = kw.get("task"), kw.get("train_file"), kw.get("dataset")
+    if train_file and dataset:
+        raise click.UsageError("give --train-file or --dataset, not both: each names the task's rows")
+    if dataset and kw.get("data_dir") and on_command_line("data_dir"):
+        raise click.UsageError("give --dataset or --data-dir, not both: --data-dir is a GLUE folder (a local "
+                               "dataset folder goes in --dataset)")
+    # DataConfig checks them: it names one given without --train-file or --dataset, or given with the other
+    own = {k: kw.get(k) for k in FILE_OPTIONS + DATASET_OPTIONS if kw.get(k) is not None}
     if train_file:
         task = task_name(task, train_file)
-        files = {"train_file": train_file, "dev_file": kw.get("dev_file"), "text_column": kw.get("text_column"),
-                 "text_pair_column": kw.get("text_pair_column"), "label_column": kw.get("label_column"),
-                 "metric": kw.get("metric")}
-    else:
-        if not task:
-            raise click.UsageError("Missing option '--task' (a GLUE task) or '--train-file' (your own data)")
-        files = {k: kw.get(k) for k in FILE_OPTIONS if kw.get(k) is not None}  # DataConfig names what is misplaced
-    # a file task reads no GLUE folder: $LADASEARCH_DATA_DIR would only be recorded, misleading
-    data_dir = None if train_file else kw["data_dir"]
+        own["train_file"] = train_file
+    elif dataset:
+        task = dataset_task_name(task, dataset, kw.get("dataset_config"))
+        own["dataset"] = dataset
+    elif not task:
+        raise click.UsageError("Missing option '--task' (a GLUE task) or '--train-file' / '--dataset' (your own "
+                               "data)")
+    # a task given by files or a dataset reads no GLUE folder: $LADASEARCH_DATA_DIR would only be recorded, misleading
+    data_dir = None if train_file or dataset else kw["data_dir"]
     return DataConfig(task=task, data_dir=data_dir, max_length=kw["max_length"],
                       max_train=kw["max_train"], max_dev=kw["max_dev"], dev_split=kw["dev_split"], seed=kw["seed"],
                       **({} if val_size is None else {"val_size": val_size}), val_file=kw.get("val_file"),
-                      val_rule=kw.get("val_rule"), **files)
+                      val_rule=kw.get("val_rule"), **own)
 
 
 FILE_OPTIONS = ("dev_file", "text_column", "text_pair_column", "label_column", "metric")
+DATASET_OPTIONS = ("dataset_config", "train_split", "val_split")
 
 
 def teacher_config(kw: dict) -> TeacherConfig:

@@ -29,12 +29,20 @@ def _sizes(text: str) -> tuple[int, ...]:
               help="onnx-int8: largest dev-score drop against fp32 allowed, in points (main metric x 100).")
 @click.option("--data-dir", envvar="LADASEARCH_DATA_DIR", default=None,
               help="onnx-int8: local GLUE folder for the dev split; default $LADASEARCH_DATA_DIR, else the hub.")
-@click.option("--dev-split", default=None, help="onnx-int8, mnli: dev_matched (default) or dev_mismatched.")
+@click.option("--dev-split", default=None,
+              help="onnx-int8, mnli: dev_matched (default) or dev_mismatched; a model of a task given by a dataset: "
+                   "its dev split [default: the recorded one].")
 @click.option("--dev-file", default=None,
               help="onnx-int8, a model of a task given by files: its dev rows [default: the recorded --dev-file].")
-@click.option("--text-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
-@click.option("--text-pair-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
-@click.option("--label-column", default=None, help="onnx-int8, with --dev-file: [default: the recorded one].")
+@click.option("--dataset", default=None,
+              help="onnx-int8, a model of a task given by a dataset: read its dev split from this hub id or folder "
+                   "[default: the recorded --dataset].")
+@click.option("--text-column", default=None,
+              help="onnx-int8, with --dev-file or --dataset: [default: the recorded one].")
+@click.option("--text-pair-column", default=None,
+              help="onnx-int8, with --dev-file or --dataset: [default: the recorded one].")
+@click.option("--label-column", default=None,
+              help="onnx-int8, with --dev-file or --dataset: [default: the recorded one].")
 @click.option("--max-dev", default=1000, show_default=True, type=click.IntRange(1),
               help="onnx-int8: dev rows the gate scores (a seeded random subset).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(8, 512),
@@ -56,16 +64,16 @@ def _sizes(text: str) -> tuple[int, ...]:
 @click.option("--trust-unchecked", is_flag=True,
               help="Export a model folder saved without checksums of its weights and config (older versions).")
 @user_errors
-def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_file, text_column, text_pair_column,
-                         label_column, max_dev, max_length, seq_len, batch_sizes, runs, threads, no_measure, opset,
-                         overwrite, tracking_uri, teacher, trust_unchecked):
+def export_model_command(source, fmt, out, max_drop, data_dir, dev_split, dev_file, dataset, text_column,
+                         text_pair_column, label_column, max_dev, max_length, seq_len, batch_sizes, runs, threads,
+                         no_measure, opset, overwrite, tracking_uri, teacher, trust_unchecked):
     """Write SOURCE (a `compress --out` folder, or a search name / MLflow parent run id: its best model) as a
     self-contained folder: weights, config with label names, tokenizer and a model card (README.md)."""
     get_format(fmt)  # a bad format fails before anything is loaded
     quiet_transformers()
     timed = Timed(_sizes(batch_sizes), seq_len, runs, threads)
     dev = DevData(data_dir, dev_split, max_dev, max_length, dev_file=dev_file, text_column=text_column,
-                  text_pair_column=text_pair_column, label_column=label_column)
+                  text_pair_column=text_pair_column, label_column=label_column, dataset=dataset)
     settings = ExportSettings(max_drop=max_drop, dev=dev, timed=timed,
                               measure=not no_measure, opset=opset, overwrite=overwrite, tracking_uri=tracking_uri,
                               trust_unchecked=trust_unchecked, teacher=teacher)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
+from .data.dataset import DEFAULT_DEV_SPLIT, DEFAULT_TRAIN_SPLIT, DatasetTask
 from .data.files import FileTask, check_metric
 from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
@@ -174,8 +175,10 @@ class TeacherConfig:
 class DataConfig:
     """Which task data, how much of it, and how it is tokenized.
 
-    ``task`` is a GLUE name, or with ``train_file`` the free name of a task given by files (``data.files``);
-    ``labels`` are that task's class names as a job recorded them (None: read from the train file).
+    ``task`` is a GLUE name, or with ``train_file`` the free name of a task given by files (``data.files``), or
+    with ``dataset`` that of a task given by a dataset id (``data.dataset``: ``dev_split`` then names the
+    dataset's split scored as dev); ``labels`` are such a task's class names as a job recorded them (None: read
+    from its train rows).
     """
 
     task: str
@@ -183,32 +186,46 @@ class DataConfig:
     max_length: int = 64
     max_train: int | None = None
     max_dev: int | None = None
-    dev_split: str | None = None
+    dev_split: str | None = None     # a GLUE task's (MNLI's two), or a dataset's split name (None: validation)
     seed: int = 0
     val_size: float | int = 0.1      # held out of train for every choice: a fraction (capped) or a row count
     val_file: str | None = None      # a TSV of validation rows instead (train is then used whole)
     val_rule: str | None = None      # how rows are carved (``data.validation.VAL_RULES``); None: the task's own
     train_file: str | None = None    # a task given by files: CSV, TSV, JSON, JSON Lines or Parquet
     dev_file: str | None = None
-    text_column: str | None = None   # None: "text" (file tasks only, as are the three below)
+    text_column: str | None = None   # None: "text" (tasks given by files or a dataset, as are the four below)
     text_pair_column: str | None = None
     label_column: str | None = None  # None: "label"
     metric: str | None = None        # None: accuracy, or pearson for regression
     labels: tuple[str, ...] | None = None
+    dataset: str | None = None       # a task given by a dataset: a hub id or a local folder in the hub layout
+    dataset_config: str | None = None
+    train_split: str | None = None   # None: train (set so with a dataset)
+    val_split: str | None = None     # the dataset's validation rows (train is then used whole)
 
     def __post_init__(self):
         object.__setattr__(self, "metric", check_metric(self.metric))
         if self.labels is not None:  # a list when read back from JSON
             object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
-        if self.train_file is None:
+        if self.train_file is not None and self.dataset is not None:
+            raise LadaError("data.train_file (--train-file) and data.dataset (--dataset) both give the task's rows; "
+                            "give one")
+        if self.dataset is None:
+            given = [name for name in ("dataset_config", "train_split", "val_split") if getattr(self, name) is not None]
+            if given:
+                option = "--" + given[0].replace("_", "-")
+                raise LadaError(f"data.{given[0]} ({option}) is for a task given by a dataset; give --dataset too")
+        if self.train_file is None and self.dataset is None:
             given = [name for name in ("dev_file", "text_column", "text_pair_column", "label_column", "metric",
                                        "labels") if getattr(self, name) is not None]
             if given:
                 option = "--" + given[0].replace("_", "-")
-                raise LadaError(f"data.{given[0]} ({option}) is for a task given by files; give --train-file too, "
-                                f"or leave it unset for the GLUE task {self.task!r}")
-        elif self.dev_file is None:
+                raise LadaError(f"data.{given[0]} ({option}) is for a task given by files or a dataset; give "
+                                f"--train-file or --dataset too, or leave it unset for the GLUE task {self.task!r}")
+        elif self.train_file is not None and self.dev_file is None:
             raise LadaError("a task given by --train-file needs --dev-file (the rows the chosen model is scored on)")
+        if self.dataset is not None:
+            self._check_dataset()
         check_val_size(self.val_size)
         if self.val_rule is not None and self.val_rule not in VAL_RULES:
             raise LadaError(f"data.val_rule must be one of {', '.join(VAL_RULES)} or unset (the task's rule), "
@@ -226,6 +243,24 @@ class DataConfig:
             return None
         return FileTask(self.task, self.train_file, self.dev_file, self.text_column or "text", self.text_pair_column,
                         self.label_column or "label", self.metric, self.labels)
+
+    def dataset_task(self) -> DatasetTask | None:
+        """The dataset task these settings name; None for a GLUE task or one given by files."""
+        if self.dataset is None:
+            return None
+        return DatasetTask(self.task, self.dataset, self.dataset_config, self.train_split,
+                           self.dev_split or DEFAULT_DEV_SPLIT, self.val_split, self.text_column or "text",
+                           self.text_pair_column, self.label_column or "label", self.metric, self.labels)
+
+    def _check_dataset(self) -> None:
+        for name, option, allowed in (("dev_file", "--dev-file", "its dev rows are the split --dev-split names"),
+                                      ("val_file", "--val-file", "give --val-split, a split of the dataset"),
+                                      ("data_dir", "--data-dir", "a local dataset folder goes in --dataset")):
+            if getattr(self, name) is not None:
+                raise LadaError(f"data.{name} ({option}) is not for a task given by a dataset: {allowed}")
+        if self.train_split is None:
+            object.__setattr__(self, "train_split", DEFAULT_TRAIN_SPLIT)
+        self.dataset_task()  # the id, config and split names are checked by the task they build
 
 
 @dataclass(frozen=True)

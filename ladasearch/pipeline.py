@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import DataConfig, TeacherConfig
-from .data import TaskData, load_task
+from .data import TaskData, dataset_folder, load_task
 from .features import Features, encode
 from .models import check_family, load_tokenizer, quiet_transformers
 from .teacher import Teacher, get_teacher
@@ -33,7 +33,7 @@ def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = No
     data = load_task(data_cfg.task, data_cfg.data_dir, dev_split=data_cfg.dev_split,
                      max_train=data_cfg.max_train, max_dev=data_cfg.max_dev, seed=data_cfg.seed,
                      val_size=data_cfg.val_size, val_file=data_cfg.val_file, val_rule=data_cfg.val_rule,
-                     files=data_cfg.files())
+                     files=data_cfg.files(), dataset=data_cfg.dataset_task())
     tokenizer = load_tokenizer(teacher_path or model_name)
     regression = data.task.is_regression
     return Prepared(data, tokenizer, encode(data.train, tokenizer, data_cfg.max_length, regression),
@@ -43,14 +43,21 @@ def prepare(data_cfg: DataConfig, model_name: str, teacher_path: str | None = No
 
 def data_record(prepared: Prepared, data_cfg: DataConfig) -> dict:
     """Where a job's data came from, for its summary: the source, the settings, the dev split scored (resolved:
-    the task's default when none was asked for) and the rows of each split.  A task given by files also records
-    its class names (``labels``, [] for regression) and metric: what rebuilds the task without its train file."""
+    the task's default when none was asked for) and the rows of each split.  A task given by files or a dataset
+    also records its class names (``labels``, [] for regression) and metric: what rebuilds the task without its
+    train rows."""
     data = prepared.data
-    dev_split = (data_cfg.dev_split or data.task.dev_splits[0]).strip().lower()
+    if data_cfg.dataset is not None:  # the dataset's own split name, as it spells it
+        dev_split = data.task.dev_splits[0]
+    else:
+        dev_split = (data_cfg.dev_split or data.task.dev_splits[0]).strip().lower()
     task = {}
-    if data_cfg.train_file is not None:
+    if data_cfg.train_file is not None or data_cfg.dataset is not None:
         task = {"labels": list(data.task.label_names), "metric": data.task.main_metric,
                 "regression": data.task.is_regression}
+    if data_cfg.dataset is not None:  # a folder as an absolute path (an export may run elsewhere); None: a hub id
+        folder = dataset_folder(data_cfg.dataset)
+        task["dataset_folder"] = None if folder is None else str(folder)
     return {"source": data.source, **asdict(data_cfg), **task, "task": data.task.name, "dev_split": dev_split,
             "val_source": data.val_source,
             "train_rows": len(prepared.train), "val_rows": len(prepared.val), "dev_rows": len(prepared.dev)}

@@ -24,6 +24,13 @@ def reaches_target(achieved_factor: float, target: float) -> bool:
     return achieved_factor >= target * (1 - AT_TARGET) - 1e-9
 
 
+def own_task(data: dict[str, Any] | None) -> str | None:
+    """How a job's task was given, read from its ``data`` record: "files" (``--train-file``), "dataset"
+    (``--dataset``), or None for a GLUE task (whose class names come from its TaskSpec, not the record)."""
+    data = data or {}
+    return "files" if data.get("train_file") else "dataset" if data.get("dataset") else None
+
+
 def _need(data: Any, key: str, kinds: type | tuple[type, ...], where: str, optional: bool = False):
     if not isinstance(data, dict):
         raise LadaError(f"{where} must be a mapping, got {type(data).__name__}")

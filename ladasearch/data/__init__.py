@@ -1,6 +1,6 @@
 """Task data: one record per GLUE task (``tasks``), loading from a local folder (``local``) or the
-Hugging Face hub (``hub``), or a task given by the user's files (``files``), the validation split held out of
-train (``validation``), and the tasks' metrics (``metrics``).
+Hugging Face hub (``hub``), or a task given by the user's files (``files``) or by a dataset id (``dataset``), the
+validation split held out of train (``validation``), and the tasks' metrics (``metrics``).
 
 Local data uses the GLUE distribution layout (``<root>/<TASK>/train.tsv`` ...);
 without a local folder the data comes from ``nyu-mll/glue`` on the hub.
@@ -13,7 +13,15 @@ import os
 from typing import Any
 
 from ..errors import LadaError
-from .files import FORMATS, FileTask, check_metric, file_identity, load_files, task_name
+from .dataset import (
+    DEFAULT_DEV_SPLIT,
+    DEFAULT_TRAIN_SPLIT,
+    DatasetTask,
+    dataset_folder,
+    dataset_task_name,
+    load_dataset_task,
+)
+from .files import FORMATS, FileTask, check_metric, load_files, task_name
 from .hub import HUB_DATASET, load_hub
 from .local import ENV_DATA_DIR, HOLDOUT_FRACTION, find_task_dir, load_local, read_tsv, resolve_data_dir
 from .metrics import METRICS, compute_metrics, main_score
@@ -22,8 +30,9 @@ from .tasks import TASKS, TaskSpec, TsvLayout, get_task
 from .validation import DEFAULT_VAL_SIZE, VAL_CAP, Holdout, check_val_size, hold_out
 
 __all__ = [
-    "DEFAULT_VAL_SIZE", "ENV_DATA_DIR", "FORMATS", "FileTask", "HOLDOUT_FRACTION", "HUB_DATASET", "METRICS", "TASKS",
-    "VAL_CAP", "Split", "TaskData", "TaskSpec", "TsvLayout", "check_metric", "check_val_size", "compute_metrics",
+    "DEFAULT_DEV_SPLIT", "DEFAULT_TRAIN_SPLIT", "DEFAULT_VAL_SIZE", "ENV_DATA_DIR", "FORMATS", "DatasetTask",
+    "FileTask", "HOLDOUT_FRACTION", "HUB_DATASET", "METRICS", "TASKS", "VAL_CAP", "Split", "TaskData", "TaskSpec",
+    "TsvLayout", "check_metric", "check_val_size", "compute_metrics", "dataset_folder", "dataset_task_name",
     "find_task_dir", "get_task", "hold_out", "load_task", "main_score", "read_tsv", "resolve_data_dir", "task_name",
 ]
 
@@ -64,23 +73,38 @@ def load_task(
     val_file: str | os.PathLike | None = None,
     val_rule: str | None = None,
     files: FileTask | None = None,
+    dataset: DatasetTask | None = None,
 ) -> TaskData:
-    """Load train and dev data of a GLUE task from a local folder or the hub, or of the task ``files`` describe
-    (then ``task`` and ``data_dir`` are not read: ``files.name`` names it).
+    """Load train and dev data of a GLUE task from a local folder or the hub, or of the task ``files`` or
+    ``dataset`` describes (then ``task`` and ``data_dir`` are not read: its ``name`` names it).
 
     With ``val_size`` or ``val_file`` a validation split is held out of train first (``validation.hold_out``),
     so ``max_train`` rows are drawn from what is left and the fingerprints cover the held-out rows.
     """
     _check_max("max_train", max_train)
     _check_max("max_dev", max_dev)
-    val_rows = None
-    if files is not None:
-        if dev_split is not None and str(dev_split).strip().lower() != "dev":
-            raise LadaError(f"dev split {dev_split!r} is for GLUE tasks; a task given by files has its --dev-file")
-        spec, train, dev, val_rows, source, identity, train_identity = load_files(files, val_file)
-        split = "dev"
+    held = None
+    if files is not None and dataset is not None:
+        raise LadaError(f"task {files.name}: give its rows by files or by a dataset, not both")
+    if files is not None or dataset is not None:
+        if files is not None:
+            if dev_split is not None and str(dev_split).strip().lower() != "dev":
+                raise LadaError(f"dev split {dev_split!r} is for GLUE tasks; a task given by files has its "
+                                f"--dev-file")
+            loaded, split = load_files(files, val_file), "dev"
+        else:
+            if dev_split is not None and dev_split != dataset.dev_split:
+                raise LadaError(f"dev split {dev_split!r} differs from the dataset task's {dataset.dev_split!r}")
+            if val_file is not None:
+                raise LadaError(f"validation file {str(val_file)!r} is for a GLUE task or one given by files; a "
+                                f"task given by a dataset takes --val-split")
+            loaded, split = load_dataset_task(dataset), dataset.dev_split
+        spec, train, dev, source = loaded.task, loaded.train, loaded.dev, loaded.source
+        identity, train_identity = loaded.identity, loaded.train_identity
         if train is None:  # an export scores dev alone: train stands in empty
             train = Split((), None if spec.tsv.text_b is None else (), ())
+        if loaded.val is not None:  # the task's own reader: its format and columns, its classes
+            held = Holdout(train, loaded.val, loaded.val_source, loaded.val_identity)
     else:
         spec = get_task(task)
         split = _check_split(spec, dev_split)
@@ -89,10 +113,7 @@ def load_task(
             train, dev, source, identity, train_identity = load_hub(spec, split)
         else:
             train, dev, source, identity, train_identity = load_local(spec, split, root)
-    held = None
-    if val_rows is not None:  # the file task's own reader: its format and columns, its classes
-        held = Holdout(train, val_rows, f"file {val_file}", ("val-file",) + file_identity(val_file))
-    elif (val_size is not None or val_file is not None) and len(train):
+    if held is None and (val_size is not None or val_file is not None) and len(train):
         held = hold_out(train, spec, val_size, seed, val_file, val_rule)
     if held is not None:
         train, identity, train_identity = held.train, (identity, held.identity), (train_identity, held.identity)

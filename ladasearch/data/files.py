@@ -6,6 +6,9 @@ numbers), so the same train file always gives the same ids; a label column of no
 correlation metric, makes the task a regression.  The class names (or ``()`` for regression) are recorded with
 the job (``pipeline.data_record``): an export or a resume rebuilds the task from them (``FileTask.label_names``)
 and needs only the dev file, so a class id means the same class however the files change later.
+
+The column and label code reads a ``Table`` (the rows of one split and how messages name them), so a task given
+by a dataset (``dataset``) goes through it too: the same columns, classes, metric and bad-data messages.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import LadaError
 from .split import Split
@@ -48,8 +53,12 @@ def check_metric(metric: str | None) -> str | None:
 
 def task_name(name: str | None, train_file: str | os.PathLike) -> str:
     """``name`` (``--task``) when given, else the train file's name without suffix (``reviews.train.csv`` ->
-    ``reviews``): it names output folders, searches and MLflow tags, so it keeps letters, digits and ``._-``."""
-    raw = str(name).strip() if name else Path(train_file).name.split(".")[0]
+    ``reviews``)."""
+    return clean_name(str(name).strip() if name else Path(train_file).name.split(".")[0])
+
+
+def clean_name(raw: str) -> str:
+    """A task's name as output folders, searches and MLflow tags take it: letters, digits and ``._-``."""
     clean = _NAME.sub("-", raw).strip("-.")
     if not clean:
         raise LadaError(f"task name {raw!r} has no letters or digits; give --task NAME")
@@ -73,6 +82,17 @@ class FileTask:
         object.__setattr__(self, "metric", check_metric(self.metric))
         if self.train_file is None and self.label_names is None:
             raise LadaError(f"task {self.name}: without a train file the label names must be known")
+
+
+class TaskColumns(Protocol):
+    """What the column and label code reads of a task given by files (FileTask) or by a dataset (DatasetTask)."""
+
+    name: str
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    metric: str | None
+    label_names: tuple[str, ...] | None
 
 
 def _path(path: str | os.PathLike, role: str) -> Path:
@@ -100,47 +120,97 @@ def _reason(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
 
 
-def read_table(path: str | os.PathLike, role: str) -> dict[str, list]:
-    """The columns of one file, read by the ``datasets`` builder of its suffix (in a throw-away cache: a file
-    rewritten in place must never come back from an old cache entry)."""
-    p = _path(path, role)
-    builder, options = FORMATS[p.suffix.lower()]
+@contextmanager
+def quiet_datasets():
+    """The ``datasets`` module with its logging and progress bars off: its parser errors are logged too, and the
+    message says them once."""
     import datasets
 
     level = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity(logging.CRITICAL)  # its parser errors are logged too: the message says them once
+    datasets.logging.set_verbosity(logging.CRITICAL)
     bars = datasets.utils.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        with tempfile.TemporaryDirectory(prefix="ladasearch-files-") as cache:
-            table = datasets.load_dataset(builder, data_files=str(p), split="train", cache_dir=cache,
-                                          keep_in_memory=True, **options)
-            columns = table.to_dict()
-    except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the file is the user's input
-        if "corresponds to no data" in str(exc):
-            raise LadaError(f"{role} file {str(p)!r} has no data rows") from None
-        raise LadaError(f"cannot read {role} file {str(p)!r} as {p.suffix.lstrip('.').upper()} "
-                        f"({_reason(exc)})") from None
+        yield datasets
     finally:
         datasets.logging.set_verbosity(level)
         if bars:
             datasets.enable_progress_bars()
-    if not columns or not len(next(iter(columns.values()))):
-        raise LadaError(f"{role} file {str(p)!r} has no data rows")
-    return columns
 
 
-def _column(columns: dict[str, list], name: str, role: str, path: str, option: str) -> list:
-    if name not in columns:
-        raise LadaError(f"{role} file {path!r} has no column {name!r} ({option}); columns found: "
-                        f"{', '.join(map(repr, columns))}")
-    return columns[name]
+@dataclass(frozen=True)
+class Table:
+    """The columns of one split's rows (a file, or a split of a dataset) and how messages name them."""
+
+    names: tuple[str, ...]             # every column the rows have (a missing one's message lists them)
+    columns: dict[str, list]           # the columns the task reads, of those present
+    where: str                         # "train file '/data/r.csv'", "dev split 'validation' of dataset 'imdb'"
+    kind: str                          # what the train rows are in messages: "file" or "split"
+
+    @classmethod
+    def of(cls, rows: Any, where: str, kind: str, wanted: tuple[str | None, ...]) -> Table:
+        """The ``wanted`` columns of a ``datasets.Dataset``; a class-label column gives its class names, so a
+        hub dataset's classes are named as a file's text labels would be (-1, "no label", is an empty label)."""
+        import datasets
+
+        if not rows.num_rows:
+            raise LadaError(f"{where} has no data rows")
+        names = tuple(rows.column_names)
+        keep = [c for c in dict.fromkeys(wanted) if c is not None and c in names]
+        columns = rows.select_columns(keep).to_dict()
+        for name in keep:
+            feature = rows.features[name]
+            if isinstance(feature, datasets.ClassLabel):
+                columns[name] = [None if v is None or v < 0 else feature.int2str(v) for v in columns[name]]
+        return cls(names, columns, where, kind)
 
 
-def _texts(values: list, name: str, role: str, path: str) -> tuple[str, ...]:
+def read_rows(where: str, kind: str, load: Callable[[str], Any], wanted: tuple[str | None, ...],
+              what: str = "") -> Table:
+    """The rows ``load(cache)`` returns as a ``datasets.Dataset`` (``cache``: a throw-away folder it may use),
+    as a Table; whatever the parser raises is a LadaError naming ``where``."""
+    with quiet_datasets(), tempfile.TemporaryDirectory(prefix="ladasearch-data-") as cache:
+        try:
+            return Table.of(load(cache), where, kind, wanted)
+        except LadaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the rows are the user's input
+            if "corresponds to no data" in str(exc):
+                raise LadaError(f"{where} has no data rows") from None
+            raise LadaError(f"cannot read {where}{what} ({_reason(exc)})") from None
+
+
+def columns_of(spec: TaskColumns) -> tuple[str | None, ...]:
+    """The columns a task reads."""
+    return (spec.text_column, spec.text_pair_column, spec.label_column)
+
+
+def read_table(path: str | os.PathLike, role: str, wanted: tuple[str | None, ...]) -> Table:
+    """The ``wanted`` columns of one file, read by the ``datasets`` builder of its suffix (in a throw-away cache:
+    a file rewritten in place must never come back from an old cache entry)."""
+    p = _path(path, role)
+    builder, options = FORMATS[p.suffix.lower()]
+
+    def load(cache: str):
+        import datasets
+
+        return datasets.load_dataset(builder, data_files=str(p), split="train", cache_dir=cache,
+                                     keep_in_memory=True, **options)
+
+    return read_rows(f"{role} file {str(p)!r}", "file", load, wanted, f" as {p.suffix.lstrip('.').upper()}")
+
+
+def _column(table: Table, name: str, option: str) -> list:
+    if name not in table.names:
+        raise LadaError(f"{table.where} has no column {name!r} ({option}); columns found: "
+                        f"{', '.join(map(repr, table.names))}")
+    return table.columns[name]
+
+
+def _texts(values: list, name: str, where: str) -> tuple[str, ...]:
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            raise LadaError(f"{role} file {path!r}, row {i + 1}: column {name!r} is empty")
+            raise LadaError(f"{where}, row {i + 1}: column {name!r} is empty")
     return tuple(str(v) for v in values)
 
 
@@ -156,16 +226,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _raw_labels(values: list, spec: FileTask, role: str, path: str) -> tuple[list, bool]:
+def _raw_labels(values: list, spec: TaskColumns, where: str) -> tuple[list, bool]:
     """(labels, numeric): numbers as floats, strings stripped; LadaError on missing or mixed kinds."""
     numbers, strings = [], []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
-            raise LadaError(f"{role} file {path!r}, row {i + 1}: label column {spec.label_column!r} is empty")
+            raise LadaError(f"{where}, row {i + 1}: label column {spec.label_column!r} is empty")
         n = _number(v)
         (numbers if n is not None and math.isfinite(n) else strings).append((i, v, n))
     if numbers and strings:
-        raise LadaError(f"{role} file {path!r}: label column {spec.label_column!r} mixes numbers "
+        raise LadaError(f"{where}: label column {spec.label_column!r} mixes numbers "
                         f"(e.g. {numbers[0][1]!r}, row {numbers[0][0] + 1}) and text (e.g. {strings[0][1]!r}, "
                         f"row {strings[0][0] + 1}); use one kind of label")
     if numbers:
@@ -177,60 +247,85 @@ def _class_name(value: float | str) -> str:
     return str(int(value)) if isinstance(value, float) else value
 
 
-def _infer(labels: list, numeric: bool, spec: FileTask, path: str) -> tuple[str, ...]:
+def _infer(labels: list, numeric: bool, spec: TaskColumns, where: str) -> tuple[str, ...]:
     """Class names in id order from the train labels; () for regression."""
     regression = numeric and (spec.metric in REGRESSION_METRICS or any(v != int(v) for v in labels))
     if regression:
         return ()
     if spec.metric in REGRESSION_METRICS:
-        raise LadaError(f"metric {spec.metric} needs numeric labels; train file {path!r} has text labels "
-                        f"(e.g. {labels[0]!r})")
+        raise LadaError(f"metric {spec.metric} needs numeric labels; {where} has text labels (e.g. {labels[0]!r})")
     names = tuple(_class_name(v) for v in sorted(set(labels)))
     if len(names) < 2:
-        raise LadaError(f"train file {path!r} has a single class ({names[0]!r}) in column {spec.label_column!r}; "
+        raise LadaError(f"{where} has a single class ({names[0]!r}) in column {spec.label_column!r}; "
                         f"a classifier needs at least 2")
     if spec.metric == "f1" and len(names) != 2:
-        raise LadaError(f"metric f1 scores a binary task (class {names[1]!r} as positive); train file {path!r} "
+        raise LadaError(f"metric f1 scores a binary task (class {names[1]!r} as positive); {where} "
                         f"has {len(names)} classes: use accuracy or mcc")
     return names
 
 
-def _ids(labels: list, numeric: bool, names: tuple[str, ...], role: str, path: str) -> tuple[float | int, ...]:
+def _ids(labels: list, numeric: bool, names: tuple[str, ...], table: Table) -> tuple[float | int, ...]:
+    where = table.where
     if not names:
         if not numeric:
-            raise LadaError(f"{role} file {path!r} has text labels (e.g. {labels[0]!r}); this regression task "
-                            "needs numbers")
+            raise LadaError(f"{where} has text labels (e.g. {labels[0]!r}); this regression task needs numbers")
         return tuple(float(v) for v in labels)
     if numeric and any(v != int(v) for v in labels):
         bad = next(v for v in labels if v != int(v))
-        raise LadaError(f"{role} file {path!r} has label {bad!r}; allowed: the train classes {', '.join(names)}")
+        raise LadaError(f"{where} has label {bad!r}; allowed: the train classes {', '.join(names)}")
     index = {n: i for i, n in enumerate(names)}
     given = [_class_name(v) for v in labels]
     unknown = sorted({g for g in given if g not in index})
     if unknown:
-        raise LadaError(f"{role} file {path!r} has label(s) not in the train file: "
+        raise LadaError(f"{where} has label(s) not in the train {table.kind}: "
                         f"{', '.join(map(repr, unknown[:5]))}; train classes: {', '.join(map(repr, names))}")
     return tuple(index[g] for g in given)
 
 
-def read_split(path: str | os.PathLike, spec: FileTask, role: str,
-               names: tuple[str, ...] | None = None) -> tuple[Split, tuple[str, ...]]:
-    """(rows of one file, the class names): ``names`` None infers them from this file (the train file)."""
-    columns = read_table(path, role)
-    where = str(Path(path).expanduser())
-    text_a = _texts(_column(columns, spec.text_column, role, where, "--text-column"), spec.text_column, role, where)
+def table_split(table: Table, spec: TaskColumns, names: tuple[str, ...] | None = None) -> tuple[Split, tuple[str, ...]]:
+    """(the rows of ``table``, the class names): ``names`` None infers them from these rows (train's).  The
+    columns, metric and labels are read alike from a file and from a dataset's split."""
+    where = table.where
+    text_a = _texts(_column(table, spec.text_column, "--text-column"), spec.text_column, where)
     text_b = None
     if spec.text_pair_column is not None:
-        text_b = _texts(_column(columns, spec.text_pair_column, role, where, "--text-pair-column"),
-                        spec.text_pair_column, role, where)
-    labels, numeric = _raw_labels(_column(columns, spec.label_column, role, where, "--label-column"), spec, role,
-                                  where)
+        text_b = _texts(_column(table, spec.text_pair_column, "--text-pair-column"), spec.text_pair_column, where)
+    labels, numeric = _raw_labels(_column(table, spec.label_column, "--label-column"), spec, where)
     if names is None:
         names = _infer(labels, numeric, spec, where)
-    return Split(text_a, text_b, _ids(labels, numeric, names, role, where)), names
+    return Split(text_a, text_b, _ids(labels, numeric, names, table)), names
 
 
-def file_spec(spec: FileTask, names: tuple[str, ...]) -> TaskSpec:
+@dataclass(frozen=True)
+class LoadedTask:
+    """What a task given by files or by a dataset loads: the TaskSpec, its splits, and cache identities."""
+
+    task: TaskSpec
+    train: Split | None                # None: only dev was read (an export), the classes were recorded
+    dev: Split
+    val: Split | None                  # rows named for validation (else carved from train)
+    source: str
+    identity: Any                      # of every split read
+    train_identity: Any                # of the train rows alone (the teacher's cache key)
+    val_source: str | None = None
+    val_identity: Any = None
+
+
+def task_splits(spec: TaskColumns, train: Table | None, dev: Table, val: Table | None = None
+                ) -> tuple[TaskSpec, Split | None, Split, Split | None]:
+    """(task, train, dev, val) of a task given by files or a dataset, from the tables of its splits: the classes
+    come from train (or the recorded ``spec.label_names`` when train is None)."""
+    names = spec.label_names
+    rows = None
+    if train is not None:
+        rows, names = table_split(train, spec, None if names is None else tuple(names))
+    task = file_spec(spec, tuple(names))
+    known = task.label_names if names else ()
+    dev_rows = table_split(dev, spec, known)[0]
+    return task, rows, dev_rows, table_split(val, spec, known)[0] if val is not None else None
+
+
+def file_spec(spec: TaskColumns, names: tuple[str, ...]) -> TaskSpec:
     """The TaskSpec everything downstream takes; ``glue_dir`` is empty (no GLUE folder holds it)."""
     if names:
         main = spec.metric or "accuracy"
@@ -257,19 +352,17 @@ def file_identity(path: str | os.PathLike) -> tuple[int, str]:
     return (p.stat().st_size, digest.hexdigest())
 
 
-def load_files(spec: FileTask, val_file: str | os.PathLike | None = None
-               ) -> tuple[TaskSpec, Split | None, Split, Split | None, str, Any, Any]:
-    """(task, train or None, dev, val or None, source, identity of the splits, identity of the train rows)."""
-    names = spec.label_names
-    train = None
-    if spec.train_file is not None:
-        train, inferred = read_split(spec.train_file, spec, "train", None if names is None else tuple(names))
-        names = inferred
-    task = file_spec(spec, tuple(names))
-    dev, _ = read_split(spec.dev_file, spec, "dev", task.label_names if names else ())
-    val = read_split(val_file, spec, "validation", task.label_names if names else ())[0] if val_file else None
+def load_files(spec: FileTask, val_file: str | os.PathLike | None = None) -> LoadedTask:
+    """The task's splits, read from its files (train only when ``spec.train_file`` is set)."""
+    wanted = columns_of(spec)
+    train = read_table(spec.train_file, "train", wanted) if spec.train_file is not None else None
+    dev = read_table(spec.dev_file, "dev", wanted)
+    val = read_table(val_file, "validation", wanted) if val_file else None
+    task, train_rows, dev_rows, val_rows = task_splits(spec, train, dev, val)
     layout = (spec.text_column, spec.text_pair_column, spec.label_column, task.main_metric, task.label_names)
     train_identity = ("files", file_identity(spec.train_file) if spec.train_file else None, layout)
     identity = train_identity + (file_identity(spec.dev_file),)
     source = f"files train {spec.train_file}, dev {spec.dev_file}" if spec.train_file else f"file dev {spec.dev_file}"
-    return task, train, dev, val, source, identity, train_identity
+    return LoadedTask(task, train_rows, dev_rows, val_rows, source, identity, train_identity,
+                      f"file {val_file}" if val_file else None,
+                      ("val-file",) + file_identity(val_file) if val_file else None)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..compress.methods import get_method
+from ..summary import own_task
 
 if TYPE_CHECKING:  # export imports this module to write the card
     from .export import ExportRecord
@@ -51,17 +52,30 @@ def rows_of(s, split: str) -> str:
     return f" on {rows:,} {split} rows" + (" (a random subset of the dev split, `--max-dev`)" if subset else "")
 
 
-def _own_files(s) -> bool:
-    return bool((s.data or {}).get("train_file"))
-
-
 def _dataset(s) -> str:
-    """The card's dataset entry: the GLUE task, or a task given by files (named, typed by no hub dataset)."""
-    return f"{{name: {s.task}, type: custom}}" if _own_files(s) else f"{{name: GLUE {s.task}, type: glue}}"
+    """The card's dataset entry: the GLUE task, a hub dataset (by its id, config and dev split), or a task given by
+    files or a local dataset folder (named, typed by no hub dataset)."""
+    data = s.data or {}
+    how = own_task(data)
+    if how is None:
+        return f"{{name: GLUE {s.task}, type: glue}}"
+    if how == "dataset" and not data.get("dataset_folder"):
+        config = f", config: {data['dataset_config']}" if data.get("dataset_config") else ""
+        return f"{{name: {s.task}, type: {data['dataset']}{config}, split: {data.get('dev_split')}}}"
+    return f"{{name: {s.task}, type: custom}}"
 
 
 def _trained_on(s) -> str:
-    return f"the task {s.task} given by files" if _own_files(s) else f"GLUE {s.task}"
+    data = s.data or {}
+    how = own_task(data)
+    if how == "files":
+        return f"the task {s.task} given by files"
+    if how == "dataset":
+        config = f" (config {data['dataset_config']})" if data.get("dataset_config") else ""
+        where = f"the dataset folder {data['dataset_folder']}" if data.get("dataset_folder") else \
+            f"the Hugging Face dataset {data['dataset']}"
+        return f"the task {s.task} from {where}{config}, split {data.get('train_split')}"
+    return f"GLUE {s.task}"
 
 
 def _front_matter(record: ExportRecord) -> str:

@@ -22,7 +22,7 @@ from ..errors import LadaError
 from ..io import refuse_source_overlap, umask
 from ..models import load_classifier
 from ..serialize import load_compressed
-from ..summary import RatioRecord, TrialSummary
+from ..summary import RatioRecord, TrialSummary, own_task
 from .card import TEACHER_METHOD, method_as_built, student_dev_score, write_card
 from .footprint import file_bytes
 from .formats import Timed, Written, get_format
@@ -42,27 +42,35 @@ class DevData:
     """Where the int8 gate reads the task's dev split (the task itself comes from the model's record)."""
 
     data_dir: str | None = None
-    dev_split: str | None = None
+    dev_split: str | None = None         # a GLUE task's (MNLI), or a dataset task's split instead of the recorded
     max_dev: int | None = 1000
     max_length: int = 128
     seed: int = 0
     dev_file: str | None = None          # a task given by files: its dev rows instead of the recorded file
-    text_column: str | None = None       # ... and columns instead of the recorded ones
+    text_column: str | None = None       # ... and columns instead of the recorded ones (files or dataset)
     text_pair_column: str | None = None
     label_column: str | None = None
+    dataset: str | None = None           # a task given by a dataset: read from this one instead (a moved folder)
 
     def for_task(self, task: str) -> DataConfig:
         return DataConfig(task=task, data_dir=self.data_dir, max_length=self.max_length, max_dev=self.max_dev,
                           dev_split=self.dev_split, seed=self.seed)
 
     def for_summary(self, summary: TrialSummary) -> DataConfig:
-        """The dev data of the model ``summary`` records: its GLUE task, or its task given by files rebuilt from
-        the recorded files, columns, metric and class names (the ids the model was trained on)."""
+        """The dev data of the model ``summary`` records: its GLUE task, or its task given by files or a dataset
+        rebuilt from the recorded files or dataset, columns, metric and class names (the ids the model was trained
+        on)."""
         data = summary.data or {}
-        if not data.get("train_file"):
-            if self.dev_file is not None:
-                raise LadaError(f"--dev-file is for a model trained on a task given by files; {summary.task} is a "
-                                f"GLUE task (its dev split comes from --data-dir or the hub)")
+        how = own_task(data)
+        if how != "files" and self.dev_file is not None:
+            raise LadaError(f"--dev-file is for a model trained on a task given by files; {summary.task} is "
+                            + ("given by a dataset (give --dataset to read another)" if how else
+                               "a GLUE task (its dev split comes from --data-dir or the hub)"))
+        if how != "dataset" and self.dataset is not None:
+            raise LadaError(f"--dataset is for a model trained on a task given by a dataset; {summary.task} is "
+                            + ("given by files (give --dev-file to read another)" if how else
+                               "a GLUE task (its dev split comes from --data-dir or the hub)"))
+        if how is None:
             return self.for_task(summary.task)
         if data.get("labels") is None:
             raise LadaError(f"the model's record of task {summary.task} has no class names; it was made before "
@@ -71,10 +79,15 @@ class DevData:
         def pick(name: str):
             return getattr(self, name) if getattr(self, name) is not None else data.get(name)
 
-        return DataConfig(task=summary.task, max_length=self.max_length, max_dev=self.max_dev, seed=self.seed,
-                          train_file=data["train_file"], dev_file=pick("dev_file"), text_column=pick("text_column"),
-                          text_pair_column=pick("text_pair_column"), label_column=pick("label_column"),
-                          metric=data.get("metric"), labels=tuple(data["labels"]))
+        common = dict(task=summary.task, max_length=self.max_length, max_dev=self.max_dev, seed=self.seed,
+                      text_column=pick("text_column"), text_pair_column=pick("text_pair_column"),
+                      label_column=pick("label_column"), metric=data.get("metric"), labels=tuple(data["labels"]))
+        if how == "files":
+            return DataConfig(train_file=data["train_file"], dev_file=pick("dev_file"), **common)
+        # a folder by the absolute path the job recorded: the export may run from another folder
+        dataset = self.dataset or data.get("dataset_folder") or data["dataset"]
+        return DataConfig(dataset=dataset, dataset_config=data.get("dataset_config"),
+                          train_split=data.get("train_split"), dev_split=pick("dev_split"), **common)
 
 
 @dataclass(frozen=True)

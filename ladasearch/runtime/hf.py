@@ -24,7 +24,7 @@ from ..errors import LadaError
 from ..nn import layers as nn_layers
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear
 from ..nn import units as nn_units
-from ..summary import TrialSummary
+from ..summary import TrialSummary, own_task
 from . import modeling_ladasearch
 from .fast import optimize_for_inference
 from .inputs import max_length, random_inputs
@@ -99,7 +99,7 @@ def family_of(model: nn.Module) -> Family:
 def label_names(summary: TrialSummary, num_labels: int) -> tuple[str, ...]:
     """The task's class names (``score`` for a regression head): those a task given by files recorded, else the
     GLUE task's; LABEL_i when neither is known."""
-    recorded = (summary.data or {}).get("labels") if (summary.data or {}).get("train_file") else None
+    recorded = (summary.data or {}).get("labels") if own_task(summary.data) else None
     if recorded is not None:
         names = tuple(str(x) for x in recorded) or ("score",)
     else:

@@ -28,12 +28,14 @@ class DevSet:
 
 def load_dev(data: DataConfig, tokenizer) -> DevSet:
     """The dev split ``data`` names (subset ``max_dev``), tokenized with the exported tokenizer.  A task given by
-    files whose class names were recorded reads its dev file alone (train only told the names)."""
-    files = data.files()
+    files or a dataset whose class names were recorded reads its dev rows alone (train only told the names)."""
+    files, dataset = data.files(), data.dataset_task()
     if files is not None and files.label_names is not None:
         files = replace(files, train_file=None)
+    if dataset is not None and dataset.label_names is not None:
+        dataset = replace(dataset, train_split=None, val_split=None)
     loaded = load_task(data.task, data.data_dir, dev_split=data.dev_split, max_dev=data.max_dev, seed=data.seed,
-                       files=files)
+                       files=files, dataset=dataset)
     task = loaded.task
     # encoding sets the fast tokenizer's padding and truncation state, which a later save would write out
     features = encode(loaded.dev, copy.deepcopy(tokenizer), data.max_length, task.is_regression)

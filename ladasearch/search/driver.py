@@ -62,11 +62,15 @@ class Built:
 
 
 def file_params(data: DataConfig, task: TaskSpec) -> dict[str, object]:
-    """MLflow params of a task given by files: where its rows are, how they are read, its classes and metric."""
-    if data.train_file is None:
+    """MLflow params of a task given by files or a dataset: where its rows are, how they are read, its classes and
+    metric."""
+    if data.train_file is None and data.dataset is None:
         return {}
-    names = ("train_file", "dev_file", "val_file", "text_column", "text_pair_column", "label_column")
+    names = ("train_file", "dev_file", "val_file", "dataset", "dataset_config", "train_split", "val_split",
+             "text_column", "text_pair_column", "label_column")
+    dataset = data.dataset_task()
     return {**{f"data.{k}": getattr(data, k) for k in names if getattr(data, k) is not None},
+            **({"data.dev_split": dataset.dev_split} if dataset is not None else {}),  # resolved: the split scored
             "data.labels": ",".join(task.label_names), "data.metric": task.main_metric,
             "data.regression": task.is_regression}
 
