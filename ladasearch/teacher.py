@@ -3,7 +3,8 @@
 Cache key = model identity + train-data fingerprint (source, train subset, seed) + max_length + TeacherConfig.
 The dev data is not part of the key: a cached teacher met with another dev set (say a different --max-dev)
 is evaluated on it and its score for that dev set is added to the cache.  A teacher folder given by the
-user is used as is (only evaluated).
+user is used as is (only evaluated), except that a head whose config names its classes in another order than
+the task's is reordered to the task's (``align_labels``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from torch import nn
 
 from .config import DataConfig, TeacherConfig
 from .data import TaskData, TaskSpec, main_score
+from .errors import LadaError
 from .evaluate import evaluate
 from .features import Features, train_batches
 from .io import write_json_atomic
@@ -86,13 +89,44 @@ def name_labels(model: nn.Module, task: TaskSpec) -> nn.Module:
     return model
 
 
+def align_labels(model: nn.Module, task: TaskSpec, where: str) -> nn.Module:
+    """``model`` (a given teacher) with its classifier's rows in the task's class order, in place.
+
+    A task's class ids are its class names in sorted order; a fine-tuned model names its own classes in
+    ``id2label`` (transformers' default ``LABEL_i`` names none).  Where the names are the task's in another
+    order (compared without case), the head's output rows are permuted so that logit i is the task's class i;
+    names that are not the task's are refused, since class i would silently mean another class."""
+    names = task.label_names
+    count = model.config.num_labels
+    own = [str((model.config.id2label or {}).get(i, f"LABEL_{i}")) for i in range(count)]
+    if task.is_regression or not names or len(names) != count or all(re.fullmatch(r"LABEL_\d+", n) for n in own):
+        return model
+    key = [n.strip().lower() for n in own]
+    wanted = [str(n).strip().lower() for n in names]
+    if key == wanted:
+        return model
+    if sorted(key) != sorted(wanted) or len(set(key)) != count:
+        raise LadaError(f"teacher {where} names its classes {own}, the task's are {list(names)}: a logit would "
+                        f"score another class than the label it is compared with; give a teacher fine-tuned on "
+                        f"these classes (or one whose config names them LABEL_0..LABEL_{count - 1}, taken in the "
+                        f"task's order)")
+    order = torch.tensor([key.index(n) for n in wanted])
+    head = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == count][-1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[order].clone())
+        if head.bias is not None:
+            head.bias.copy_(head.bias[order].clone())
+    return model
+
+
 def get_teacher(model_name: str, data: TaskData, data_cfg: DataConfig, cfg: TeacherConfig, train: Features,
                 dev: Features, device, cache_dir: Path | None = None, teacher_path: str | None = None,
                 log: Callable[[str], None] = print) -> Teacher:
     """The given teacher folder, the cached fine-tuned teacher, or a newly fine-tuned (and cached) one."""
     task = data.task
     if teacher_path is not None:
-        model = name_labels(load_classifier(teacher_path, task.num_labels, task.is_regression), task).to(device).eval()
+        model = load_classifier(teacher_path, task.num_labels, task.is_regression)
+        model = name_labels(align_labels(model, task, teacher_path), task).to(device).eval()
         metrics = evaluate(model, dev, task, device=device)
         return Teacher(model, Path(teacher_path), metrics, main_score(task, metrics), cached=True)
 

@@ -55,3 +55,35 @@ def test_another_train_subset_fine_tunes_another_teacher(first, tiny_cli_model, 
     other = _teacher(tiny_cli_model, glue_dir, tmp_path, max_train=65)[1]
     assert not other.cached and other.path != first.path
     assert sorted(p.name for p in (tmp_path / "teachers").iterdir()) == sorted([first.path.name, other.path.name])
+
+
+@pytest.mark.parametrize("names, order", [
+    ({0: "positive", 1: "negative"}, [1, 0]),     # the task's classes in another order: rows swapped
+    ({0: "NEGATIVE", 1: "POSITIVE"}, [0, 1]),     # the same order, another case
+    ({0: "LABEL_0", 1: "LABEL_1"}, [0, 1]),       # no names: ids taken as the task's
+])
+def test_a_given_teachers_head_follows_the_tasks_class_order(names, order):
+    import torch
+
+    from conftest import build_tiny
+    from ladasearch.data import get_task
+
+    model = build_tiny(0)
+    model.config.id2label = names
+    inputs = {"input_ids": torch.tensor([[2, 5, 6, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        before = model(**inputs).logits
+        after = teacher_mod.align_labels(model, get_task("sst2"), "t")(**inputs).logits
+    assert torch.allclose(after, before[:, order], atol=1e-6, rtol=0)
+
+
+def test_a_given_teacher_with_other_classes_is_refused():
+    from conftest import build_tiny
+    from ladasearch.data import get_task
+    from ladasearch.errors import LadaError
+
+    model = build_tiny(0)
+    model.config.id2label = {0: "spam", 1: "ham"}
+    with pytest.raises(LadaError, match=r"teacher t names its classes \['spam', 'ham'\], the task's are "
+                                        r"\['negative', 'positive'\]"):
+        teacher_mod.align_labels(model, get_task("sst2"), "t")
