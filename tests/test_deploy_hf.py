@@ -265,11 +265,15 @@ def test_modeling_file_is_assembled_from_the_training_layers():
     assert imported - {"torch", "transformers"} <= set(sys.stdlib_module_names)
     defined = [n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
     assert len(defined) == len(set(defined))  # nothing twice
+    made = {c.__name__ for pair in modeling_ladasearch.EXPORTED.values() for c in pair}  # by lada_classes
     own = [n for m in (layers, units, modeling_ladasearch) for n, v in vars(m).items()
-           if getattr(v, "__module__", None) == m.__name__ and isinstance(v, type | type(modeling_source))]
+           if getattr(v, "__module__", None) == m.__name__ and isinstance(v, type | type(modeling_source))
+           and n not in made]
     assert sorted(own) == sorted(defined)
     namespace: dict = {}
     exec(compile(text, "modeling_ladasearch.py", "exec"), namespace)
+    # every family's pair exists at module level, where config.json's auto_map names it
+    assert made <= set(namespace) and {"LadaRobertaForSequenceClassification", "LadaDebertaV2Config"} <= made
     config = namespace["LadaBertConfig"](hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=16, vocab_size=50,
                                          factorized={"bert.encoder.layer.0.intermediate.dense":

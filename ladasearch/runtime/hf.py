@@ -54,13 +54,9 @@ class Family:
                 "AutoModelForSequenceClassification": f"{module}.{self.model_class.__name__}"}
 
 
-# the source architecture -> its exported classes; adding a family is a pair of classes in modeling_ladasearch.py,
-# a line here and its Layout in nn/units.py
-FAMILIES: dict[str, Family] = {
-    f"{name}ForSequenceClassification": Family(getattr(modeling_ladasearch, f"Lada{name}Config"),
-                                               getattr(modeling_ladasearch, f"Lada{name}ForSequenceClassification"))
-    for name in ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra", "DistilBert", "DebertaV2")
-}
+# the source architecture (BertForSequenceClassification) -> its exported classes: one per family with a layout
+FAMILIES: dict[str, Family] = {model.__bases__[-1].__name__: Family(config, model)
+                               for config, model in modeling_ladasearch.EXPORTED.values()}
 
 
 def modeling_source() -> str:

@@ -11,34 +11,22 @@ A weight matrix W (m x n) listed in ``config.factorized`` (``{module name: {"kin
 Every other tensor is the architecture's own, at the widths ``config.ladasearch_widths`` gives when whole attention
 heads and feed-forward neurons were removed (``{"heads": [[kept head indices] per layer], "intermediate":
 [kept neurons per layer]}``; the hidden size is unchanged, so only the matrices around each removed unit
-narrow).  Each supported family has its pair of classes here (``LadaRobertaConfig``,
-``LadaRobertaForSequenceClassification``, ...): the family's own classes with the factorized layers swapped in.
+narrow).  Each supported family (a layout in the units code above) has its pair of classes here
+(``LadaRobertaConfig``, ``LadaRobertaForSequenceClassification``, ...): the family's own classes with the
+factorized layers swapped in, made by ``lada_classes``.
 The model type (``ladasearch_`` + the family's) is not one transformers knows, so loading without
 ``trust_remote_code=True`` fails instead of building a model with random weights.
 """
 
 from __future__ import annotations
 
+import transformers
 from torch import nn
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    CamembertConfig,
-    CamembertForSequenceClassification,
-    DebertaV2Config,
-    DebertaV2ForSequenceClassification,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    ElectraConfig,
-    ElectraForSequenceClassification,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-    XLMRobertaConfig,
-    XLMRobertaForSequenceClassification,
-)
+from transformers import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear, factorized_like, replace_module
-from ..nn.units import WIDTHS_KEY, narrow_layers
+from ..nn.units import LADASEARCH_PREFIX, LAYOUTS, WIDTHS_KEY, narrow_layers
 
 
 class FactorizedLayersMixin:
@@ -78,57 +66,19 @@ class LadaModelMixin(FactorizedLayersMixin):
         self._swap_factorized()
 
 
-class LadaBertConfig(LadaConfigMixin, BertConfig):
-    model_type = "ladasearch_bert"
+def lada_classes(model_type: str) -> tuple[type, type]:
+    """(config class, classifier class) of ``model_type``'s family with the factorized layers swapped in: the
+    family's own classes (``BertConfig``, ``BertForSequenceClassification``) under the names ``LadaBertConfig``,
+    ``LadaBertForSequenceClassification`` and the model type ``ladasearch_bert``."""
+    config_base = CONFIG_MAPPING[model_type]
+    model_base = getattr(transformers, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES[model_type])
+    config = type(f"Lada{config_base.__name__}", (LadaConfigMixin, config_base),
+                  {"model_type": LADASEARCH_PREFIX + model_type, "__module__": __name__})
+    model = type(f"Lada{model_base.__name__}", (LadaModelMixin, model_base),
+                 {"config_class": config, "__module__": __name__})
+    return config, model
 
 
-class LadaBertForSequenceClassification(LadaModelMixin, BertForSequenceClassification):
-    config_class = LadaBertConfig
-
-
-class LadaRobertaConfig(LadaConfigMixin, RobertaConfig):
-    model_type = "ladasearch_roberta"
-
-
-class LadaRobertaForSequenceClassification(LadaModelMixin, RobertaForSequenceClassification):
-    config_class = LadaRobertaConfig
-
-
-class LadaXLMRobertaConfig(LadaConfigMixin, XLMRobertaConfig):
-    model_type = "ladasearch_xlm-roberta"
-
-
-class LadaXLMRobertaForSequenceClassification(LadaModelMixin, XLMRobertaForSequenceClassification):
-    config_class = LadaXLMRobertaConfig
-
-
-class LadaCamembertConfig(LadaConfigMixin, CamembertConfig):
-    model_type = "ladasearch_camembert"
-
-
-class LadaCamembertForSequenceClassification(LadaModelMixin, CamembertForSequenceClassification):
-    config_class = LadaCamembertConfig
-
-
-class LadaElectraConfig(LadaConfigMixin, ElectraConfig):
-    model_type = "ladasearch_electra"
-
-
-class LadaElectraForSequenceClassification(LadaModelMixin, ElectraForSequenceClassification):
-    config_class = LadaElectraConfig
-
-
-class LadaDistilBertConfig(LadaConfigMixin, DistilBertConfig):
-    model_type = "ladasearch_distilbert"
-
-
-class LadaDistilBertForSequenceClassification(LadaModelMixin, DistilBertForSequenceClassification):
-    config_class = LadaDistilBertConfig
-
-
-class LadaDebertaV2Config(LadaConfigMixin, DebertaV2Config):
-    model_type = "ladasearch_deberta-v2"
-
-
-class LadaDebertaV2ForSequenceClassification(LadaModelMixin, DebertaV2ForSequenceClassification):
-    config_class = LadaDebertaV2Config
+# one pair per family with a layout (``nn.units.LAYOUTS``), at module level where ``auto_map`` names them
+EXPORTED: dict[str, tuple[type, type]] = {model_type: lada_classes(model_type) for model_type in LAYOUTS}
+globals().update({cls.__name__: cls for pair in EXPORTED.values() for cls in pair})
