@@ -73,7 +73,7 @@ def parse_args(argv=None):
 
 
 def label_of(target: float, space: str, seed: int) -> str:
-    return f"{target:g}x-{space}-seed{seed}"
+    return f"{target:g}x-{Path(space).stem}-seed{seed}"  # a space given as a YAML file is named by its stem
 
 
 def search_part(args) -> dict:

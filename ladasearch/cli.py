@@ -33,6 +33,7 @@ from .search.objectives import parse_objectives
 from .search.samplers import SAMPLERS
 from .search.store import check_sqlite
 from .search.warm_start import WARM_STARTS
+from .summary import OUTCOMES
 from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
 
 
@@ -76,8 +77,8 @@ def compress(**kw):
 
 
 def _echo_outcome(outcome) -> None:
-    click.echo(f"search {outcome.name}: {outcome.count('completed')} trials completed, "
-               f"{outcome.count('stopped_early')} stopped early, {outcome.count('failed')} failed; "
+    counts = ", ".join(f"{sum(t.outcome == o for t in outcome.trials)} {o.replace('_', ' ')}" for o in OUTCOMES)
+    click.echo(f"search {outcome.name}: {len(outcome.trials)} trials: {counts}; "
                f"MLflow parent run {outcome.parent_run_id}")
     for row in outcome.pareto:
         measured = [f"latency {row.latency_ms:.2f} ms" if row.latency_ms is not None else "",

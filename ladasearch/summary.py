@@ -24,6 +24,20 @@ def reaches_target(achieved_factor: float, target: float) -> bool:
     return achieved_factor >= target * (1 - AT_TARGET) - 1e-9
 
 
+# how a search trial ended: completed its rounds; stopped by the scheduler after it reached the target size (it has
+# a score at the target, ranked like a completed trial's); stopped before it (no score at the target); failed
+OUTCOMES = ("completed", "stopped_at_target", "stopped_before_target", "failed")
+
+
+def trial_outcome(status: str, score_at_target: float | None) -> str:
+    """The one rule from a trial's status (``completed``, ``stopped_early``, ``failed``) and its score at the target
+    (None or NaN: it never reached the target size) to its outcome (``OUTCOMES``)."""
+    if status == "stopped_early":
+        at_target = score_at_target is not None and math.isfinite(score_at_target)
+        return "stopped_at_target" if at_target else "stopped_before_target"
+    return status
+
+
 def own_task(data: dict[str, Any] | None) -> str | None:
     """How a job's task was given, read from its ``data`` record: "files" (``--train-file``), "dataset"
     (``--dataset``), or None for a GLUE task (whose class names come from its TaskSpec, not the record)."""
@@ -234,6 +248,10 @@ class TrialSummary:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def outcome(self) -> str:
+        return trial_outcome(self.status, self.score_at_target)
 
     @property
     def score_at_target(self) -> float | None:

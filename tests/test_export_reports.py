@@ -140,7 +140,8 @@ def test_pareto_front(points, maximize, front):
 
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
-    """A SQLite MLflow store with one search (parent + 2 finished trials, 1 stopped early, 1 running)."""
+    """A SQLite MLflow store with one search (parent + 2 completed trials, 1 stopped at the target, 1 stopped before
+    it, 1 running)."""
     pytest.importorskip("mlflow")
     import logging
 
@@ -154,14 +155,18 @@ def mlflow_store(tmp_path_factory):
     parent = client.create_run(exp, run_name="sst2-search", tags={
         "ladasearch.role": "search", "ladasearch.search": "sst2-search", "ladasearch.task": "sst2",
         "ladasearch.target": "5.0"}).info.run_id
-    stopped = fake_summary(5.0, 0.25, 0.5, 0.4, 0.5, rounds=1, status="stopped_early")
-    trials = [SUMMARIES[0], SUMMARIES[1], stopped, SUMMARIES[1]]
-    for i, summary in enumerate(trials):
+    at_target = fake_summary(5.0, 0.25, 0.5, 0.4, 0.5, rounds=1, status="stopped_early")  # its round 1 is at 5x
+    before = fake_summary(5.0, 0.3, 0.5, 0.4, 0.45, rounds=3, status="stopped_early")
+    before["history"] = before["history"][:1]  # stopped at 5 ** (1/3) = 1.7x
+    # (summary, how the run ended): as MlflowTrials ends them; the last one is still running
+    trials = [(SUMMARIES[0], "FINISHED"), (SUMMARIES[1], "FINISHED"), (at_target, "FINISHED"), (before, "KILLED"),
+              (SUMMARIES[1], None)]
+    for i, (summary, status) in enumerate(trials):
         run = client.create_run(exp, run_name=f"trial-{i}", tags={
             "ladasearch.role": "trial", "mlflow.parentRunId": parent, "ladasearch.trial_id": f"t{i}"}).info.run_id
         client.log_text(run, json.dumps(summary), "summary.json")
-        if i < 3:
-            client.set_terminated(run, "FINISHED")
+        if status:
+            client.set_terminated(run, status)
     other = client.create_run(exp, tags={"ladasearch.role": "search", "ladasearch.search": "other"}).info.run_id
     return uri, parent, other
 
@@ -170,14 +175,18 @@ def test_summaries_from_mlflow(mlflow_store, monkeypatch):
     uri, parent, other = mlflow_store
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     by_name = load_summaries("sst2-search", uri)
-    assert sorted(s.summary.score for s in by_name) == [0.83, 0.85]
+    # completed trials and the one the scheduler stopped after it reached the target: each has a score at 5x
+    assert sorted(s.summary.score for s in by_name) == [0.5, 0.83, 0.85]
+    assert sorted(s.summary.outcome for s in by_name) == ["completed", "completed", "stopped_at_target"]
     assert all(s.source.parent_run_id == parent and s.source.label == "sst2-search" for s in by_name)
     by_id = load_summaries(parent, uri)
     assert sorted(s.source.run_id for s in by_id) == sorted(s.source.run_id for s in by_name)
-    assert len(load_summaries("sst2-search", uri, include_incomplete=True)) == 3  # + the stopped trial
+    every = load_summaries("sst2-search", uri, include_incomplete=True)  # + the one stopped before its target
+    assert sorted(s.summary.outcome for s in every) == ["completed", "completed", "stopped_at_target",
+                                                        "stopped_before_target"]
     assert load_summaries("other", uri) == []
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the environment variable is used without --tracking-uri
-    assert len(load_summaries("sst2-search")) == 2
+    assert len(load_summaries("sst2-search")) == 3
     with pytest.raises(LadaError, match="neither a folder"):
         load_summaries("no-such-search", uri)
     with pytest.raises(LadaError, match="not a search"):

@@ -182,7 +182,7 @@ def test_killed_trial_process_fails_that_trial_only(tiny_dir, tmp_path, uri):
         assert child.data.tags["ladasearch.outcome"] == "completed"
         assert 0.0 <= child.data.metrics["val_score"] <= 1.0
     assert parents[0].data.metrics["trials_failed"] == 1 and parents[0].data.metrics["trials_completed"] == 2
-    assert "search oom: 2 trials completed, 0 stopped early, 1 failed" in output
+    assert "search oom: 3 trials: 2 completed, 0 stopped at target, 0 stopped before target, 1 failed" in output
 
 
 def test_search_killed_during_teacher_fine_tuning(tiny_dir, tmp_path, uri, monkeypatch):
@@ -224,7 +224,7 @@ def test_search_killed_during_teacher_fine_tuning(tiny_dir, tmp_path, uri, monke
     fresh = CliRunner().invoke(main, _cli_args(tiny_dir, tmp_path, "early", "--trials", "1", "--rounds", "1",
                                                "--steps-per-round", "2", "--final-steps", "1"))
     assert fresh.exit_code == 0, (fresh.output[-3000:], fresh.exception)
-    assert "search early: 1 trials completed, 0 stopped early, 0 failed" in fresh.stdout
+    assert "search early: 1 trials: 1 completed, 0 stopped at target, 0 stopped before target, 0 failed" in fresh.stdout
     parents, children = _runs(uri, "early")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 1 and children[0].info.status == "FINISHED"

@@ -18,9 +18,8 @@ from ladasearch.compress import Ratios, budget, count_parameters
 from ladasearch.config import DataConfig, LossWeights, TeacherConfig, TrainConfig
 from ladasearch.errors import LadaError
 from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace, run_search
-from ladasearch.search.results import OUTCOMES
 from ladasearch.search.samplers import make_sampler, startup_trials
-from ladasearch.summary import TrialSummary
+from ladasearch.summary import OUTCOMES, TrialSummary
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]
@@ -168,21 +167,29 @@ def test_mlflow_trial_runs_get_the_task_metrics_and_the_stopped_summary(tiny_mod
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.start_search("s9", {"ladasearch.task": "sst2"}, {"target": 5.0})
     callback = MlflowTrials(tracker, parent, {"ladasearch.task": "sst2"}, {"target": 5.0})
-    trial = SimpleNamespace(trial_id="t1", config={"embedding_ratio": ratios.embedding}, last_result=None)
-    for record in odd[:2]:
-        reporter.history.append(record)
-        trial.last_result = {**record.flat(), SUMMARY_KEY: json.dumps(reporter.so_far(record).to_json())}
-        callback.on_trial_result(0, [], trial, trial.last_result)
-    callback.on_trial_complete(0, [], trial)
+    for trial_id, rounds in (("t1", 2), ("t2", 1)):  # t1 stops at the target size (round 2 of 2), t2 before it
+        reporter.history.clear()
+        trial = SimpleNamespace(trial_id=trial_id, config={"embedding_ratio": ratios.embedding}, last_result=None)
+        for record in odd[:rounds]:
+            reporter.history.append(record)
+            trial.last_result = {**record.flat(), SUMMARY_KEY: json.dumps(reporter.so_far(record).to_json())}
+            callback.on_trial_result(0, [], trial, trial.last_result)
+        callback.on_trial_complete(0, [], trial)
 
     found = Tracker.existing(tracker.tracking_uri).find_search("s9")
     assert found is not None and found.run_id == parent
-    (run,) = tracker.trial_runs(found)
-    history = tracker.client.get_metric_history(run.run_id, "balanced_accuracy")
+    experiment = tracker.client.get_run(parent).info.experiment_id
+    by_name = {r.info.run_name: r for r in tracker.client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")}
+    run, early = by_name["trial-t1"], by_name["trial-t2"]
+    history = tracker.client.get_metric_history(run.info.run_id, "balanced_accuracy")
     assert [(m.step, m.value) for m in history] == [(1, 0.25), (2, 0.5)]
-    assert run.tags["ladasearch.outcome"] == "stopped_early" and run.status == "FINISHED"
-    summary = TrialSummary.from_json(tracker.read_summary(run.run_id))
+    # the outcome, one rule: a tag and the run's status in the runs table
+    assert (run.data.tags["ladasearch.outcome"], run.info.status) == ("stopped_at_target", "FINISHED")
+    assert (early.data.tags["ladasearch.outcome"], early.info.status) == ("stopped_before_target", "KILLED")
+    summary = TrialSummary.from_json(tracker.read_summary(run.info.run_id))
     assert summary.status == "stopped_early" and summary.history == tuple(odd[:2])
+    assert summary.outcome == "stopped_at_target"
     assert tracker.read_summary(parent) is None
 
 
@@ -226,9 +233,24 @@ def test_search_records_parent_children_params_and_rounds(tiny_dir, tmp_path, mo
     tracker = Tracker(uri)
     for child in children:  # a trial stopped early still has its typed summary, up to the round it reached
         summary = TrialSummary.from_json(tracker.read_summary(child.info.run_id))
-        assert summary.status == child.data.tags["ladasearch.outcome"]
+        assert summary.outcome == child.data.tags["ladasearch.outcome"]
+        assert child.info.status == ("KILLED" if summary.outcome == "stopped_before_target" else "FINISHED")
         assert summary.history[-1].round == int(child.data.metrics["round"])
-    assert sorted(t.status for t in outcome.trials) == sorted(c.data.tags["ladasearch.outcome"] for c in children)
+    # one outcome per trial in the search's rows (trials.json), the MLflow tags and the Optuna journal
+    assert sorted(t.outcome for t in outcome.trials) == sorted(c.data.tags["ladasearch.outcome"] for c in children)
+    import optuna
+
+    from ladasearch.search.study import journal_storage, study_file
+
+    study = optuna.load_study(study_name="s1", storage=journal_storage(study_file(tmp_path / "runs" / "s1")))
+    # Optuna is told the score at the target size: COMPLETE with it (completed, or stopped at the target), else
+    # PRUNED (stopped before it, or completed off it: a tiny SVD trial's ranks can round it more than 1% away)
+    def state(row):
+        return "FAIL" if row.outcome == "failed" else "COMPLETE" if row.score_at_target is not None else "PRUNED"
+
+    assert sorted(t.state.name for t in study.trials) == sorted(state(t) for t in outcome.trials)
+    assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == \
+        sorted(t.score_at_target for t in outcome.trials if t.score_at_target is not None)
     # the parent counts every outcome, by the one definition (TrialRow.outcome); the shipped model's latency
     parent = _client(uri).get_run(parents[0].info.run_id).data.metrics
     assert {o: parent[f"trials_{o}"] for o in OUTCOMES} == {o: sum(t.outcome == o for t in outcome.trials)

@@ -38,5 +38,7 @@ class LoadedTrial:
 
     @property
     def complete(self) -> bool:
-        """A finished trial: completed (not stopped early) and scored."""
-        return self.summary.completed and self.summary.score is not None
+        """A trial with a score at its size: completed, or stopped by the scheduler after it reached its target
+        (a search trial's outcome, the one rule of ``summary.trial_outcome``)."""
+        at_target = self.summary.outcome == "stopped_at_target"
+        return (self.summary.completed or at_target) and self.summary.score is not None

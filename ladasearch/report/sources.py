@@ -8,9 +8,9 @@ A SOURCE is
 
 MLflow layout (see ``ladasearch.tracking``): the parent run has tags ``ladasearch.role=search`` and
 ``ladasearch.search=<name>``; each trial is a child run (tag ``mlflow.parentRunId``, tag
-``ladasearch.role=trial``) with the artifact ``summary.json``.  Only FINISHED child runs are read.
-A trial stopped before its target (status ``stopped_early``) or without a score is incomplete: it is
-dropped unless ``include_incomplete``.
+``ladasearch.role=trial``) with the artifact ``summary.json``.  Only ended child runs are read (FINISHED, or
+KILLED: stopped before the target size).  A trial whose outcome (``summary.trial_outcome``) is not completed or
+stopped at the target, or without a score, is incomplete: it is dropped unless ``include_incomplete``.
 
 Every summary is read as a ``TrialSummary`` (a hand-edited one with a wrong type is one LadaError naming
 the file and the field) and returned as a ``LoadedTrial`` with its ``Source``: ``kind`` (folder/mlflow),
@@ -83,7 +83,8 @@ def _from_mlflow(source: str, tracking_uri: str, include_incomplete: bool) -> li
     name = parent.tags.get(SEARCH, parent.name or parent.run_id)
     summaries = []
     for run in tracker.trial_runs(parent):
-        summary = tracker.read_summary(run.run_id) if run.status == "FINISHED" else None
+        # FINISHED: completed or stopped at the target size; KILLED: stopped before it (``MlflowTrials``)
+        summary = tracker.read_summary(run.run_id) if run.status in ("FINISHED", "KILLED") else None
         if summary is None:  # running, failed, or finished without its summary
             continue
         for key in ("task", "target"):  # the parent's tags fill what an older summary lacks

@@ -18,6 +18,7 @@ One row per trial (``best_per_group`` keeps the best trial of each source, task 
                 val for a search trial or a `compress` run (every choice is made on it), dev for older runs
     dev_score   the dev score: measured only for a chosen model (a search's best trial, a `compress` output)
     teacher_score (on dev), score_vs_teacher (dev score / teacher score)
+    outcome     how the trial ended (``summary.OUTCOMES``): completed, stopped_at_target, stopped_before_target
 
 ``best_per_group`` ranks by the score at the target size (val), never by the dev score.
 
@@ -37,7 +38,7 @@ from .records import LoadedTrial
 FORMATS = ("md", "csv", "json", "latex")
 COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "target", "achieved", "embedding", "svd",
            "weight", "encoder", "structure", "rank_embedding", "rank_encoder_min", "rank_encoder_median", "params",
-           "teacher_params", "metric", "split", "score", "dev_score", "teacher_score", "score_vs_teacher")
+           "teacher_params", "metric", "split", "score", "dev_score", "teacher_score", "score_vs_teacher", "outcome")
 HEADERS = {
     "source": "Source", "task": "Task", "method": "Method", "factorizer": "Factorizer", "prune_score": "Prune score",
     "target": "Target", "achieved": "Overall",
@@ -46,9 +47,10 @@ HEADERS = {
     "rank_embedding": "Emb. rank", "rank_encoder_min": "Enc. rank min", "rank_encoder_median": "Enc. rank median",
     "params": "Params", "teacher_params": "Teacher params", "metric": "Metric", "split": "Scored on",
     "score": "Score", "dev_score": "Dev score", "teacher_score": "Teacher (dev)", "score_vs_teacher": "Dev/teacher",
+    "outcome": "Outcome",
 }
 FACTORS = ("target", "achieved", "embedding", "svd", "weight", "encoder", "structure")
-TEXT_COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "metric", "split")
+TEXT_COLUMNS = ("source", "task", "method", "factorizer", "prune_score", "metric", "split", "outcome")
 
 
 def row_of(trial: LoadedTrial) -> dict:
@@ -70,7 +72,7 @@ def row_of(trial: LoadedTrial) -> dict:
         "params": summary.student_params.total, "teacher_params": summary.teacher_params.total,
         "metric": summary.main_metric, "split": summary.score_split, "score": score, "dev_score": dev,
         "teacher_score": teacher_score, "score_vs_teacher": dev / teacher_score if dev is not None and teacher_score
-        else None,
+        else None, "outcome": summary.outcome,
     }
 
 

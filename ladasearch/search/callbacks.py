@@ -88,8 +88,10 @@ class MlflowTrials(tune.Callback):
         summary = reported_summary(trial.last_result)
         if summary is not None:
             self.tracker.log_summary(run_id, summary)
-        self.tracker.set_tags(run_id, {OUTCOME: summary.status if summary is not None else "stopped_early"})
-        self.tracker.finish(run_id, "FINISHED")
+        outcome = summary.outcome if summary is not None else "stopped_before_target"
+        self.tracker.set_tags(run_id, {OUTCOME: outcome})
+        # the runs table shows a status: a trial the scheduler stopped before the target size never finished
+        self.tracker.finish(run_id, "KILLED" if outcome == "stopped_before_target" else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run(trial)

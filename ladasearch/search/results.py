@@ -21,7 +21,7 @@ from ..report.front_plot import FrontPoint, front_plot
 from ..report.pareto import pareto_front
 from ..report.plots import final_curve, search_plots
 from ..report.records import LoadedTrial
-from ..summary import TrialSummary, reaches_target
+from ..summary import OUTCOMES, TrialSummary, reaches_target, trial_outcome
 from ..tracking import BEST, Tracker
 from .dev_eval import DevSet
 from .objectives import get_objective
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 STATUSES = ("completed", "stopped_early", "failed")
 
 
-OUTCOMES = ("completed", "stopped_at_target", "stopped_before_target", "failed")
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,9 @@ class TrialRow:
 
     @property
     def outcome(self) -> str:
-        """How the trial ended (``OUTCOMES``): ASHA may stop a trial after it reached the target size, and then it
-        has a score at the target like a completed one."""
-        if self.status == "stopped_early":
-            at_target = self.score_at_target is not None and math.isfinite(self.score_at_target)
-            return "stopped_at_target" if at_target else "stopped_before_target"
-        return self.status
+        """How the trial ended (``summary.OUTCOMES``): ASHA may stop a trial after it reached the target size, and
+        then it has a score at the target like a completed one."""
+        return trial_outcome(self.status, self.score_at_target)
 
     def value_of(self, objective: str) -> float | None:
         """The trial's value of an objective (``objectives.OBJECTIVES``); the score is the one at the target size."""
