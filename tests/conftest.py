@@ -100,6 +100,21 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """The Hugging Face hub switched off, with empty caches: what a machine without a network sees, at once."""
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants as hub_constants
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+        monkeypatch.setattr(datasets.config, name, True, raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "ds", raising=False)
+    return datasets
+
+
 @pytest.fixture(scope="session")
 def tiny_cli_model(tmp_path_factory) -> Path:
     """A tiny BERT classifier folder with the MiniLM tokenizer (vocab 30522), loadable by ``--model``."""

@@ -419,16 +419,7 @@ def test_invalid_max(tmp_path, kw):
 # --------------------------------------------------------------------------- hub
 
 
-def test_hub_offline_error(monkeypatch, tmp_path):
-    datasets = pytest.importorskip("datasets")
-    import huggingface_hub.constants as hub_constants
-
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.setenv(name, "1")
-        monkeypatch.setattr(datasets.config, name, True, raising=False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "ds", raising=False)
+def test_hub_offline_error(monkeypatch, tmp_path, hub_offline):
     assert resolve_data_dir(None) is None
     with pytest.raises(LadaError) as exc:
         load_task("rte")

@@ -326,16 +326,8 @@ def test_dataset_options_without_a_dataset(args, message):
     _one_error_line(CliRunner().invoke(main, _compress(*args)), (message,))
 
 
-def test_hub_unreachable_or_unknown_is_one_line(tmp_path, monkeypatch, cache_dir, tiny_cli_model):
-    datasets = pytest.importorskip("datasets")
-    import huggingface_hub.constants as hub_constants
-
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.setenv(name, "1")
-        monkeypatch.setattr(datasets.config, name, True, raising=False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "ds", raising=False)
+def test_hub_unreachable_or_unknown_is_one_line(tmp_path, monkeypatch, cache_dir, tiny_cli_model, hub_offline):
+    datasets = hub_offline
     monkeypatch.chdir(tmp_path)  # "nobody/nothing" is no folder here
     result = CliRunner().invoke(main, _compress("--dataset", "nobody/nothing", "--model", str(tiny_cli_model)))
     _one_error_line(result, ("cannot load dataset 'nobody/nothing' from the Hugging Face hub (ConnectionError: ",
