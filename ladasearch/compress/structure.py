@@ -98,8 +98,7 @@ def _unit_linears(model: nn.Module):
     layers, layout = encoder_layers(model), layout_of(model.config)
     prefix = next(n for n, m in model.named_modules() if m is layers)
     for index in range(len(layers)):
-        for unit in ("heads", "intermediate"):
-            rows, cols = layout.units[unit]
+        for unit, (rows, cols) in layout.units.items():
             yield from ((index, unit, f"{prefix}.{index}.{n}", True) for n in rows)
             yield from ((index, unit, f"{prefix}.{index}.{n}", False) for n in cols)
 
