@@ -230,14 +230,16 @@ def ui(tracking_uri, host, port):
     _port_free(host, port)  # first: a UI that cannot listen leaves no store behind
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-
         check_sqlite(Path(uri.removeprefix("sqlite:///")))
     tracker = Tracker(uri)
-    for experiment, folder in tracker.missing_artifact_roots():
-        click.echo(f"warning: the artifacts of experiment {experiment!r} were written to {folder}, which is not here "
-                   f"(the store was copied or moved; MLflow keeps absolute artifact paths): the UI will show runs "
-                   f"without their models, summaries and plots. Copy or link the store's artifacts/ folder to "
-                   f"{folder} to see them.", err=True)
+    missing = tracker.missing_artifact_roots()   # opening the store re-points a moved one's artifacts first
+    for moved in tracker.relocated:
+        click.echo(f"the store was copied or moved: experiment {moved.experiment!r} now reads its artifacts from "
+                   f"{moved.now} (was {moved.was})", err=True)
+    for experiment, folder in missing:
+        click.echo(f"warning: the artifacts of experiment {experiment!r} were written to {folder}, which is not here, "
+                   f"and the store has no artifacts/{experiment} folder beside it: the UI will show runs without "
+                   f"their models, summaries and plots. Copy the store's artifacts/ folder with it.", err=True)
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:///") and not tracking_uri:
         args += ["--default-artifact-root", (DEFAULT_STORE.resolve() / "artifacts").as_uri()]

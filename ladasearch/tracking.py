@@ -20,6 +20,7 @@ Layout (the experiment is tagged as one of training runs, so MLflow 3's UI opens
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -109,6 +110,56 @@ def _no_progress_bars():
     return mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
 
 
+@dataclass(frozen=True)
+class Relocation:
+    """An experiment of a copied or moved store whose artifact root now points into the store's own folder."""
+
+    experiment: str
+    was: str
+    now: str
+
+
+def relocate_artifacts(db: Path) -> list[Relocation]:
+    """Make a copied or moved SQLite store self-contained.
+
+    MLflow records absolute artifact locations, so a copy would go on reading (and writing) the original's
+    artifacts, and find nothing once the original is gone.  Our stores keep an experiment's artifacts in
+    ``artifacts/<experiment>`` beside ``mlflow.db``; where that folder exists and is not the recorded one, the
+    experiment's and its runs' locations are rewritten to it, so a copy reads its own.  An experiment with no
+    such folder (made elsewhere, or copied without its artifacts) is left as it is.
+    """
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='experiments'").fetchone():
+                return []
+            moves = []
+            for exp_id, name, location in con.execute(
+                    "SELECT experiment_id, name, artifact_location FROM experiments").fetchall():
+                if not (location or "").startswith("file:"):
+                    continue
+                was = Path(unquote(urlparse(location).path))
+                now = db.parent / "artifacts" / name
+                if now.is_dir() and not (was.exists() and was.samefile(now)):
+                    moves.append((exp_id, Relocation(name, str(was), str(now)), location, now.as_uri()))
+            if not moves:
+                return []
+            with con:   # one transaction: a store is rewritten whole or not at all
+                for exp_id, _, old, new in moves:
+                    con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
+                    con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
+                                "AND substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old), old))
+    except sqlite3.Error as exc:
+        raise LadaError(f"the MLflow store {db} was copied or moved and its artifact folders must be re-pointed to "
+                        f"{db.parent / 'artifacts'}, but the store cannot be written ({exc}); make it writable") \
+            from None
+    return [m[1] for m in moves]
+
+
 class Tracker:
     """A thin, picklable wrapper around ``MlflowClient`` (the client is made on first use)."""
 
@@ -116,6 +167,7 @@ class Tracker:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self._client = None
         self._experiment_id = None
+        self.relocated: list[Relocation] = []   # artifact roots of a moved store, rewritten when it was opened
 
     @classmethod
     def existing(cls, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> Tracker:
@@ -125,13 +177,19 @@ class Tracker:
 
     def __getstate__(self):
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "_client": None,
-                "_experiment_id": self._experiment_id}
+                "_experiment_id": self._experiment_id, "relocated": []}
 
     @property
     def client(self):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            if self.tracking_uri.startswith("sqlite:///"):
+                self.relocated = relocate_artifacts(Path(self.tracking_uri.removeprefix("sqlite:///")))
+                if self.relocated:   # MLflow caches each run's artifact folder by run id, for the whole process
+                    from mlflow.tracking._tracking_service import utils
+
+                    utils._artifact_repos_cache.clear()
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -277,6 +335,19 @@ class Tracker:
         paths = [(e, Path(unquote(urlparse(e.artifact_location).path))) for e in exps]
         return [(e.name, str(p)) for e, p in paths if not p.exists() and self.client.search_runs([e.experiment_id],
                                                                                                 max_results=1)]
+
+    def require_artifacts(self, run: RunRecord, source: str) -> None:
+        """LadaError naming the folder when the artifacts of ``run``'s experiment are not where the store says (a
+        store copied without its ``artifacts/`` folder): without this, every artifact would just seem absent."""
+        from urllib.parse import unquote, urlparse
+
+        experiment = self.client.get_experiment(run.experiment_id)
+        location = experiment.artifact_location or ""
+        folder = Path(unquote(urlparse(location).path)) if location.startswith("file:") else None
+        if folder is not None and not folder.exists():
+            raise LadaError(f"the artifacts of search {source!r} (models, summaries, plots) were written to {folder}, "
+                            f"which is not there, and the store {self.tracking_uri} has no "
+                            f"artifacts/{experiment.name} folder beside it: copy the store's artifacts/ folder with it")
 
     def trial_runs(self, parent: RunRecord) -> list[RunRecord]:
         """The trial runs of a search, oldest first."""

@@ -346,10 +346,10 @@ def test_a_restored_searcher_requeues_warm_starts_it_lost(tmp_path):
 
 # ---- MLflow ----------------------------------------------------------------------------------------
 
-def test_experiment_opens_on_training_runs_and_moved_artifacts_are_named(tmp_path):
+def test_experiment_opens_on_training_runs_and_a_copied_store_reads_its_own_artifacts(tmp_path):
     import shutil
 
-    from ladasearch.tracking import EXPERIMENT_KIND, TRAINING_KIND, Tracker
+    from ladasearch.tracking import EXPERIMENT_KIND, TRAINING_KIND, Relocation, Tracker
 
     store = tmp_path / "store"
     store.mkdir()
@@ -357,10 +357,26 @@ def test_experiment_opens_on_training_runs_and_moved_artifacts_are_named(tmp_pat
     run = tracker.start_search("s", {}, {})
     tracker.log_json(run, {"a": 1}, "x.json")
     assert tracker.client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND] == TRAINING_KIND
-    assert tracker.missing_artifact_roots() == []
-    shutil.move(store, tmp_path / "copied")
-    moved = Tracker(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}")
-    assert moved.missing_artifact_roots() == [("ladasearch", str(store / "artifacts" / "ladasearch"))]
+    assert tracker.missing_artifact_roots() == [] and tracker.relocated == []
+    tracker.log_json(run, {"a": 2}, "original.json")
+    shutil.copytree(store, tmp_path / "copied")     # a copy reads and writes its own artifacts at once ...
+    copied = Tracker(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}")
+    assert copied.read_summary(run, "x.json") == {"a": 1} and copied.missing_artifact_roots() == []
+    assert copied.relocated == [Relocation("ladasearch", str(store / "artifacts" / "ladasearch"),
+                                           str(tmp_path / "copied" / "artifacts" / "ladasearch"))]
+    copied.log_json(run, {"b": 1}, "copy.json")
+    assert not list(store.rglob("copy.json")) and list((tmp_path / "copied").rglob("copy.json"))  # ... not the original's
+    shutil.rmtree(store)                                        # ... also once the original is gone
+    assert Tracker(f"sqlite:///{tmp_path / 'copied' / 'mlflow.db'}").read_summary(run, "copy.json") == {"b": 1}
+    bare = tmp_path / "bare"                                    # a store copied without its artifacts/ folder
+    bare.mkdir()
+    shutil.copy(tmp_path / "copied" / "mlflow.db", bare)
+    shutil.rmtree(tmp_path / "copied")
+    alone = Tracker(f"sqlite:///{bare / 'mlflow.db'}")
+    folder = str(tmp_path / "copied" / "artifacts" / "ladasearch")
+    assert alone.missing_artifact_roots() == [("ladasearch", folder)] and alone.relocated == []
+    with pytest.raises(LadaError, match=f"written to {folder}, which is not there.*copy the store's artifacts/"):
+        alone.require_artifacts(alone.find_search("s"), "s")
 
 
 # ---- real searches on a tiny model -----------------------------------------------------------------

@@ -81,6 +81,7 @@ def _from_mlflow(source: str, tracking_uri: str, include_incomplete: bool) -> li
         raise LadaError(f"{source!r} is neither a folder with summary.json nor an MLflow search "
                         f"(no parent run with that id or {SEARCH} name in {tracking_uri})")
     name = parent.tags.get(SEARCH, parent.name or parent.run_id)
+    tracker.require_artifacts(parent, name)
     summaries = []
     for run in tracker.trial_runs(parent):
         # FINISHED: completed or stopped at the target size; KILLED: stopped before it (``MlflowTrials``)

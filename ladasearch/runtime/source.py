@@ -50,6 +50,7 @@ def _download_best(source: str, tracking_uri: str | None, scratch: Path) -> Mode
     if parent is None:
         raise LadaError(f"{source!r} is neither a model folder nor a search (no MLflow parent run with that "
                         f"id or name in {uri})")
+    tracker.require_artifacts(parent, parent.name or source)
     try:
         local = tracker.download(parent.run_id, BEST_MODEL, scratch)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact

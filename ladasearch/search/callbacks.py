@@ -20,6 +20,10 @@ from ..summary import TrialSummary
 from ..tracking import ERROR, OUTCOME, Tracker
 from .worker import PARAMS_KEY, reported_summary
 
+# the progress line's words for each outcome (``summary.OUTCOMES``; a failed trial is told by on_trial_error)
+OUTCOME_WORDS = {"completed": "finished", "stopped_at_target": "stopped at the target size",
+                 "stopped_before_target": "stopped before the target size", "failed": "failed"}
+
 
 def round_metrics(summary: TrialSummary) -> dict[str, float]:
     """The numbers of the summary's latest round (and the latency, measured once on the final model)."""
@@ -134,8 +138,7 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         summary = reported_summary(last)
-        kind = "finished" if summary is not None and summary.completed else "stopped early" if summary is not None \
-            and summary.score_at_target is not None else "stopped before the target size"
+        kind = OUTCOME_WORDS[summary.outcome if summary is not None else "stopped_before_target"]
         self.echo(self._line(trials, f" | trial {trial.trial_id} {kind}: {self.metric} "
                                      f"{last.get('score', float('nan')):.4f} at round {last.get('round', '?')}"))
 

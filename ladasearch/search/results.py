@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 STATUSES = ("completed", "stopped_early", "failed")
 
 
-
-
 @dataclass(frozen=True)
 class TrialRow:
     """One trial of a search as the outcome and ``trials.json`` list it."""
@@ -63,7 +61,7 @@ class TrialRow:
         return {"score": self.score_at_target, "latency_ms": self.latency_ms, "size_bytes": self.size_bytes}[objective]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "outcome": self.outcome}   # the derived outcome, written for readers of the file
 
 
 @dataclass(frozen=True)
