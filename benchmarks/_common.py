@@ -81,27 +81,27 @@ def add_train_args(p: argparse.ArgumentParser, *, rounds: int = 3, steps_per_rou
                    help="forward passes of teacher fine-tuning and students (bf16 = autocast)")
 
 
-# The configs come from the CLI's own builders (ladasearch.cli_common): the options above carry the CLI's names.
+# The configs come from the CLI's own builders (ladasearch.cli.common): the options above carry the CLI's names.
 
 def _none_if_zero(value):
     return None if not value else value
 
 
 def data_config(args, *, max_dev="args"):
-    from ladasearch.cli_common import data_config as build
+    from ladasearch.cli.common import data_config as build
 
     return build({**vars(args), "max_train": _none_if_zero(args.max_train),
                   "max_dev": _none_if_zero(args.max_dev if max_dev == "args" else max_dev)})
 
 
 def teacher_config(args):
-    from ladasearch.cli_common import teacher_config as build
+    from ladasearch.cli.common import teacher_config as build
 
     return build(vars(args))
 
 
 def train_config(args, **override):
-    from ladasearch.cli_common import train_config as build
+    from ladasearch.cli.common import train_config as build
 
     return replace(build(vars(args)), **override)
 
@@ -125,7 +125,7 @@ def teacher_folder(args) -> tuple[str, float]:
     if args.teacher_path:
         return args.teacher_path, float("nan")
     from ladasearch.models import pick_device
-    from ladasearch.pipeline import prepare, prepare_teacher
+    from ladasearch.jobs.pipeline import prepare, prepare_teacher
 
     cfg = data_config(args, max_dev=None)
     prepared = prepare(cfg, args.model)
@@ -137,7 +137,7 @@ def teacher_folder(args) -> tuple[str, float]:
 def load_job(args, teacher_dir: str, *, max_dev="args"):
     """(prepared data, Teacher) for this script's data config, the teacher taken from ``teacher_dir``."""
     from ladasearch.models import pick_device
-    from ladasearch.pipeline import prepare, prepare_teacher
+    from ladasearch.jobs.pipeline import prepare, prepare_teacher
 
     cfg = data_config(args, max_dev=max_dev)
     prepared = prepare(cfg, args.model, teacher_dir)

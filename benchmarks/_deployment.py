@@ -41,7 +41,7 @@ MATMUL_OPS = {"aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "aten::
 def torch_score(model, dev, batch_size: int = 64) -> float:
     """The task's main metric of a torch classifier on ``dev`` (a ``ladasearch.runtime.scoring.DevSet``)."""
     from ladasearch.data import compute_metrics, main_score
-    from ladasearch.features import eval_batches
+    from ladasearch.train.features import eval_batches
 
     logits = []
     for batch in eval_batches(dev.features, batch_size):

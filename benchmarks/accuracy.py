@@ -66,8 +66,8 @@ def ratio_dict(r) -> dict:
 
 
 def run_variant(label: str, teacher, prepared, ratios, cfg, device) -> dict:
-    from ladasearch.compress_job import round_line
-    from ladasearch.ladabert import LoopHooks, TrialFailed, compress_model
+    from ladasearch.jobs.compress import round_line
+    from ladasearch.train.ladabert import LoopHooks, TrialFailed, compress_model
 
     task = prepared.data.task
     C.log(f"{label}: start - embedding {ratios.embedding:.4f}, svd {ratios.svd:.4f}, weight {ratios.weight:.4f} "

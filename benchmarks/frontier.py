@@ -131,10 +131,10 @@ def final_part(args) -> dict:
 
     from ladasearch.config import FinalBudget
     from ladasearch.data import main_score
-    from ladasearch.evaluate import evaluate
-    from ladasearch.final import distill_final
+    from ladasearch.train.evaluate import evaluate
+    from ladasearch.jobs.final import distill_final
     from ladasearch.models import load_classifier
-    from ladasearch.pipeline import prepare
+    from ladasearch.jobs.pipeline import prepare
     from ladasearch.search.final_stage import final_train_rows
     from ladasearch.search.settings import SavedSearch, spec_path
     from ladasearch.serialize import load_compressed, saved_summary

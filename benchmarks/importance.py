@@ -56,7 +56,7 @@ def split_train(features, val_size: int, seed: int):
     """(train, val): a seeded random ``val_size`` rows held out of the student's train rows."""
     import torch
 
-    from ladasearch.features import Features
+    from ladasearch.train.features import Features
 
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))
     pick = lambda idx: Features(*(t[idx] for t in (features.input_ids, features.attention_mask,  # noqa: E731
@@ -104,8 +104,8 @@ def build_job(args) -> tuple[dict, str, dict]:
 def run_one(job, ratios, cfg, factorizer: str, score: str) -> dict:
     from ladasearch import CompressionConfig, compress_model
     from ladasearch.data import main_score
-    from ladasearch.evaluate import evaluate
-    from ladasearch.ladabert import TrialFailed
+    from ladasearch.train.evaluate import evaluate
+    from ladasearch.train.ladabert import TrialFailed
 
     started = time.perf_counter()
     compression = CompressionConfig(factorizer=factorizer, prune_score=score)

@@ -173,7 +173,7 @@ def make_students(args, keep: Path, teacher_dir: str) -> list[tuple[str, Path, d
     from ladasearch.compress import count_parameters
     from ladasearch.compress.structure import Widths
     from ladasearch.config import CompressionConfig, TrainConfig
-    from ladasearch.ladabert import compress_model
+    from ladasearch.train.ladabert import compress_model
     from ladasearch.serialize import save_compressed
 
     prepared, teacher = C.load_job(args, teacher_dir)

@@ -105,8 +105,8 @@ def screen_shard(args, built, k: int, n: int) -> dict:
 def train_one(settings, built, label: str, point: dict, constants: dict, work: Path) -> dict:
     """The pipeline on one configuration: its trial (rounds scored on val), then the final budget; dev once."""
     from ladasearch.compress import make_plan
-    from ladasearch.final import distill_final
-    from ladasearch.ladabert import compress_model
+    from ladasearch.jobs.final import distill_final
+    from ladasearch.train.ladabert import compress_model
     from ladasearch.search.calibration import trial_statistics
     from ladasearch.search.dev_eval import score_on_dev
     from ladasearch.search.final_stage import final_train_rows

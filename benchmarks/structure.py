@@ -47,8 +47,8 @@ def parse_args(argv=None):
 def run_arm(job, ratios, cfg, args) -> dict:
     from ladasearch import CompressionConfig, compress_model
     from ladasearch.data import main_score
-    from ladasearch.evaluate import evaluate
-    from ladasearch.ladabert import TrialFailed
+    from ladasearch.train.evaluate import evaluate
+    from ladasearch.train.ladabert import TrialFailed
 
     started = time.perf_counter()
     compression = CompressionConfig(factorizer=args.factorizer, prune_score=args.prune_score,

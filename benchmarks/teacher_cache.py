@@ -2,7 +2,7 @@
 beside fine-tuning the same student on the labels (no teacher at all).
 
 A search's trials draw the same batches in the same order, so from the second trial on every batch is a
-cache hit (``ladasearch.teacher_outputs``).  Issue 20's aim: distillation at least 0.95x the fine-tuning
+cache hit (``ladasearch.train.teacher_outputs``).  Issue 20's aim: distillation at least 0.95x the fine-tuning
 throughput of the same student.
 
     python benchmarks/teacher_cache.py --steps 16 --repeats 2
@@ -39,7 +39,7 @@ def student_of(teacher, prepared, task, args):
     from ladasearch.compress import count_parameters
     from ladasearch.compress.budget import split_ratios
     from ladasearch.config import TrainConfig
-    from ladasearch.ladabert import compress_model
+    from ladasearch.train.ladabert import compress_model
 
     counts = count_parameters(teacher)
     widths = None
@@ -57,9 +57,9 @@ def time_mode(student, teacher, prepared, task, args, mode: str, cache_dir: Path
 
     from ladasearch.compress import get_pruning_score
     from ladasearch.config import TrainConfig
-    from ladasearch.features import train_batches
-    from ladasearch.ladabert import LoopHooks, TrainingPhase, train_steps
-    from ladasearch.teacher_outputs import TeacherCache
+    from ladasearch.train.features import train_batches
+    from ladasearch.train.ladabert import LoopHooks, TrainingPhase, train_steps
+    from ladasearch.train.teacher_outputs import TeacherCache
 
     cfg = TrainConfig(batch_size=args.batch_size, distill=mode != "fine-tune")
     outputs = TeacherCache(cache_dir).bind(teacher) if mode.startswith("cache") else None

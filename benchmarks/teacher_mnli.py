@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ladasearch.config import DataConfig, TeacherConfig
-from ladasearch.pipeline import prepare, prepare_teacher
+from ladasearch.jobs.pipeline import prepare, prepare_teacher
 
 
 def main() -> None:

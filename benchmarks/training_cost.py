@@ -1,6 +1,6 @@
 """What one LadaBERT trial costs: distillation vs plain fine-tuning throughput, and time to 99% of the final score.
 
-1. One trial (``ladasearch.ladabert.compress_model``, unchanged) at a fixed target and fixed ratios, observed
+1. One trial (``ladasearch.train.ladabert.compress_model``, unchanged) at a fixed target and fixed ratios, observed
    through its ``LoopHooks``:
      - ``after_compress`` hands over the student the trial trains, ``before_compress``/``after_compress``
                          time the compression steps,
@@ -62,8 +62,8 @@ def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
     """Run compress_model with evaluation every ``eval_every`` steps; returns (result, curve, timings)."""
     from ladasearch.compress import count_parameters
     from ladasearch.data import main_score
-    from ladasearch.evaluate import evaluate
-    from ladasearch.ladabert import LoopHooks, compress_model
+    from ladasearch.train.evaluate import evaluate
+    from ladasearch.train.ladabert import LoopHooks, compress_model
 
     task = prepared.data.task
     state = {"student": None, "steps": 0, "eval_s": 0.0, "compress_s": 0.0, "compressions": 0,
@@ -134,8 +134,8 @@ def instrumented_trial(teacher, prepared, ratios, cfg, device, eval_every: int):
 def throughput(student, teacher, prepared, cfg, device, blocks: int, block_steps: int) -> dict:
     """Samples/s of distillation, fine-tuning of the student, fine-tuning of the dense teacher, interleaved."""
     from ladasearch.compress import MagnitudeScore
-    from ladasearch.features import train_batches
-    from ladasearch.ladabert import LoopHooks, TrainingPhase, train_steps
+    from ladasearch.train.features import train_batches
+    from ladasearch.train.ladabert import LoopHooks, TrainingPhase, train_steps
 
     task = prepared.data.task
     modes = {

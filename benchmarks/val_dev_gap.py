@@ -62,8 +62,8 @@ def splits(data_dir: str, seed: int, sizes: set[int]):
 
 def score(model, split, tokenizer, max_length: int) -> float:
     from ladasearch.data import get_task, main_score
-    from ladasearch.evaluate import evaluate
-    from ladasearch.features import encode
+    from ladasearch.train.evaluate import evaluate
+    from ladasearch.train.features import encode
 
     task = get_task("sst2")
     return main_score(task, evaluate(model, encode(split, tokenizer, max_length, False), task, 64))
@@ -103,7 +103,7 @@ def fresh_teacher(args) -> dict:
     """A teacher fine-tuned under the sentences rule, scored on its own validation rows (never trained on, nor
     any phrase of them) and on dev; cached as `ladasearch run` with these options caches it."""
     from ladasearch.config import DataConfig, TeacherConfig
-    from ladasearch.pipeline import prepare, prepare_teacher
+    from ladasearch.jobs.pipeline import prepare, prepare_teacher
 
     cfg = DataConfig(task="sst2", data_dir=args.data_dir, max_length=args.max_length, max_train=args.max_train,
                      seed=args.seed, val_size=0.1)

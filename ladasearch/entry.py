@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         with click.Context(group, info_name=NAME) as ctx:
             click.echo(group.get_help(ctx))
         sys.exit(0)
-    from .cli import main as commands  # deferred: the commands load torch and transformers (see above)
+    from .cli.commands import main as commands  # deferred: the commands load torch and transformers (see above)
 
     commands(args, prog_name=NAME)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ladasearch.compress import ParamCount, Ratios, solve
-from ladasearch.features import Features
+from ladasearch.train.features import Features
 
 # The fixtures are tiny: one thread is several times faster than two, and far faster when other
 # processes share the (2-core) machine.  The e2e test sets its own thread count.

@@ -76,7 +76,7 @@ def test_the_loops_own_records_give_the_steps_trained(tiny_model, tiny_features,
     """The step count of each record as ``compress_model`` numbers and marks them (final = round rounds + 1)."""
     from ladasearch.compress import count_parameters
     from ladasearch.data import TASKS
-    from ladasearch.ladabert import LoopHooks, compress_model
+    from ladasearch.train.ladabert import LoopHooks, compress_model
 
     cfg = TrainConfig(rounds=rounds, steps_per_round=2, final_steps=final_steps, batch_size=8, eval_batch_size=16)
     records = []

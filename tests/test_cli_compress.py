@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters
 
 

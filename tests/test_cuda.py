@@ -13,9 +13,9 @@ import torch
 from ladasearch.compress import count_parameters
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
-from ladasearch.ladabert import compress_model
+from ladasearch.train.ladabert import compress_model
 from ladasearch.serialize import load_compressed, save_compressed
-from ladasearch.teacher import fine_tune
+from ladasearch.jobs.teacher import fine_tune
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 from conftest import GLUE_DIR
 
-from ladasearch import ladabert
-from ladasearch.calibration_cache import CalibrationRequest, cache_folder, cached_statistics
-from ladasearch.cli import main
+from ladasearch.train import ladabert
+from ladasearch.jobs.calibration_cache import CalibrationRequest, cache_folder, cached_statistics
+from ladasearch.cli.commands import main
 from ladasearch.compress import calibration, count_parameters, make_plan
 from ladasearch.compress.calibration import CalibrationStats, collect_statistics, plugin_needs
 from ladasearch.config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
@@ -23,7 +23,7 @@ from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
 from ladasearch.search import SearchConfig, SearchSettings, SearchSpace
 from ladasearch.search.calibration import compression_params, search_needs, trial_statistics
-from ladasearch.teacher import Teacher
+from ladasearch.jobs.teacher import Teacher
 
 SST2 = TASKS["sst2"]
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
@@ -290,7 +290,7 @@ def test_fixed_pins_a_choice_and_checks_the_name():
     (("--prune-score", "taylor", "--factorizer", "svd"), "svd", "taylor"),
 ])
 def test_run_options_given_pin_the_space(monkeypatch, tmp_path, extra, factorizer, prune_score):
-    import ladasearch.cli as cli  # run_search as the command looks it up
+    import ladasearch.cli.commands as cli  # run_search as the command looks it up
 
     seen = []
 

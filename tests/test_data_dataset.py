@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.config import DataConfig
 from ladasearch.data import DatasetTask, FileTask, dataset_task_name, load_task
 from ladasearch.errors import LadaError

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pytest
 from click.testing import CliRunner
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.config import DataConfig
 from ladasearch.data import FileTask, load_task, read_tsv
 from ladasearch.data.tasks import get_task

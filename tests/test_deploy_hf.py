@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
 from ladasearch.runtime.export import DevData, ExportSettings, export_model
 from ladasearch.runtime.formats import Timed
@@ -324,7 +324,7 @@ def test_card_and_record_say_which_rows_each_score_came_from(tmp_path):
 
 
 def test_export_model_times_on_the_librarys_thread_count_by_default():
-    from ladasearch.cli_deploy import export_model_command
+    from ladasearch.cli.deploy import export_model_command
 
     threads = next(p for p in export_model_command.params if p.name == "threads")
     assert threads.default == Timed().threads == ExportSettings().timed.threads == 1

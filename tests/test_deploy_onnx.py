@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.runtime.export import DevData, ExportSettings, export_model
 from ladasearch.errors import LadaError
 from ladasearch.runtime.inputs import INPUT_NAMES

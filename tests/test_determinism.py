@@ -12,8 +12,8 @@ from conftest import GLUE_DIR
 from ladasearch.compress import Ratios
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.data import TASKS
-from ladasearch.features import Features
-from ladasearch.ladabert import compress_model
+from ladasearch.train.features import Features
+from ladasearch.train.ladabert import compress_model
 from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 from ladasearch.summary import RoundRecord
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ladasearch.distill import TERMS, distill_losses, soft_cross_entropy
+from ladasearch.train.distill import TERMS, distill_losses, soft_cross_entropy
 from ladasearch.nn.losses import task_loss
 
 

@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters
 from ladasearch.data import load_task
-from ladasearch.evaluate import evaluate, predict
-from ladasearch.features import encode
+from ladasearch.train.evaluate import evaluate, predict
+from ladasearch.train.features import encode
 
 pytestmark = pytest.mark.e2e
 

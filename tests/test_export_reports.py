@@ -196,7 +196,7 @@ def test_summaries_from_mlflow(mlflow_store, monkeypatch):
 
 
 def cli():
-    from ladasearch.cli_export import register
+    from ladasearch.cli.export import register
 
     @click.group()
     def main():

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 
 import ladasearch
 from conftest import random_features, target_tolerance
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters, solve
 from ladasearch.compress.structure import Widths
 from ladasearch.config import CompressionConfig, TrainConfig
 from ladasearch.data import get_task
 from ladasearch.errors import LadaError
-from ladasearch.ladabert import compress_model
+from ladasearch.train.ladabert import compress_model
 from ladasearch.nn.units import LAYOUTS, encoder_layers, max_positions
 from ladasearch.runtime.export import ExportSettings, export_model
 from ladasearch.runtime.inputs import input_names

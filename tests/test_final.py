@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ladasearch.final as final_mod
+import ladasearch.jobs.final as final_mod
 from ladasearch.compress import count_parameters
 from ladasearch.config import FinalBudget, TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
-from ladasearch.final import DONE, RESUME, distill_final
-from ladasearch.ladabert import compress_model
-from ladasearch.schedule import warmup_decay_factor
+from ladasearch.jobs.final import DONE, RESUME, distill_final
+from ladasearch.train.ladabert import compress_model
+from ladasearch.train.schedule import warmup_decay_factor
 from ladasearch.serialize import load_compressed, save_compressed
 
 SST2 = TASKS["sst2"]

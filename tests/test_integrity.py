@@ -19,7 +19,7 @@ from conftest import build_tiny, feasible_ratios
 from test_serialize import _logits, _summary, _trained_student
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters
 from ladasearch.errors import LadaError
 from ladasearch.integrity import DIGEST_KEY, RECORD_KEY

@@ -12,7 +12,7 @@ from ladasearch.compress import PruningScore, compressible_modules, count_parame
 from ladasearch.config import CompressionConfig, TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
-from ladasearch.ladabert import CompressionResult, LoopHooks, TrialFailed, compress_model
+from ladasearch.train.ladabert import CompressionResult, LoopHooks, TrialFailed, compress_model
 from ladasearch.summary import RatioRecord, TrialSummary
 
 SST2 = TASKS["sst2"]
@@ -275,7 +275,7 @@ def test_learning_score_observes_every_module_after_each_backward(tiny_model, ti
 
 def test_loop_gathers_the_statistics_the_plugins_need(tiny_model, tiny_features, ratios_for, learning_log,
                                                       monkeypatch):
-    from ladasearch import ladabert
+    from ladasearch.train import ladabert
 
     calls = []
 

@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from conftest import GLUE_DIR
 from test_reliability_faults import _runs
 
-from ladasearch.cli import main
-from ladasearch.cli_common import MAX_ERROR_CHARS
+from ladasearch.cli.commands import main
+from ladasearch.cli.common import MAX_ERROR_CHARS
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found"), pytest.mark.ray]

@@ -37,7 +37,7 @@ def test_help_and_version_load_none_of_the_stack(args, shown):
 
 @pytest.mark.parametrize("width", [60, 80, 200])
 def test_the_fast_listing_is_the_full_command_groups_help(width):
-    from ladasearch.cli import main as full
+    from ladasearch.cli.commands import main as full
 
     light = entry.listing()
     helps = []

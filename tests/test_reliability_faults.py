@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import GLUE_DIR
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.config import DataConfig, TeacherConfig, TrainConfig
 from ladasearch.search import SearchConfig, SearchSettings, SearchSpace, run_search
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import GLUE_DIR
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE data not found")

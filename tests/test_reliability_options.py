@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -33,7 +33,7 @@ def test_refused_in_one_line(args, fragment, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, expected", [("0.1", 0.1), ("500", 500), ("1e3", 1000), ("0.5", 0.5)])
 def test_val_size_forms_that_stay(text, expected):
-    from ladasearch.cli_common import _val_size
+    from ladasearch.cli.common import _val_size
 
     assert _val_size(None, None, text) == expected
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import ladasearch
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.errors import LadaError
 from ladasearch.io import refuse_source_overlap
 from test_deploy_hf import _one_error_line, make_source

@@ -25,8 +25,8 @@ import torch
 from click.testing import CliRunner
 from conftest import GLUE_DIR
 
-from ladasearch.cli import main
-from ladasearch.cli_common import MAX_ERROR_CHARS
+from ladasearch.cli.commands import main
+from ladasearch.cli.common import MAX_ERROR_CHARS
 from ladasearch.errors import LadaError
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
@@ -364,8 +364,8 @@ def test_teacher_fine_tuning_is_deterministic_for_a_seed(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from ladasearch.config import DataConfig, TeacherConfig
-    from ladasearch.pipeline import prepare, prepare_teacher
-    from ladasearch.teacher_identity import TeacherIdentity
+    from ladasearch.jobs.pipeline import prepare, prepare_teacher
+    from ladasearch.jobs.teacher_identity import TeacherIdentity
 
     base = tmp_path / "base"  # an encoder without a classifier head, like MiniLM
     tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
@@ -389,7 +389,7 @@ def test_teacher_fine_tuning_is_deterministic_for_a_seed(tmp_path):
 
 def test_teacher_identity_check(tmp_path):
     from ladasearch.errors import LadaError
-    from ladasearch.teacher_identity import TeacherIdentity
+    from ladasearch.jobs.teacher_identity import TeacherIdentity
 
     state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(3)}
     saved = TeacherIdentity.of(str(tmp_path / "a"), state)

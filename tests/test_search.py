@@ -114,7 +114,7 @@ def _loop(tiny_model, tiny_features, target=5.0):
     from ladasearch.compress import compressible_modules, make_plan
     from ladasearch.config import CompressionConfig
     from ladasearch.data import TASKS
-    from ladasearch.ladabert import LoopHooks, compress_model
+    from ladasearch.train.ladabert import LoopHooks, compress_model
     from ladasearch.search.worker import SummaryContext, TrialPayload
 
     counts = count_parameters(tiny_model)

@@ -405,7 +405,7 @@ def _cli(tiny_dir, root: Path, data: Path, name: str, trials: int, *extra: str) 
 def _search(tiny_dir, root, data, name, trials, *extra):
     from click.testing import CliRunner
 
-    from ladasearch.cli import main
+    from ladasearch.cli.commands import main
 
     result = CliRunner().invoke(main, _cli(tiny_dir, root, data, name, trials, *extra))
     assert result.exit_code == 0, (result.output[-3000:], result.exception)

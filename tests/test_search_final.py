@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from test_search import GLUE, _args, _client, _runs
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.serialize import saved_summary
 from ladasearch.tracking import Tracker
 

@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 from conftest import GLUE_DIR
 
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters
 from ladasearch.config import TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.errors import LadaError
-from ladasearch.ladabert import compress_model
+from ladasearch.train.ladabert import compress_model
 from ladasearch.search.objectives import (
     OBJECTIVES,
     RUNTIMES,

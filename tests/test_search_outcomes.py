@@ -69,7 +69,7 @@ def forced(tiny_dir, tmp_path_factory):
 
 
 def _cli(*args):
-    from ladasearch.cli import main
+    from ladasearch.cli.commands import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -16,10 +16,10 @@ from ladasearch.compress.structure import StructurePlan, Widths, current_widths,
 from ladasearch.compress.unit_scores import UNIT_SCORES, get_unit_score
 from ladasearch.config import CompressionConfig, TrainConfig
 from ladasearch.data import get_task
-from ladasearch.distill import distill_losses
+from ladasearch.train.distill import distill_losses
 from ladasearch.errors import LadaError
-from ladasearch.features import train_batches
-from ladasearch.ladabert import compress_model
+from ladasearch.train.features import train_batches
+from ladasearch.train.ladabert import compress_model
 
 SST2 = get_task("sst2")
 HEAD = 16  # tiny model: hidden 64, 4 heads

@@ -18,13 +18,13 @@ from safetensors.torch import load_file
 
 import ladasearch
 from conftest import build_tiny, random_features
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters, solve
 from ladasearch.compress.structure import Widths
 from ladasearch.config import CompressionConfig, TrainConfig
 from ladasearch.data import get_task
 from ladasearch.runtime.export import ExportSettings, export_model
-from ladasearch.ladabert import compress_model
+from ladasearch.train.ladabert import compress_model
 from ladasearch.serialize import load_compressed, save_compressed
 from test_deploy_hf import TEXTS, tiny_tokenizer
 

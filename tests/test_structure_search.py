@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import build_tiny, target_tolerance
-from ladasearch.cli import main
+from ladasearch.cli.commands import main
 from ladasearch.compress import Ratios, budget, count_parameters, make_plan
 from ladasearch.compress.structure import Widths
 from ladasearch.config import CompressionConfig, TrainConfig
@@ -191,7 +191,7 @@ def test_run_refuses_an_unknown_structure_score(tmp_path):
 
 @pytest.mark.parametrize("extra, score", [((), "taylor"), (("--structure-score", "activation"), "activation")])
 def test_run_puts_the_structure_score_into_the_compression(monkeypatch, tmp_path, extra, score):
-    import ladasearch.cli as cli  # run_search as the command looks it up
+    import ladasearch.cli.commands as cli  # run_search as the command looks it up
 
     seen = []
 

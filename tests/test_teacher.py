@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ladasearch import teacher as teacher_mod
+from ladasearch.jobs import teacher as teacher_mod
 from ladasearch.config import DataConfig, TeacherConfig
-from ladasearch.pipeline import prepare, prepare_teacher
+from ladasearch.jobs.pipeline import prepare, prepare_teacher
 
 CFG = TeacherConfig(steps=2, batch_size=8)
 
@@ -43,7 +43,7 @@ def test_another_dev_subset_reuses_the_teacher_and_scores_it_on_that_dev(first, 
     prepared, other = _teacher(tiny_cli_model, glue_dir, tmp_path, max_dev=48)
     assert other.cached and other.path == first.path
     from ladasearch.data import main_score
-    from ladasearch.evaluate import evaluate
+    from ladasearch.train.evaluate import evaluate
 
     expected = evaluate(other.model, prepared.dev, prepared.data.task)
     assert other.metrics == pytest.approx(expected) and other.score == main_score(prepared.data.task, expected)

@@ -13,8 +13,8 @@ from ladasearch.compress import count_parameters
 from ladasearch.config import TrainConfig
 from ladasearch.data import TASKS
 from ladasearch.runtime.inputs import random_inputs
-from ladasearch.ladabert import compress_model
-from ladasearch.teacher_outputs import TeacherCache
+from ladasearch.train.ladabert import compress_model
+from ladasearch.train.teacher_outputs import TeacherCache
 
 FAST = dict(rounds=2, steps_per_round=2, final_steps=2, batch_size=8, eval_batch_size=8)
 

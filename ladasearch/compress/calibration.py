@@ -34,7 +34,7 @@ from .registry import get_factorizer, get_pruning_score
 
 if TYPE_CHECKING:
     from ..data import TaskSpec
-    from ..features import Features
+    from ..train.features import Features
     from .plan import MatrixPlan
 
 STATISTICS: dict[str, str] = {

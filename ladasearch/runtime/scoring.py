@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data import TaskSpec, compute_metrics, load_task, main_score
-from ..features import Features, encode, eval_batches
+from ..train.features import Features, encode, eval_batches
 from .onnx_export import run_onnx
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..calibration_cache import CalibrationRequest, cached_statistics
+from ..jobs.calibration_cache import CalibrationRequest, cached_statistics
 from ..compress.calibration import plugin_needs
 from ..compress.methods import get_method
 from ..errors import LadaError
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from ..compress.calibration import CalibrationStats
     from ..compress.plan import MatrixPlan
     from ..config import CompressionConfig
-    from ..pipeline import Prepared
-    from ..teacher import Teacher
+    from ..jobs.pipeline import Prepared
+    from ..jobs.teacher import Teacher
     from .settings import SearchSettings
     from .space import SearchSpace
 

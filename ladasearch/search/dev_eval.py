@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import TaskSpec, main_score
-from ..evaluate import evaluate
-from ..features import Features
+from ..train.evaluate import evaluate
+from ..train.features import Features
 from ..io import write_json_atomic
 from ..serialize import META, load_compressed, read_meta
 from ..summary import TrialSummary

@@ -26,9 +26,9 @@ from ..config import DataConfig, TrainConfig
 from ..data import TaskSpec
 from ..errors import LadaError
 from ..models import load_classifier, pick_device
-from ..pipeline import data_record, prepare, prepare_teacher
-from ..teacher import default_cache_dir
-from ..teacher_identity import TeacherIdentity
+from ..jobs.pipeline import data_record, prepare, prepare_teacher
+from ..jobs.teacher import default_cache_dir
+from ..jobs.teacher_identity import TeacherIdentity
 from ..tracking import Tracker, resolve_tracking_uri
 from .calibration import search_statistics
 from .callbacks import MlflowTrials, Progress

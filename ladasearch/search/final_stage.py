@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import FinalBudget
-from ..features import Features
-from ..final import FinalResult, distill_final
-from ..pipeline import prepare
+from ..train.features import Features
+from ..jobs.final import FinalResult, distill_final
+from ..jobs.pipeline import prepare
 from ..summary import TrialSummary
 from .settings import SearchSettings
 from .worker import TrialPayload

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ..compress import make_plan
 from ..errors import LadaError
-from ..ladabert import TrialFailed, compress_model
+from ..train.ladabert import TrialFailed, compress_model
 from .calibration import trial_statistics
 from .warm_start import WarmPoint
 from .worker import TrialPayload

@@ -17,8 +17,8 @@ from typing import Any
 from ..config import CompressionConfig, DataConfig, FinalBudget, LossWeights, TeacherConfig, TrainConfig
 from ..errors import LadaError
 from ..io import write_json_atomic
-from ..teacher_identity import TeacherIdentity
-from ..teacher_outputs import TeacherCache
+from ..jobs.teacher_identity import TeacherIdentity
+from ..train.teacher_outputs import TeacherCache
 from .objectives import OBJECTIVES as MEASURED
 from .objectives import check_objectives
 from .samplers import sampler_kind

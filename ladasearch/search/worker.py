@@ -25,13 +25,13 @@ from torch import nn
 from ..compress import MatrixPlan, ParamCount, Ratios, count_parameters, make_plan
 from ..config import CompressionConfig, TrainConfig
 from ..data import TaskSpec
-from ..features import Features
-from ..ladabert import CompressionResult, LoopHooks, compress_model
+from ..train.features import Features
+from ..train.ladabert import CompressionResult, LoopHooks, compress_model
 from ..registry import load_plugins
 from ..runtime.timing import latency_ms
 from ..serialize import save_compressed
 from ..summary import MatrixRecord, ParamRecord, RoundRecord, TrialSummary
-from ..teacher_outputs import TeacherCache
+from ..train.teacher_outputs import TeacherCache
 from .calibration import compression_params, trial_statistics
 from .objectives import Measurements, MeasureSettings, measure_objectives
 from .space import SearchSpace

@@ -9,19 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .calibration_cache import CalibrationRequest, cached_statistics
-from .compress import Ratios, count_parameters, make_plan, paper_ratios, parse_target, solve
-from .compress.calibration import plugin_needs
-from .compress.structure import Widths
-from .config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
-from .data import main_score
-from .errors import LadaError
-from .evaluate import evaluate
-from .io import refuse_source_overlap, write_json_atomic
-from .ladabert import LoopHooks, compress_model
-from .models import load_classifier, pick_device
+from ..compress import Ratios, count_parameters, make_plan, paper_ratios, parse_target, solve
+from ..compress.calibration import plugin_needs
+from ..compress.structure import Widths
+from ..config import CompressionConfig, DataConfig, TeacherConfig, TrainConfig
+from ..data import main_score
+from ..errors import LadaError
+from ..train.evaluate import evaluate
+from ..io import refuse_source_overlap, write_json_atomic
+from ..train.ladabert import LoopHooks, compress_model
+from ..models import load_classifier, pick_device
 from .pipeline import data_record, prepare, prepare_teacher
-from .serialize import save_compressed
-from .summary import RoundRecord, TrialSummary
+from ..serialize import save_compressed
+from ..summary import RoundRecord, TrialSummary
 
 
 def round_line(record: RoundRecord, rounds: int, metric: str) -> str:

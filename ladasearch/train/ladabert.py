@@ -27,25 +27,25 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .compress import MatrixPlan, ParamCount, Ratios, compress_step, compressible_modules, count_parameters, make_plan
-from .compress.accounting import matrix_names
-from .compress.calibration import collect_statistics, plugin_needs
-from .compress.registry import PruningScore, get_factorizer, get_pruning_score
-from .compress.structure import StructurePlan, Widths, kept_heads
-from .config import CompressionConfig, TrainConfig
-from .data import TaskSpec, main_score
+from ..compress import MatrixPlan, ParamCount, Ratios, compress_step, compressible_modules, count_parameters, make_plan
+from ..compress.accounting import matrix_names
+from ..compress.calibration import collect_statistics, plugin_needs
+from ..compress.registry import PruningScore, get_factorizer, get_pruning_score
+from ..compress.structure import StructurePlan, Widths, kept_heads
+from ..config import CompressionConfig, TrainConfig
+from ..data import TaskSpec, main_score
 from .distill import TERMS, distill_losses
-from .errors import LadaError
+from ..errors import LadaError
 from .evaluate import evaluate
 from .features import Features, train_batches
-from .nn.losses import task_loss
-from .precision import autocast
+from ..nn.losses import task_loss
+from ..precision import autocast
 from .schedule import warmup_decay
-from .summary import MatrixRecord, RoundRecord, TrialSummary
+from ..summary import MatrixRecord, RoundRecord, TrialSummary
 from .teacher_outputs import CachedTeacher, TeacherCache
 
 if TYPE_CHECKING:
-    from .compress.calibration import CalibrationStats
+    from ..compress.calibration import CalibrationStats
 
 
 class TrialFailed(RuntimeError):

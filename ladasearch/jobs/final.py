@@ -25,17 +25,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .compress import count_parameters
-from .compress.registry import get_pruning_score
-from .config import FinalBudget, TrainConfig
-from .data import TaskSpec, main_score
-from .errors import LadaError
-from .evaluate import evaluate
-from .features import Features, train_batches
-from .io import write_json_atomic
-from .ladabert import LoopHooks, Optimization, TrainingPhase, train_steps
-from .serialize import load_compressed, save_compressed
-from .summary import RoundRecord, TrialSummary
+from ..compress import count_parameters
+from ..compress.registry import get_pruning_score
+from ..config import FinalBudget, TrainConfig
+from ..data import TaskSpec, main_score
+from ..errors import LadaError
+from ..train.evaluate import evaluate
+from ..train.features import Features, train_batches
+from ..io import write_json_atomic
+from ..train.ladabert import LoopHooks, Optimization, TrainingPhase, train_steps
+from ..serialize import load_compressed, save_compressed
+from ..summary import RoundRecord, TrialSummary
 
 BEST, RESUME, DONE = "best", "resume", "final.json"
 TRAINER = "trainer.pt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import TaskSpec, compute_metrics
+from ..data import TaskSpec, compute_metrics
 from .features import Features, eval_batches
 
 

@@ -22,16 +22,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DataConfig, TeacherConfig
-from .data import TaskData, TaskSpec, main_score
-from .errors import LadaError
-from .evaluate import evaluate
-from .features import Features, train_batches
-from .io import write_json_atomic
-from .models import load_classifier, load_tokenizer, model_fingerprint
-from .nn.losses import task_loss
-from .precision import autocast
-from .schedule import warmup_decay
+from ..config import DataConfig, TeacherConfig
+from ..data import TaskData, TaskSpec, main_score
+from ..errors import LadaError
+from ..train.evaluate import evaluate
+from ..train.features import Features, train_batches
+from ..io import write_json_atomic
+from ..models import load_classifier, load_tokenizer, model_fingerprint
+from ..nn.losses import task_loss
+from ..precision import autocast
+from ..train.schedule import warmup_decay
 
 
 def default_cache_dir() -> Path:

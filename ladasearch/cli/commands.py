@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import (
+from .common import (
     OneLineErrors,
     compression_config,
     compression_options,
@@ -21,20 +21,20 @@ from .cli_common import (
     train_options,
     user_errors,
 )
-from .cli_deploy import register as register_deploy_commands
-from .cli_export import register as register_export_commands
-from .compress import parse_target
-from .compress_job import compress_once
-from .config import FinalBudget
-from .errors import LadaError
-from .registry import load_plugins
-from .search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
-from .search.objectives import parse_objectives
-from .search.samplers import SAMPLERS
-from .search.store import check_sqlite
-from .search.warm_start import WARM_STARTS
-from .summary import OUTCOMES
-from .tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
+from .deploy import register as register_deploy_commands
+from .export import register as register_export_commands
+from ..compress import parse_target
+from ..jobs.compress import compress_once
+from ..config import FinalBudget
+from ..errors import LadaError
+from ..registry import load_plugins
+from ..search import SearchConfig, SearchSettings, SearchSpace, resume_search, run_search
+from ..search.objectives import parse_objectives
+from ..search.samplers import SAMPLERS
+from ..search.store import check_sqlite
+from ..search.warm_start import WARM_STARTS
+from ..summary import OUTCOMES
+from ..tracking import DEFAULT_STORE, Tracker, resolve_tracking_uri
 
 
 @click.group(cls=OneLineErrors)
@@ -253,5 +253,3 @@ def ui(tracking_uri, host, port):
 register_export_commands(main)
 register_deploy_commands(main)
 
-if __name__ == "__main__":
-    main()

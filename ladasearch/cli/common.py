@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from .compress.methods import get_method, method_names
-from .compress.registry import get_factorizer, get_pruning_score
-from .compress.unit_scores import get_unit_score
-from .config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
-from .data import dataset_task_name, task_name
-from .errors import LadaError
-from .precision import PRECISIONS
+from ..compress.methods import get_method, method_names
+from ..compress.registry import get_factorizer, get_pruning_score
+from ..compress.unit_scores import get_unit_score
+from ..config import CompressionConfig, DataConfig, LossWeights, TeacherConfig, TrainConfig
+from ..data import dataset_task_name, task_name
+from ..errors import LadaError
+from ..precision import PRECISIONS
 
 MAX_ERROR_CHARS = 300   # a message quoting a huge input (a 50 MB YAML key, a 100k-character name) stays one short line
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 
-from .compress import calibration
-from .compress.calibration import CalibrationStats
-from .errors import LadaError
+from ..compress import calibration
+from ..compress.calibration import CalibrationStats
+from ..errors import LadaError
 from .teacher import Teacher, default_cache_dir
 from .teacher_identity import TeacherIdentity
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LadaError
+from ..errors import LadaError
 
 
 @dataclass(frozen=True)

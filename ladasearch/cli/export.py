@@ -2,7 +2,7 @@
 
 The main group adds them with ``register(main)``:
 
-    from .cli_export import register
+    from .export import register
     register(main)
 """
 
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import click
 
-from .cli_common import user_errors
-from .errors import LadaError
-from .io import refuse_source_overlap
-from .models import quiet_transformers
-from .report.plots import search_plots
-from .report.sources import load_all, parent_runs
-from .report.table import format_table, ratio_table
-from .runtime.measure import compare, format_comparison
-from .tracking import Tracker
+from .common import user_errors
+from ..errors import LadaError
+from ..io import refuse_source_overlap
+from ..models import quiet_transformers
+from ..report.plots import search_plots
+from ..report.sources import load_all, parent_runs
+from ..report.table import format_table, ratio_table
+from ..runtime.measure import compare, format_comparison
+from ..tracking import Tracker
 
 TRACKING_HELP = ("MLflow tracking URI for search sources (default: $MLFLOW_TRACKING_URI, else "
                  "sqlite:///mlruns/mlflow.db).")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import user_errors
-from .errors import LadaError
-from .models import quiet_transformers
-from .runtime.export import DevData, ExportSettings, export_model
-from .runtime.formats import Timed, get_format
+from .common import user_errors
+from ..errors import LadaError
+from ..models import quiet_transformers
+from ..runtime.export import DevData, ExportSettings, export_model
+from ..runtime.formats import Timed, get_format
 
 
 def _sizes(text: str) -> tuple[int, ...]:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import DataConfig, TeacherConfig
-from .data import TaskData, dataset_folder, load_task
-from .features import Features, encode
-from .models import check_family, load_tokenizer, quiet_transformers
+from ..config import DataConfig, TeacherConfig
+from ..data import TaskData, dataset_folder, load_task
+from ..train.features import Features, encode
+from ..models import check_family, load_tokenizer, quiet_transformers
 from .teacher import Teacher, get_teacher
 
 
