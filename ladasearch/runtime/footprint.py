@@ -9,10 +9,7 @@ high-water mark while loading; for the plain model and for the fast path built f
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from torch import nn
 
 from ..errors import LadaError
 from ..models import model_folder
+from .memory import fresh_process, process_result
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
 
@@ -118,25 +116,8 @@ print("RSS-RESULT " + json.dumps(out))
 
 
 def _rss_process(job: MemoryJob, threads: int | None) -> subprocess.Popen:
-    spec = {"path": str(Path(job.folder).resolve()), "plan": job.plan, "attention": job.attention,
-            "threads": threads or torch.get_num_threads()}
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.Popen([sys.executable, "-c", _RSS_SCRIPT, json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _rss_result(folder: str | Path, process: subprocess.Popen, timeout: float) -> dict:
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise LadaError(f"memory measurement of {folder} took over {timeout:g}s") from None
-    line = next((l for l in stdout.splitlines() if l.startswith("RSS-RESULT ")), None)
-    if process.returncode != 0 or line is None:
-        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LadaError(f"memory measurement of {folder} failed: {tail[0]}")
-    return json.loads(line.removeprefix("RSS-RESULT "))
+    return fresh_process(_RSS_SCRIPT, {"path": str(Path(job.folder).resolve()), "plan": job.plan,
+                                       "attention": job.attention, "threads": threads or torch.get_num_threads()})
 
 
 def resident_memory(jobs: list[MemoryJob], threads: int | None = None, timeout: float = 600) -> list[dict]:
@@ -145,7 +126,7 @@ def resident_memory(jobs: list[MemoryJob], threads: int | None = None, timeout: 
     measures only its own memory, so running them together changes nothing but the wall time)."""
     processes = [(job.folder, _rss_process(job, threads)) for job in jobs]
     try:
-        return [_rss_result(folder, process, timeout) for folder, process in processes]
+        return [process_result(process, str(folder), timeout) for folder, process in processes]
     finally:
         for _, process in processes:
             if process.poll() is None:

@@ -83,15 +83,32 @@ def deployment_memory(folder: str | Path, runtime: str, *, model_file: str | Non
         raise LadaError("an onnxruntime measurement needs the model file in the folder")
     spec = {"folder": str(folder), "runtime": runtime, "model": str(folder / model_file) if model_file else None,
             "batch": batch, "seq_len": seq_len, "threads": threads}
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    try:
-        done = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise LadaError(f"measuring the memory of {folder} took longer than {timeout:g} s") from None
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RSS-RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LadaError(f"the serving process for {folder} failed: {tail}")
-    result = json.loads(line.removeprefix("RSS-RESULT "))
+    result = process_result(fresh_process(_SCRIPT, spec), f"the serving process for {folder}", timeout)
     return DeploymentMemory(runtime, result["peak"], result["baseline"], batch, seq_len)
+
+
+# The two measurements of this package (a served export here, a ladasearch folder in ``footprint``) run their
+# script in a fresh interpreter, so that nothing loaded before counts; its last word is one RSS-RESULT line.
+RESULT = "RSS-RESULT "
+
+
+def fresh_process(script: str, spec: dict) -> subprocess.Popen:
+    """``script`` started in a fresh Python process with ``spec`` (JSON) as its argument."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    return subprocess.Popen([sys.executable, "-c", script, json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+
+
+def process_result(process: subprocess.Popen, what: str, timeout: float) -> dict:
+    """The JSON of ``process``'s RSS-RESULT line; LadaError naming ``what`` when it fails or runs too long."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise LadaError(f"measuring the memory of {what} took longer than {timeout:g} s") from None
+    line = next((x for x in stdout.splitlines() if x.startswith(RESULT)), None)
+    if process.returncode != 0 or line is None:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        raise LadaError(f"measuring the memory of {what} failed: {tail[0]}")
+    return json.loads(line.removeprefix(RESULT))

@@ -13,7 +13,8 @@ search's runtime and shared by both objectives:
     onnx-int8  that graph dynamically quantized (``--format onnx-int8``, without the export's accuracy gate:
                the score objective stays the fp32 student's); timed in onnxruntime on the CPU
 
-Adding an objective or a runtime is one class and one registry entry.
+Adding an objective is one class and one registry entry; the runtimes are the deployment targets of
+``runtime.formats`` (the classes ``export-model --format`` writes with), by their ``--runtime`` names.
 """
 
 from __future__ import annotations
@@ -22,22 +23,17 @@ import math
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import combinations
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import LadaError
+from ..runtime.formats import RUNTIMES, Deployed, get_runtime  # noqa: F401  (RUNTIMES: --runtime's names)
 from ..runtime.hf import deploy_model
 from ..runtime.inputs import max_length, random_inputs
-from ..runtime.latency import onnx_runner, torch_runner
-from ..runtime.onnx import export_onnx
-from ..runtime.onnx_export import ATOL, ONNX_FILE, check_onnx_folder, onnx_session
-from ..runtime.quantize import quantize_int8
 from ..runtime.timing import time_interleaved
 from ..summary import TrialSummary
 
@@ -53,81 +49,6 @@ class MeasureSettings:
     warmup: int = 2
     threads: int = 1
     device: str = "cpu"
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """The student written for one runtime: its weights file and how to run it on a batch."""
-
-    file: Path
-    runner: Callable[[dict[str, torch.Tensor]], Callable[[], object]]   # inputs -> one forward pass
-    device: str                                                          # where the inputs must be
-
-
-class Runtime(ABC):
-    """One ``--runtime``: writes the exported model as that runtime loads it."""
-
-    name: str = ""
-
-    @abstractmethod
-    def deploy(self, exported: nn.Module, folder: Path, settings: MeasureSettings) -> Deployed:
-        """Write ``exported`` (a ``deploy_model`` result, on the CPU) into ``folder``; the file and a runner."""
-
-
-class TorchRuntime(Runtime):
-    name = "torch"
-
-    def deploy(self, exported, folder, settings) -> Deployed:
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # one small file per trial: no "Writing model shards" bar in the log
-        try:
-            exported.save_pretrained(folder)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        model = exported.to(settings.device)
-        return Deployed(folder / "model.safetensors", torch_runner(model), settings.device)
-
-
-class OnnxRuntime(Runtime):
-    name = "onnx"
-
-    def graph(self, exported: nn.Module, folder: Path) -> Path:
-        """The fp32 graph, checked against torch as ``export-model --format onnx`` checks it."""
-
-        path = export_onnx(exported, folder / ONNX_FILE)
-        gap = check_onnx_folder(exported, path).worst
-        if not gap < ATOL:
-            raise LadaError(f"the ONNX graph's logits differ from torch's by {gap:.3g} (allowed < {ATOL:g})")
-        return path
-
-    def deploy(self, exported, folder, settings) -> Deployed:
-        return self.session_of(self.graph(exported, folder), settings)
-
-    @staticmethod
-    def session_of(path: Path, settings: MeasureSettings) -> Deployed:
-        return Deployed(path, onnx_runner(onnx_session(path, settings.threads)), "cpu")
-
-
-class OnnxInt8Runtime(OnnxRuntime):
-    name = "onnx-int8"
-
-    def deploy(self, exported, folder, settings) -> Deployed:
-        fp32 = self.graph(exported, folder)
-        int8 = quantize_int8(fp32, folder / "model.int8.onnx")
-        fp32.unlink()
-        return self.session_of(int8, settings)
-
-
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TorchRuntime(), OnnxRuntime(), OnnxInt8Runtime())}
-
-
-def get_runtime(name: str) -> Runtime:
-    if name not in RUNTIMES:
-        raise LadaError(f"unknown runtime {name!r}; allowed: {', '.join(RUNTIMES)}")
-    return RUNTIMES[name]
 
 
 class MeasureContext:
@@ -148,7 +69,8 @@ class MeasureContext:
 
     @cached_property
     def deployed(self) -> Deployed:
-        return get_runtime(self.settings.runtime).deploy(self.exported, self.folder, self.settings)
+        return get_runtime(self.settings.runtime).deploy(self.exported, self.folder, threads=self.settings.threads,
+                                                         device=self.settings.device)
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

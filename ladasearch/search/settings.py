@@ -60,7 +60,7 @@ class SearchConfig:
     # counted rounds holds 1 here, which stops at the same first report as one round did.
     grace_period: int | None = None
     reduction_factor: float = 2.0       # ASHA: 1/reduction_factor of the trials go on at each rung
-    runtime: str = "torch"              # where latency and size objectives are measured (``objectives.RUNTIMES``)
+    runtime: str = "torch"              # where latency and size objectives are measured (``runtime.formats.RUNTIMES``)
     screen: int = 0                     # rung 0: configurations compressed untrained and scored (``screen``)
     teacher_cache_gb: float = 4.0       # disk for the teacher's outputs the trials share (0: recompute them)
 
