@@ -41,39 +41,30 @@ def _number(text: str):
 def recover(work: Path, arm_setup) -> list[dict]:
     """The run record of every search a run in ``work`` finished (its parent has a dev score), from the
     MLflow store of each arm and seed; trials in the order they started."""
-    from mlflow.tracking import MlflowClient
-
-    from ladasearch.tracking import BEST, ROLE, TRIAL_ID
+    from ladasearch.tracking import Tracker
 
     records = []
     for store in sorted(work.glob("mlflow-*-s*.db")):
-        client = MlflowClient(f"sqlite:///{store}")
-        experiment = client.get_experiment_by_name("search-vs-fixed")
-        runs = client.search_runs([experiment.experiment_id], max_results=10_000) if experiment else []
-        for parent in (r for r in runs if r.data.tags.get(ROLE) == "search" and "dev_score" in r.data.metrics):
-            match = NAME.match(parent.info.run_name or "")
+        tracker = Tracker.existing(f"sqlite:///{store}", "search-vs-fixed")   # the one door, and its tag codec
+        for parent in (r for r in tracker.searches() if "dev_score" in r.metrics and r.best is not None):
+            match = NAME.match(parent.name or "")
             if match is None:
                 continue
             arm, target, seed = match["arm"], float(match["target"]), int(match["seed"])
             space, sampler, warm = arm_setup(arm, target)
-            children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-                               and r.data.tags.get(ROLE) == "trial"), key=lambda r: r.info.start_time)
-            trials = [{"trial_id": c.data.tags.get(TRIAL_ID), "status": c.data.tags.get("ladasearch.outcome"),
-                       "val": c.data.metrics.get("score_at_target"),
-                       "config": {k.removeprefix("config."): _number(v) for k, v in c.data.params.items()
-                                  if k.startswith("config.")}} for c in children]
-            tags, metrics = parent.data.tags, parent.data.metrics
+            trials = [{"trial_id": c.trial.trial_id, "status": c.trial.outcome, "val": c.metrics.get("score_at_target"),
+                       "config": {k.removeprefix("config."): _number(v) for k, v in c.params.items()
+                                  if k.startswith("config.")}} for c in tracker.trial_runs(parent)]
+            best, metrics = parent.best, parent.metrics
             val = [t["val"] if t["status"] == "completed" else None for t in trials]
             records.append({
-                "arm": arm, "target": target, "seed": seed, "name": parent.info.run_name, "space": space.name,
+                "arm": arm, "target": target, "seed": seed, "name": parent.name, "space": space.name,
                 "sampler": sampler, "warm_start": warm, "recovered_from": str(store),
-                "seconds": (parent.info.end_time - parent.info.start_time) / 1000, "trials": trials,
+                "seconds": (parent.end_time - parent.start_time) / 1000, "trials": trials,
                 "best_so_far_val": C.best_so_far(val),
                 "chosen": {"val": metrics["val_score"], "dev": metrics["dev_score"],
                            "achieved_factor": metrics.get("best_achieved_factor"),
-                           "ratios": {"method": tags[f"{BEST}method"],
-                                      "embedding": float(tags[f"{BEST}embedding_ratio"]),
-                                      "svd": float(tags[f"{BEST}svd_ratio"]),
-                                      "weight": float(tags[f"{BEST}weight_ratio"]),
-                                      "structure": float(tags.get(f"{BEST}structured_ratio", 1.0))}}})
+                           "ratios": {"method": best.method, "embedding": best.embedding_ratio,
+                                      "svd": best.svd_ratio, "weight": best.weight_ratio,
+                                      "structure": best.structured_ratio}}})
     return records

@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from unittest import mock
@@ -41,6 +41,7 @@ DEFAULT_STORE = Path("mlruns")
 DEFAULT_EXPERIMENT = "ladasearch"
 ROLE, SEARCH, TRIAL_ID = "ladasearch.role", "ladasearch.search", "ladasearch.trial_id"
 OUTCOME, ERROR, ATTEMPTS = "ladasearch.outcome", "ladasearch.error", "ladasearch.attempts"
+CHOSEN = "ladasearch.chosen"      # on a trial picked for the dev score: why
 PARENT = "mlflow.parentRunId"
 BEST = "ladasearch.best."   # parent tags of the best trial: embedding_ratio, svd_ratio, ..., val_score, dev_score
 # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, judges); ours holds training runs
@@ -88,9 +89,93 @@ def _check_store(uri: str) -> None:
             raise LadaError(f"no MLflow store at {path} (tracking URI {uri})")
 
 
+# ---- the tag codec: what the runs' tags mean, written and read here only ------------------------------------
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text.rstrip("x")) if text not in (None, "", "None") else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class SearchTags:
+    """A search's parent-run tags: which search, task, target, model and space (``ladasearch.<field>``)."""
+
+    task: str | None = None
+    target: float | None = None
+    model: str | None = None
+    space: str | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        return _str({"ladasearch.task": self.task, "ladasearch.model": self.model, "ladasearch.space": self.space,
+                     "ladasearch.target": f"{self.target:g}x" if self.target is not None else None})
+
+    @classmethod
+    def of(cls, tags: dict[str, str]) -> SearchTags:
+        return cls(tags.get("ladasearch.task"), _float(tags.get("ladasearch.target")), tags.get("ladasearch.model"),
+                   tags.get("ladasearch.space"))
+
+
+BEST_TRIAL = "ladasearch.best_trial"
+
+
+@dataclass(frozen=True)
+class BestTags:
+    """The best trial a search shipped, on its parent run (``ladasearch.best_trial`` and ``ladasearch.best.*``):
+    what warm starts of later searches read."""
+
+    trial_id: str | None
+    method: str
+    embedding_ratio: float
+    svd_ratio: float
+    weight_ratio: float
+    structured_ratio: float = 1.0     # absent (an older parent): nothing removed
+    svd_split: float | None = None
+    val_score: float | None = None
+    dev_score: float | None = None
+
+    def to_tags(self) -> dict[str, str]:
+        numbers = {f"{BEST}{k}": getattr(self, k) for k in ("embedding_ratio", "svd_ratio", "weight_ratio",
+                                                            "svd_split", "structured_ratio", "val_score",
+                                                            "dev_score")}
+        return _str({BEST_TRIAL: self.trial_id, f"{BEST}method": self.method, **numbers})
+
+    @classmethod
+    def of(cls, tags: dict[str, str]) -> BestTags | None:
+        """None when the run holds no readable best trial (none yet, or a parent written by hand)."""
+        ratios = [_float(tags.get(f"{BEST}{k}")) for k in ("embedding_ratio", "svd_ratio", "weight_ratio")]
+        if any(r is None for r in ratios):
+            return None
+        structured = _float(tags.get(f"{BEST}structured_ratio"))
+        return cls(tags.get(BEST_TRIAL), tags.get(f"{BEST}method", "hybrid"), *ratios,
+                   structured if structured is not None else 1.0, _float(tags.get(f"{BEST}svd_split")),
+                   _float(tags.get(f"{BEST}val_score")), _float(tags.get(f"{BEST}dev_score")))
+
+
+@dataclass(frozen=True)
+class TrialTags:
+    """A trial's child-run tags: its Tune id, its search's parent run, how it ended, why it failed, how often it
+    ran (after resumes), why it was chosen."""
+
+    trial_id: str | None
+    parent: str | None
+    outcome: str | None = None
+    error: str | None = None
+    attempts: int = 1
+    chosen: str | None = None
+
+    @classmethod
+    def of(cls, tags: dict[str, str]) -> TrialTags:
+        attempts = _float(tags.get(ATTEMPTS))
+        return cls(tags.get(TRIAL_ID), tags.get(PARENT), tags.get(OUTCOME), tags.get(ERROR),
+                   int(attempts) if attempts is not None else 1, tags.get(CHOSEN))
+
+
 @dataclass(frozen=True)
 class RunRecord:
-    """What the reports need of one MLflow run."""
+    """What the reports need of one MLflow run: its identity, status, times, tags (typed through the codec
+    above), metrics and params."""
 
     run_id: str
     name: str | None
@@ -98,11 +183,32 @@ class RunRecord:
     status: str
     start_time: int
     tags: dict[str, str]
+    end_time: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, run) -> RunRecord:
         return cls(run.info.run_id, run.info.run_name, run.info.experiment_id, run.info.status,
-                   run.info.start_time or 0, dict(run.data.tags))
+                   run.info.start_time or 0, dict(run.data.tags), run.info.end_time, dict(run.data.metrics),
+                   dict(run.data.params))
+
+    @property
+    def search(self) -> str:
+        """The search's name (a parent run): its tag, else the run's name or id."""
+        return self.tags.get(SEARCH, self.name or self.run_id)
+
+    @property
+    def search_tags(self) -> SearchTags:
+        return SearchTags.of(self.tags)
+
+    @property
+    def best(self) -> BestTags | None:
+        return BestTags.of(self.tags)
+
+    @property
+    def trial(self) -> TrialTags:
+        return TrialTags.of(self.tags)
 
 
 def _no_progress_bars():
@@ -210,9 +316,9 @@ class Tracker:
         return self._experiment_id
 
     # ---- writing -----------------------------------------------------------------------
-    def start_search(self, name: str, tags: dict, params: dict) -> str:
+    def start_search(self, name: str, tags: SearchTags, params: dict) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={ROLE: "search", SEARCH: name, **_str(tags)})
+                                     tags={ROLE: "search", SEARCH: name, **tags.to_tags()})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -220,20 +326,20 @@ class Tracker:
         """Mark a run RUNNING again (a resumed search's parent)."""
         self.client.update_run(run_id, status="RUNNING")
 
-    def trial_run(self, parent_id: str, trial_id: str, name: str, tags: dict) -> tuple[str, bool]:
+    def trial_run(self, parent_id: str, trial_id: str, name: str, tags: SearchTags) -> tuple[str, bool]:
         """The child run of ``trial_id`` (reused when it exists, e.g. after a resume); True when new."""
         runs = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
             max_results=1)
         if runs:  # a trial that ran before a resume: same run, one more attempt
             run = runs[0]
-            attempts = int(run.data.tags.get(ATTEMPTS, "1")) + 1
+            attempts = TrialTags.of(run.data.tags).attempts + 1
             self.client.set_tag(run.info.run_id, ATTEMPTS, str(attempts))
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id, False
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={ROLE: "trial", TRIAL_ID: trial_id, PARENT: parent_id, **_str(tags)})
+                                     tags={ROLE: "trial", TRIAL_ID: trial_id, PARENT: parent_id, **tags.to_tags()})
         return run.info.run_id, True
 
     def log_params(self, run_id: str, params: dict) -> None:
@@ -256,6 +362,9 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict) -> None:
         for k, v in _str(tags).items():
             self.client.set_tag(run_id, k, v)
+
+    def mark_best(self, parent_id: str, best: BestTags) -> None:
+        self.set_tags(parent_id, best.to_tags())
 
     def log_json(self, run_id: str, payload: dict | list, name: str) -> None:
         self.client.log_text(run_id, json.dumps(payload, indent=2, default=float), name)
@@ -348,6 +457,13 @@ class Tracker:
             raise LadaError(f"the artifacts of search {source!r} (models, summaries, plots) were written to {folder}, "
                             f"which is not there, and the store {self.tracking_uri} has no "
                             f"artifacts/{experiment.name} folder beside it: copy the store's artifacts/ folder with it")
+
+    def searches(self) -> list[RunRecord]:
+        """The parent runs of this tracker's experiment, oldest first (none when the store has no such experiment:
+        a reader creates nothing)."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        runs = self._all_runs([found.experiment_id], f"tags.`{ROLE}` = 'search'") if found is not None else []
+        return sorted((RunRecord.of(r) for r in runs), key=lambda r: r.start_time)
 
     def trial_runs(self, parent: RunRecord) -> list[RunRecord]:
         """The trial runs of a search, oldest first."""

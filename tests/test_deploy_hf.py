@@ -187,11 +187,11 @@ def test_card_reports_ratios_scores_size_latency_and_memory(hybrid_source, tmp_p
 
 
 def test_source_by_search_name_and_parent_run_id(hybrid_source, tmp_path):
-    from ladasearch.tracking import Tracker
+    from ladasearch.tracking import SearchTags, Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri)
-    parent = tracker.start_search("tiny-search", {}, {})
+    parent = tracker.start_search("tiny-search", SearchTags(), {})
     tracker.log_artifacts(parent, hybrid_source, "best_model")
     inputs = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
     want = student_logits(hybrid_source, inputs)

@@ -31,11 +31,11 @@ SMALL = ["--teacher-steps", "1", "--max-train", "20", "--max-dev", "10", "--roun
 @pytest.fixture(scope="module")
 def earlier_template(tmp_path_factory):
     """An MLflow store with a finished search 'earlier', its spec file, and a cached teacher (built once)."""
-    from ladasearch.tracking import Tracker
+    from ladasearch.tracking import SearchTags, Tracker
 
     root = tmp_path_factory.mktemp("earlier")
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}", "ladasearch")
-    parent = tracker.start_search(EARLIER, {"ladasearch.task": "sst2"}, {"target": 5.0})
+    parent = tracker.start_search(EARLIER, SearchTags(task="sst2"), {"target": 5.0})
     tracker.log_metrics(parent, {"best_score": 0.75})
     tracker.finish(parent, "FINISHED")
     (root / "runs" / EARLIER).mkdir(parents=True)

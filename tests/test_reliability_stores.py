@@ -38,11 +38,11 @@ SMALL = ["--teacher-steps", "1", "--max-train", "20", "--max-dev", "10", "--roun
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """An MLflow store with a finished search 'earlier', its runs folder, and a cached teacher (made once)."""
-    from ladasearch.tracking import Tracker
+    from ladasearch.tracking import SearchTags, Tracker
 
     root = tmp_path_factory.mktemp("earlier")
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}", "ladasearch")
-    parent = tracker.start_search("earlier", {"ladasearch.task": "sst2"}, {"target": 5.0})
+    parent = tracker.start_search("earlier", SearchTags(task="sst2"), {"target": 5.0})
     tracker.log_metrics(parent, {"best_score": 0.75})
     tracker.finish(parent, "FINISHED")
     (root / "runs" / "earlier").mkdir(parents=True)

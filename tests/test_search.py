@@ -159,14 +159,14 @@ def test_mlflow_trial_runs_get_the_task_metrics_and_the_stopped_summary(tiny_mod
 
     from ladasearch.search.callbacks import MlflowTrials
     from ladasearch.search.worker import SUMMARY_KEY, RoundReporter
-    from ladasearch.tracking import Tracker
+    from ladasearch.tracking import SearchTags, Tracker
 
     payload, ratios, plans, records, _ = _loop(tiny_model, tiny_features)
     reporter = RoundReporter(payload, {}, ratios, plans, payload.counts, payload.train_cfg, {})
     odd = [replace(r, metrics={**r.metrics, "balanced_accuracy": 0.25 * r.round}) for r in records]
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = tracker.start_search("s9", {"ladasearch.task": "sst2"}, {"target": 5.0})
-    callback = MlflowTrials(tracker, parent, {"ladasearch.task": "sst2"}, {"target": 5.0})
+    parent = tracker.start_search("s9", SearchTags(task="sst2"), {"target": 5.0})
+    callback = MlflowTrials(tracker, parent, SearchTags(task="sst2"), {"target": 5.0})
     for trial_id, rounds in (("t1", 2), ("t2", 1)):  # t1 stops at the target size (round 2 of 2), t2 before it
         reporter.history.clear()
         trial = SimpleNamespace(trial_id=trial_id, config={"embedding_ratio": ratios.embedding}, last_result=None)

@@ -349,12 +349,12 @@ def test_a_restored_searcher_requeues_warm_starts_it_lost(tmp_path):
 def test_experiment_opens_on_training_runs_and_a_copied_store_reads_its_own_artifacts(tmp_path):
     import shutil
 
-    from ladasearch.tracking import EXPERIMENT_KIND, TRAINING_KIND, Relocation, Tracker
+    from ladasearch.tracking import EXPERIMENT_KIND, TRAINING_KIND, Relocation, SearchTags, Tracker
 
     store = tmp_path / "store"
     store.mkdir()
     tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}")
-    run = tracker.start_search("s", {}, {})
+    run = tracker.start_search("s", SearchTags(), {})
     tracker.log_json(run, {"a": 1}, "x.json")
     assert tracker.client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND] == TRAINING_KIND
     assert tracker.missing_artifact_roots() == [] and tracker.relocated == []
@@ -377,6 +377,34 @@ def test_experiment_opens_on_training_runs_and_a_copied_store_reads_its_own_arti
     assert alone.missing_artifact_roots() == [("ladasearch", folder)] and alone.relocated == []
     with pytest.raises(LadaError, match=f"written to {folder}, which is not there.*copy the store's artifacts/"):
         alone.require_artifacts(alone.find_search("s"), "s")
+
+
+@pytest.mark.parametrize("tags, search, best", [
+    ({"ladasearch.task": "sst2", "ladasearch.target": "5x", "ladasearch.best_trial": "t1",
+      "ladasearch.best.method": "svd", "ladasearch.best.embedding_ratio": "0.2", "ladasearch.best.svd_ratio": "0.2",
+      "ladasearch.best.weight_ratio": "1.0", "ladasearch.best.val_score": "0.8"},
+     ("sst2", 5.0), ("t1", "svd", 0.2, 1.0, 0.8)),                      # written before the structured share
+    ({"ladasearch.target": "10.0", "ladasearch.best.embedding_ratio": "0.1", "ladasearch.best.svd_ratio": "x",
+      "ladasearch.best.weight_ratio": "0.5"}, (None, 10.0), None),        # a hand-edited ratio: no best
+    ({"ladasearch.target": "soon"}, (None, None), None),
+])
+def test_the_tag_codec_reads_what_older_and_hand_written_runs_hold(tags, search, best):
+    from ladasearch.tracking import BestTags, SearchTags
+
+    parsed = SearchTags.of(tags)
+    assert (parsed.task, parsed.target) == search
+    read = BestTags.of(tags)
+    assert (read if read is None else (read.trial_id, read.method, read.embedding_ratio, read.structured_ratio,
+                                       read.val_score)) == best
+
+
+def test_the_tag_codec_round_trips():
+    from ladasearch.tracking import BestTags, SearchTags
+
+    search = SearchTags("mnli", 7.5, "/models/x", "default")
+    assert SearchTags.of(search.to_tags()) == search and search.to_tags()["ladasearch.target"] == "7.5x"
+    best = BestTags("abc", "hybrid", 0.1, 0.3, 0.6, 0.75, 0.4, 0.81, None)
+    assert BestTags.of(best.to_tags()) == best and "ladasearch.best.dev_score" not in best.to_tags()
 
 
 # ---- real searches on a tiny model -----------------------------------------------------------------

@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..compress.budget import parse_target
 from ..errors import LadaError
 from ..serialize import META
 from ..summary import TrialSummary
-from ..tracking import OUTCOME, SEARCH, Tracker, resolve_tracking_uri
+from ..tracking import SEARCH, Tracker, resolve_tracking_uri
 from .records import LoadedTrial, Source
 
 
@@ -65,22 +64,13 @@ def _from_folder(folder: Path) -> list[LoadedTrial]:
     return [LoadedTrial(s, Source("folder", f.name, path=str(f))) for f, s in found]
 
 
-def _target(text: str) -> float | None:
-    """A target tag ('5x', '5.0') as a number; None when it is not one."""
-
-    try:
-        return parse_target(text)
-    except LadaError:
-        return None
-
-
 def _from_mlflow(source: str, tracking_uri: str, include_incomplete: bool) -> list[LoadedTrial]:
     tracker = Tracker.existing(tracking_uri)
     parent = tracker.find_search(source)
     if parent is None:
         raise LadaError(f"{source!r} is neither a folder with summary.json nor an MLflow search "
                         f"(no parent run with that id or {SEARCH} name in {tracking_uri})")
-    name = parent.tags.get(SEARCH, parent.name or parent.run_id)
+    name = parent.search
     tracker.require_artifacts(parent, name)
     summaries = []
     for run in tracker.trial_runs(parent):
@@ -88,14 +78,14 @@ def _from_mlflow(source: str, tracking_uri: str, include_incomplete: bool) -> li
         summary = tracker.read_summary(run.run_id) if run.status in ("FINISHED", "KILLED") else None
         if summary is None:  # running, failed, or finished without its summary
             continue
+        searched = parent.search_tags
         for key in ("task", "target"):  # the parent's tags fill what an older summary lacks
-            if summary.get(key) is None and parent.tags.get(f"ladasearch.{key}") is not None:
-                value = parent.tags[f"ladasearch.{key}"]
-                summary[key] = _target(value) if key == "target" else value
+            if summary.get(key) is None and getattr(searched, key) is not None:
+                summary[key] = getattr(searched, key)
         where = f"summary.json of MLflow run {run.run_id}"
         summaries.append(LoadedTrial(TrialSummary.from_json(summary, where), Source(
             "mlflow", name, search=name, tracking_uri=tracking_uri, parent_run_id=parent.run_id, run_id=run.run_id,
-            run_name=run.name, outcome=run.tags.get(OUTCOME))))
+            run_name=run.name, outcome=run.trial.outcome)))
     if not include_incomplete:
         summaries = [s for s in summaries if s.complete]
     return summaries

@@ -17,7 +17,7 @@ from pathlib import Path
 from ray import tune
 
 from ..summary import TrialSummary
-from ..tracking import ERROR, OUTCOME, Tracker
+from ..tracking import ERROR, OUTCOME, SearchTags, Tracker
 from .worker import PARAMS_KEY, reported_summary
 
 # the progress line's words for each outcome (``summary.OUTCOMES``; a failed trial is told by on_trial_error)
@@ -64,7 +64,7 @@ def trial_error(trial) -> str:
 class MlflowTrials(tune.Callback):
     """One nested MLflow run per Tune trial, reused on resume so nothing is duplicated."""
 
-    def __init__(self, tracker: Tracker, parent_id: str, tags: dict[str, str], params: dict):
+    def __init__(self, tracker: Tracker, parent_id: str, tags: SearchTags, params: dict):
         self.tracker, self.parent_id, self.tags, self.params = tracker, parent_id, tags, params
         self.runs: dict[str, str] = {}
 

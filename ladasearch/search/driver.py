@@ -29,7 +29,7 @@ from ..models import load_classifier, pick_device
 from ..jobs.pipeline import data_record, prepare, prepare_teacher
 from ..jobs.teacher import default_cache_dir
 from ..jobs.teacher_identity import TeacherIdentity
-from ..tracking import Tracker, resolve_tracking_uri
+from ..tracking import SearchTags, Tracker, resolve_tracking_uri
 from .calibration import search_statistics
 from .callbacks import MlflowTrials, Progress
 from .cluster import connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
@@ -112,7 +112,7 @@ class TunerArgs:
     trainable: object
     tracker: Tracker
     parent_id: str
-    tags: dict[str, str]          # MLflow tags of the parent and every trial run
+    tags: SearchTags              # MLflow tags of the parent and every trial run
     run_params: dict[str, object]  # MLflow params every trial run shares
     warm: tuple[WarmPoint, ...] = ()  # enqueued first
 
@@ -150,7 +150,7 @@ def _new_tuner(args: TunerArgs):
     # the sampler is told the validation score at the target size only (``study``), never an intermediate one
     metric = [OBJECTIVE if o == "score" else o for o in cfg.objectives] if multi else OBJECTIVE
     mode = [OBJECTIVES[o] for o in cfg.objectives] if multi else "max"
-    seed = search_seed(cfg.seed, args.tags["ladasearch.task"], cfg.target)
+    seed = search_seed(cfg.seed, args.tags.task, cfg.target)
     sampler = make_sampler(cfg.sampler, seed, multi, cfg.num_samples, cfg.startup_trials)
     searcher = ConcurrencyLimiter(make_searcher(args.space.define_by_run, metric, mode, sampler,
                                                 [dict(p.params) for p in args.warm], cfg.folder, cfg.name),
@@ -221,8 +221,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
     if saved_teacher is not None:
         saved_teacher.check(teacher, allow_other_teacher, log)
     task = built.payload.task.name
-    tags = {"ladasearch.task": task, "ladasearch.target": f"{cfg.target:g}x", "ladasearch.model": settings.model,
-            "ladasearch.space": built.space.name}
+    tags = SearchTags(task, cfg.target, settings.model, built.space.name)
     run_params = {"target": cfg.target, "task": task, "model": settings.model, "space": built.space.name,
                   "sampler": cfg.sampler, "scheduler": cfg.scheduler, "teacher_score": built.teacher_score,
                   "max_length": settings.data.max_length, **file_params(settings.data, built.payload.task)}

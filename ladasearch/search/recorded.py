@@ -16,9 +16,6 @@ from ..summary import TrialSummary
 from ..tracking import Tracker
 from .results import SearchOutcome, TrialRow
 
-BEST_TAG = "ladasearch.best_trial"
-
-
 def _rows(items: Any, where: str) -> tuple[TrialRow, ...]:
     if not isinstance(items, list):
         raise LadaError(f"{where} must hold a list of trials")
@@ -42,7 +39,7 @@ def recorded_outcome(tracker: Tracker, name: str, parent_id: str,
     rows = _rows(trials.get("trials", []), where)
     best = tracker.read_summary(parent_id, "best_summary.json")
     best_summary = TrialSummary.from_json(best, f"best_summary.json of MLflow run {parent_id}") if best else None
-    best_id = parent.tags.get(BEST_TAG)
+    best_id = parent.best.trial_id if parent.best is not None else None
     log(f"search {name} is complete (MLflow parent run {parent_id}, {len(rows)} trials"
         + (f", best trial {best_id}" if best_id else "") + f"); nothing to resume, nothing changed. "
         f"Its table: ladasearch export {name}")

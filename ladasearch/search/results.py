@@ -22,7 +22,7 @@ from ..report.pareto import pareto_front
 from ..report.plots import final_curve, search_plots
 from ..report.records import LoadedTrial
 from ..summary import OUTCOMES, TrialSummary, reaches_target, trial_outcome
-from ..tracking import BEST, Tracker
+from ..tracking import CHOSEN, BestTags, Tracker
 from .dev_eval import DevSet
 from .objectives import get_objective
 from .settings import SearchConfig
@@ -180,7 +180,7 @@ def _score_chosen(chosen: dict[str, tuple[GatheredTrial, str]], dev: DevSet | No
             if summary.dev_score is not None:
                 tracker.log_metrics(run_id, {"dev_score": summary.dev_score}, step=summary.history[-1].round)
             tracker.log_summary(run_id, summary)
-            tracker.set_tags(run_id, {"ladasearch.chosen": why})
+            tracker.set_tags(run_id, {CHOSEN: why})
     return scored
 
 
@@ -196,11 +196,8 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
                                     "best_achieved_factor": row.achieved_factor,
                                     "dev_score": summary.dev_score if summary.dev_score is not None else nan,
                                     "best_latency_ms": _first_known(row.latency_ms, summary.latency_ms)})
-    tracker.set_tags(parent_id, {"ladasearch.best_trial": row.trial_id, f"{BEST}method": r.method,
-                                 f"{BEST}embedding_ratio": r.embedding, f"{BEST}svd_ratio": r.svd,
-                                 f"{BEST}weight_ratio": r.weight, f"{BEST}svd_split": svd_split_of(r),
-                                 f"{BEST}structured_ratio": r.structure,
-                                 f"{BEST}val_score": summary.score_at_target, f"{BEST}dev_score": summary.dev_score})
+    tracker.mark_best(parent_id, BestTags(row.trial_id, r.method, r.embedding, r.svd, r.weight, r.structure,
+                                          svd_split_of(r), summary.score_at_target, summary.dev_score))
 
 
 def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, dev: DevSet | None, tracker: Tracker,

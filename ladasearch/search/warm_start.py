@@ -28,7 +28,6 @@ from ..compress.budget import PAPER_TABLE2, Budget, paper_ratios
 from ..compress.methods import get_method
 from ..errors import LadaError
 from ..summary import RatioRecord
-from ..tracking import BEST
 from .space import SearchSpace
 from .space_param import Param
 
@@ -181,18 +180,12 @@ def past_bests(runs, exclude: str | None = None) -> list[PastBest]:
 
     found = []
     for run in runs:
-        tags = run.tags
-        if run.run_id == exclude or f"{BEST}embedding_ratio" not in tags:
+        best, target = run.best, run.search_tags.target
+        if run.run_id == exclude or best is None or target is None:  # none yet, or a parent written by hand
             continue
-        try:
-            ratios = RatioRecord(tags.get(f"{BEST}method", "hybrid"), float(tags[f"{BEST}embedding_ratio"]),
-                                 float(tags[f"{BEST}svd_ratio"]), float(tags[f"{BEST}weight_ratio"]),
-                                 float(tags.get(f"{BEST}structured_ratio", 1.0)))  # absent: none removed
-            target = float(tags["ladasearch.target"].rstrip("x"))
-            score = float(tags[f"{BEST}val_score"]) if f"{BEST}val_score" in tags else None
-        except (KeyError, ValueError):  # a parent written by an older version or by hand
-            continue
-        found.append(PastBest(tags.get("ladasearch.search", run.run_id), target, ratios, score))
+        ratios = RatioRecord(best.method, best.embedding_ratio, best.svd_ratio, best.weight_ratio,
+                             best.structured_ratio)
+        found.append(PastBest(run.search, target, ratios, best.val_score))
     return found
 
 
