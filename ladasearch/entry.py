@@ -13,6 +13,8 @@ from importlib.metadata import version
 
 import click
 
+from .cli.option_names import OPTIONS
+
 NAME = "ladasearch"
 HELP = "Find the best LadaBERT compression of a BERT classifier at a target size, and produce it."
 # each command's first sentence, which is what a group's listing shows of it
@@ -43,8 +45,37 @@ def listing() -> click.Group:
     return group
 
 
+def unknown_name(args: list[str]) -> str | None:
+    """Click's message for an unknown command or an unknown option of a known one, or None (the commands parse
+    everything else).  Read from the table of option names, so a typo costs no import of the stack."""
+    if not args or args[0].startswith("-"):
+        return None
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        error = click.exceptions.NoSuchCommand(command, possibilities=sorted(COMMANDS))
+        return f"{error.format_message()} (see `{NAME} --help`)"
+    known, values = OPTIONS[command], 0
+    for token in rest:
+        if values:  # a value of the option before it, whatever it looks like
+            values -= 1
+            continue
+        if token == "--":
+            break
+        if token.startswith("--"):
+            name, equals, _ = token.partition("=")
+            if name not in known:
+                error = click.NoSuchOption(name, possibilities=list(known))
+                return f"{error.format_message()} (see `{NAME} {command} --help`)"
+            values = 0 if equals else known[name]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    message = unknown_name(args)
+    if message is not None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
     if args == ["--version"]:
         click.echo(f"{NAME}, version {version(NAME)}")
         sys.exit(0)
