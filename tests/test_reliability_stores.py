@@ -439,7 +439,7 @@ def test_readers_of_an_unanswering_tracking_server_stop_within_the_deadline(runn
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "7200"])
 def test_a_bad_tracking_deadline_is_named(value, monkeypatch):
-    from ladasearch.tracking_server import store_timeout
+    from ladasearch.tracking.server import store_timeout
 
     monkeypatch.setenv("LADASEARCH_MLFLOW_TIMEOUT", value)
     with pytest.raises(LadaError, match=f"LADASEARCH_MLFLOW_TIMEOUT={value!r} must be a number of seconds"):

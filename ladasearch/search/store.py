@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import LadaError, first_line
 from ..tracking import Tracker
-from ..tracking_server import check_server, no_retries, store_timeout
+from ..tracking.server import check_server, no_retries, store_timeout
 from .locks import store_lock
 
 def check_sqlite(db: Path) -> None:

@@ -1,269 +1,29 @@
-"""MLflow records of a search: one parent run per search, one nested child run per trial.
-
-The one door to MLflow: the search writes through ``Tracker``, and the reports (``report.sources``,
-``ladasearch report``) read through it too, so the layout below is known in this module alone.
-
-Only the driver process writes (trials report to Ray Tune, a Tune callback logs), so the
-default SQLite store never sees two writers.  Default store: ``sqlite:///mlruns/mlflow.db``
-with artifacts under ``mlruns/``; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` override it.
-
-Layout (the experiment is tagged as one of training runs, so MLflow 3's UI opens on them):
-    parent  tags ladasearch.role=search, ladasearch.search=<name>, ladasearch.task/target/model,
-            ladasearch.best.* (the best trial's ratios, val_score, dev_score: what warm starts read)
-            metrics val_score, dev_score of the best trial; artifacts best_model/, best_summary.json,
-            trials.json, search_space.json, warm_starts.json, plots/*.png
-    child   tags ladasearch.role=trial, ladasearch.trial_id=<tune id>, mlflow.parentRunId=<parent>,
-            ladasearch.outcome, ladasearch.error (failed), ladasearch.attempts (re-run after a resume)
-            params: sampled config, solved ratios, ranks, settings; metrics per round (step=round):
-            val_score, score_at_target; dev_score only on the chosen trial(s); artifact summary.json
-"""
+"""``Tracker``: the one door to MLflow, writing a search's runs and reading them back."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from unittest import mock
 
-from .errors import LadaError
-from .tracking_server import check_reader_server
+from ..errors import LadaError
+from .store import Relocation, _check_store, relocate_artifacts
+from .tags import (ATTEMPTS, EXPERIMENT_KIND, PARENT, ROLE, RUN_ID, RUNS_VIEW, SEARCH, SUMMARY_FILE, TRAINING_KIND,
+                   TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, _str)
 
 if TYPE_CHECKING:
-    from .summary import TrialSummary
+    from ..summary import TrialSummary
 
-DEFAULT_STORE = Path("mlruns")
 DEFAULT_EXPERIMENT = "ladasearch"
-ROLE, SEARCH, TRIAL_ID = "ladasearch.role", "ladasearch.search", "ladasearch.trial_id"
-OUTCOME, ERROR, ATTEMPTS = "ladasearch.outcome", "ladasearch.error", "ladasearch.attempts"
-CHOSEN = "ladasearch.chosen"      # on a trial picked for the dev score: why
-PARENT = "mlflow.parentRunId"
-BEST = "ladasearch.best."   # parent tags of the best trial: embedding_ratio, svd_ratio, ..., val_score, dev_score
-# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, judges); ours holds training runs
-EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
-RUNS_VIEW = "workflowType=machine_learning"   # the UI's "Model training" switch, as a URL parameter
-SUMMARY_FILE = "summary.json"
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def resolve_tracking_uri(uri: str | None = None, *, create: bool = True) -> str:
-    """Explicit URI, else $MLFLOW_TRACKING_URI, else the project-local SQLite store ``mlruns/mlflow.db``.
-
-    ``create``: make the store folder and check that it is writable (a search, the UI), so an unusable
-    store fails before any work; readers pass False, which never writes anything.
-    """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = DEFAULT_STORE.resolve()
-    if not create:
-        return f"sqlite:///{store / 'mlflow.db'}"
-    if store.exists() and not store.is_dir():
-        raise LadaError(f"the MLflow store {store} exists and is not a folder; move it or pass --tracking-uri")
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=store, prefix=".write-check-")
-        probe.close()
-    except OSError as exc:
-        raise LadaError(f"the MLflow store folder {store} is not writable ({exc.strerror}); "
-                        f"fix its permissions or pass --tracking-uri") from None
-    return f"sqlite:///{store / 'mlflow.db'}"
-
-
-def _check_store(uri: str) -> None:
-    if uri.startswith(("http://", "https://")):
-        check_reader_server(uri)
-    elif uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise LadaError(f"no MLflow store at {db} (tracking URI {uri}); pass --tracking-uri or set "
-                            f"MLFLOW_TRACKING_URI")
-    elif uri.startswith("file:") or "://" not in uri:
-        path = Path(uri.removeprefix("file://").removeprefix("file:"))
-        if not path.is_dir():
-            raise LadaError(f"no MLflow store at {path} (tracking URI {uri})")
-
-
-# ---- the tag codec: what the runs' tags mean, written and read here only ------------------------------------
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text.rstrip("x")) if text not in (None, "", "None") else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class SearchTags:
-    """A search's parent-run tags: which search, task, target, model and space (``ladasearch.<field>``)."""
-
-    task: str | None = None
-    target: float | None = None
-    model: str | None = None
-    space: str | None = None
-
-    def to_tags(self) -> dict[str, str]:
-        return _str({"ladasearch.task": self.task, "ladasearch.model": self.model, "ladasearch.space": self.space,
-                     "ladasearch.target": f"{self.target:g}x" if self.target is not None else None})
-
-    @classmethod
-    def of(cls, tags: dict[str, str]) -> SearchTags:
-        return cls(tags.get("ladasearch.task"), _float(tags.get("ladasearch.target")), tags.get("ladasearch.model"),
-                   tags.get("ladasearch.space"))
-
-
-BEST_TRIAL = "ladasearch.best_trial"
-
-
-@dataclass(frozen=True)
-class BestTags:
-    """The best trial a search shipped, on its parent run (``ladasearch.best_trial`` and ``ladasearch.best.*``):
-    what warm starts of later searches read."""
-
-    trial_id: str | None
-    method: str
-    embedding_ratio: float
-    svd_ratio: float
-    weight_ratio: float
-    structured_ratio: float = 1.0     # absent (an older parent): nothing removed
-    svd_split: float | None = None
-    val_score: float | None = None
-    dev_score: float | None = None
-
-    def to_tags(self) -> dict[str, str]:
-        numbers = {f"{BEST}{k}": getattr(self, k) for k in ("embedding_ratio", "svd_ratio", "weight_ratio",
-                                                            "svd_split", "structured_ratio", "val_score",
-                                                            "dev_score")}
-        return _str({BEST_TRIAL: self.trial_id, f"{BEST}method": self.method, **numbers})
-
-    @classmethod
-    def of(cls, tags: dict[str, str]) -> BestTags | None:
-        """None when the run holds no readable best trial (none yet, or a parent written by hand)."""
-        ratios = [_float(tags.get(f"{BEST}{k}")) for k in ("embedding_ratio", "svd_ratio", "weight_ratio")]
-        if any(r is None for r in ratios):
-            return None
-        structured = _float(tags.get(f"{BEST}structured_ratio"))
-        return cls(tags.get(BEST_TRIAL), tags.get(f"{BEST}method", "hybrid"), *ratios,
-                   structured if structured is not None else 1.0, _float(tags.get(f"{BEST}svd_split")),
-                   _float(tags.get(f"{BEST}val_score")), _float(tags.get(f"{BEST}dev_score")))
-
-
-@dataclass(frozen=True)
-class TrialTags:
-    """A trial's child-run tags: its Tune id, its search's parent run, how it ended, why it failed, how often it
-    ran (after resumes), why it was chosen."""
-
-    trial_id: str | None
-    parent: str | None
-    outcome: str | None = None
-    error: str | None = None
-    attempts: int = 1
-    chosen: str | None = None
-
-    @classmethod
-    def of(cls, tags: dict[str, str]) -> TrialTags:
-        attempts = _float(tags.get(ATTEMPTS))
-        return cls(tags.get(TRIAL_ID), tags.get(PARENT), tags.get(OUTCOME), tags.get(ERROR),
-                   int(attempts) if attempts is not None else 1, tags.get(CHOSEN))
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What the reports need of one MLflow run: its identity, status, times, tags (typed through the codec
-    above), metrics and params."""
-
-    run_id: str
-    name: str | None
-    experiment_id: str
-    status: str
-    start_time: int
-    tags: dict[str, str]
-    end_time: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, run) -> RunRecord:
-        return cls(run.info.run_id, run.info.run_name, run.info.experiment_id, run.info.status,
-                   run.info.start_time or 0, dict(run.data.tags), run.info.end_time, dict(run.data.metrics),
-                   dict(run.data.params))
-
-    @property
-    def search(self) -> str:
-        """The search's name (a parent run): its tag, else the run's name or id."""
-        return self.tags.get(SEARCH, self.name or self.run_id)
-
-    @property
-    def search_tags(self) -> SearchTags:
-        return SearchTags.of(self.tags)
-
-    @property
-    def best(self) -> BestTags | None:
-        return BestTags.of(self.tags)
-
-    @property
-    def trial(self) -> TrialTags:
-        return TrialTags.of(self.tags)
 
 
 def _no_progress_bars():
     """MLflow draws a progress bar per downloaded artifact on stderr; not for one small JSON file each."""
     return mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-
-
-@dataclass(frozen=True)
-class Relocation:
-    """An experiment of a copied or moved store whose artifact root now points into the store's own folder."""
-
-    experiment: str
-    was: str
-    now: str
-
-
-def relocate_artifacts(db: Path) -> list[Relocation]:
-    """Make a copied or moved SQLite store self-contained.
-
-    MLflow records absolute artifact locations, so a copy would go on reading (and writing) the original's
-    artifacts, and find nothing once the original is gone.  Our stores keep an experiment's artifacts in
-    ``artifacts/<experiment>`` beside ``mlflow.db``; where that folder exists and is not the recorded one, the
-    experiment's and its runs' locations are rewritten to it, so a copy reads its own.  An experiment with no
-    such folder (made elsewhere, or copied without its artifacts) is left as it is.
-    """
-    import sqlite3
-    from urllib.parse import unquote, urlparse
-
-    if not db.is_file():
-        return []
-    try:
-        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='experiments'").fetchone():
-                return []
-            moves = []
-            for exp_id, name, location in con.execute(
-                    "SELECT experiment_id, name, artifact_location FROM experiments").fetchall():
-                if not (location or "").startswith("file:"):
-                    continue
-                was = Path(unquote(urlparse(location).path))
-                now = db.parent / "artifacts" / name
-                if now.is_dir() and not (was.exists() and was.samefile(now)):
-                    moves.append((exp_id, Relocation(name, str(was), str(now)), location, now.as_uri()))
-            if not moves:
-                return []
-            with con:   # one transaction: a store is rewritten whole or not at all
-                for exp_id, _, old, new in moves:
-                    con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
-                    con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
-                                "AND substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old), old))
-    except sqlite3.Error as exc:
-        raise LadaError(f"the MLflow store {db} was copied or moved and its artifact folders must be re-pointed to "
-                        f"{db.parent / 'artifacts'}, but the store cannot be written ({exc}); make it writable") \
-            from None
-    return [m[1] for m in moves]
 
 
 class Tracker:
@@ -490,7 +250,3 @@ class Tracker:
         if not isinstance(data, dict):
             raise LadaError(f"{name} of MLflow run {run_id} does not hold a JSON object")
         return data
-
-
-def _str(tags: dict) -> dict[str, str]:
-    return {k: str(v) for k, v in tags.items() if v is not None}

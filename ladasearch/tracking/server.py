@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from .errors import LadaError
-from .io import tcp_unreachable
+from ..errors import LadaError
+from ..io import tcp_unreachable
 
 TIMEOUT_ENV, STORE_TIMEOUT_S = "LADASEARCH_MLFLOW_TIMEOUT", 10.0
 
