@@ -288,13 +288,18 @@ def report(result: dict) -> str:
     for m in searches:
         group = [m] + [x for x in students if x["part"].get("of_part") == m["label"]
                        and final_steps(x["part"]) == final_steps(m["part"])]
-        fast = [fastest([x for x in g["rows"] if x.get("score") is not None]) for g in group]
-        int8_scores, torch_scores = [r["score"] for r in fast], [g["part"]["summary"]["dev_score"] for g in group]
-        speed = ms(int8, "32") / ms(fast[0], "32")
-        lost = 100 * (int8["score"] - statistics.mean(int8_scores))
+        runtime = fastest([x for x in m["rows"] if x.get("score") is not None])
+        torch_scores = [g["part"]["summary"]["dev_score"] for g in group]
+        # another seed is scored in int8 only; where the configuration's fastest runtime is torch or ONNX fp32
+        # (the same logits as torch), its torch dev score is its score there
+        fast_scores = [runtime["score"]] + [fastest([x for x in g["rows"] if x.get("score") is not None])["score"]
+                                            if runtime["runtime"] == "onnx-int8" else g["part"]["summary"]["dev_score"]
+                                            for g in group[1:]]
+        speed = ms(int8, "32") / ms(runtime, "32")
+        lost = 100 * (int8["score"] - statistics.mean(fast_scores))
         ok = speed >= speed_aim and lost <= drop_aim
         seeds.append([m["label"].removesuffix("-seed0"), str(len(group)), _mean_std(torch_scores),
-                      f"{fast[0]['runtime']}: {_mean_std(int8_scores)}", f"{-lost:+.1f}", f"{speed:.2f}x",
+                      f"{runtime['runtime']}: {_mean_std(fast_scores)}", f"{-lost:+.1f}", f"{speed:.2f}x",
                       "REACHED" if ok else "not reached"])
         verdict.append(f"- {m['label'].removesuffix('-seed0')}: {speed:.2f}x the int8 teacher's batch-32 speed, "
                        f"{abs(lost):.1f} points {'below' if lost > 0 else 'above'} it on the mean of {len(group)} "
