@@ -12,4 +12,4 @@ SPACES = "ladasearch.search.spaces"
 
 setup(packages=[*find_packages(include=["ladasearch", "ladasearch.*"]), SPACES],
       package_dir={SPACES: "search_spaces"},
-      package_data={SPACES: ["*.yaml"]})
+      package_data={SPACES: ["*.yaml"], "ladasearch.cli": ["option_names.json"]})

@@ -8,13 +8,16 @@ must render exactly as the full command group does (``tests/test_reliability_fas
 
 from __future__ import annotations
 
+import json
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import click
 
-from .cli.option_names import OPTIONS
-
+# each command's option names and how many values each takes: written by tools/cli_options.py from the
+# commands themselves (the tests check that it still is), so a typo costs no import of the stack
+OPTIONS: dict[str, dict[str, int]] = json.loads((Path(__file__).parent / "cli" / "option_names.json").read_text())
 NAME = "ladasearch"
 HELP = "Find the best LadaBERT compression of a BERT classifier at a target size, and produce it."
 # each command's first sentence, which is what a group's listing shows of it

@@ -43,6 +43,7 @@ def test_the_wheel_carries_every_search_space_and_the_exported_model_sources(whe
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("ladasearch/search/spaces/")) == SPACES
     # what runtime.hf assembles the exported modeling file from
     assert {"ladasearch/nn/layers.py", "ladasearch/nn/units.py", "ladasearch/runtime/modeling_ladasearch.py"} <= names
+    assert "ladasearch/cli/option_names.json" in names   # what the console entry checks option names against
     assert not any(n.startswith(("tests/", "benchmarks/", "search_spaces/")) for n in names)
 
 

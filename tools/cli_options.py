@@ -1,5 +1,5 @@
-"""Write ``ladasearch/cli/option_names.py``: every command's option names and how many values each takes, so the
-console entry refuses an unknown command or option without loading the stack.
+"""Write ``ladasearch/cli/option_names.json``: every command's option names and how many values each takes (0: a
+flag), so the console entry refuses an unknown command or option without loading the stack (5-20 s).
 
     python tools/cli_options.py           # rewrite the table after changing a command's options
     python tools/cli_options.py --check   # exit 1 when the table is not the commands' (the tests check it too)
@@ -7,19 +7,11 @@ console entry refuses an unknown command or option without loading the stack.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-TABLE = Path(__file__).resolve().parents[1] / "ladasearch" / "cli" / "option_names.py"
-HEAD = '''"""Each command's options and how many values each takes (0: a flag), in the order click's parser knows them.
-
-Written by ``tools/cli_options.py`` from the commands themselves (``tests/test_reliability_fast_cli.py`` checks
-that it still is): ``ladasearch.entry`` reads it to refuse an unknown command or option in well under a
-second, where loading the commands takes 5-20 s.
-"""
-
-OPTIONS: dict[str, dict[str, int]] = {
-'''
+TABLE = Path(__file__).resolve().parents[1] / "ladasearch" / "cli" / "option_names.json"
 
 
 def table() -> dict[str, dict[str, int]]:
@@ -38,13 +30,7 @@ def table() -> dict[str, dict[str, int]]:
 
 
 def render(options: dict[str, dict[str, int]]) -> str:
-    lines = [HEAD]
-    for name, opts in options.items():
-        lines.append(f"    {name!r}: {{\n")
-        lines.extend(f"        {opt!r}: {n},\n" for opt, n in opts.items())
-        lines.append("    },\n")
-    lines.append("}\n")
-    return "".join(lines)
+    return json.dumps(options, indent=1) + "\n"
 
 
 if __name__ == "__main__":
