@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields
 from .compress.registry import get_factorizer, get_pruning_score
 from .compress.unit_scores import get_unit_score
 from .data.dataset import DEFAULT_DEV_SPLIT, DEFAULT_TRAIN_SPLIT, DatasetTask
-from .data.files import FileTask, check_metric
+from .data.columns import check_metric
+from .data.files import FileTask
 from .data.validation import VAL_RULES, check_val_size
 from .errors import LadaError
 from .precision import PRECISIONS

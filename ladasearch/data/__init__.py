@@ -21,7 +21,8 @@ from .dataset import (
     dataset_task_name,
     load_dataset_task,
 )
-from .files import FORMATS, FileTask, check_metric, load_files, task_name
+from .columns import check_metric
+from .files import FORMATS, FileTask, load_files, task_name
 from .hub import HUB_DATASET, load_hub
 from .local import ENV_DATA_DIR, HOLDOUT_FRACTION, find_task_dir, load_local, read_tsv, resolve_data_dir
 from .metrics import METRICS, compute_metrics, main_score

@@ -21,18 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LadaError
-from .files import (
-    DEFAULT_LABEL,
-    DEFAULT_TEXT,
-    LoadedTask,
-    check_metric,
-    clean_name,
-    columns_of,
-    file_identity,
-    quiet_datasets,
-    read_rows,
-    task_splits,
-)
+from .columns import LoadedTask, check_metric, columns_of, quiet_datasets, read_rows, task_splits
+from .files import DEFAULT_LABEL, DEFAULT_TEXT, clean_name, file_identity
 
 DEFAULT_TRAIN_SPLIT, DEFAULT_DEV_SPLIT = "train", "validation"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
