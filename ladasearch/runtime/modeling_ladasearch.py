@@ -29,11 +29,12 @@ from ..nn.layers import FactorizedEmbedding, FactorizedLinear, factorized_like, 
 from ..nn.units import LADASEARCH_PREFIX, LAYOUTS, WIDTHS_KEY, narrow_layers
 
 
-class FactorizedLayersMixin:
-    """Narrows the layers ``config.ladasearch_widths`` names, then swaps the layers named in ``config.factorized``
-    for their factorized form (before any weight is loaded)."""
+class LadaModelMixin:
+    """The family's classifier with, before any weight is loaded, the layers ``config.ladasearch_widths`` names
+    narrowed and the layers ``config.factorized`` names swapped for their factorized form."""
 
-    def _swap_factorized(self) -> None:
+    def __init__(self, config):
+        super().__init__(config)
         narrow_layers(self, getattr(self.config, WIDTHS_KEY, None))
         for name, spec in (self.config.factorized or {}).items():
             replace_module(self, name, factorized_like(self.get_submodule(name), spec["kind"], int(spec["rank"])))
@@ -58,12 +59,6 @@ class LadaConfigMixin:
         super().__init__(**kwargs)
         self.factorized = dict(factorized or {})
         self.ladasearch = dict(ladasearch or {})  # provenance: task, ratios, scores (for people, not for loading)
-
-
-class LadaModelMixin(FactorizedLayersMixin):
-    def __init__(self, config):
-        super().__init__(config)
-        self._swap_factorized()
 
 
 def lada_classes(model_type: str) -> tuple[type, type]:
