@@ -76,28 +76,31 @@ def relocate_artifacts(db: Path) -> list[Relocation]:
 
     if not db.is_file():
         return []
-    try:
-        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='experiments'").fetchone():
                 return []
-            moves = []
-            for exp_id, name, location in con.execute(
-                    "SELECT experiment_id, name, artifact_location FROM experiments").fetchall():
-                if not (location or "").startswith("file:"):
-                    continue
-                was = Path(unquote(urlparse(location).path))
-                now = db.parent / "artifacts" / name
-                if now.is_dir() and not (was.exists() and was.samefile(now)):
-                    moves.append((exp_id, Relocation(name, str(was), str(now)), location, now.as_uri()))
-            if not moves:
-                return []
+            rows = con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall()
+        except sqlite3.Error as exc:
+            raise LadaError(f"the MLflow store {db} cannot be read ({exc}); is it an MLflow SQLite store?") from None
+        moves = []
+        for exp_id, name, location in rows:
+            if not (location or "").startswith("file:"):
+                continue
+            was = Path(unquote(urlparse(location).path))
+            now = db.parent / "artifacts" / name
+            if now.is_dir() and not (was.exists() and was.samefile(now)):
+                moves.append((exp_id, Relocation(name, str(was), str(now)), location, now.as_uri()))
+        if not moves:
+            return []
+        try:
             with con:   # one transaction: a store is rewritten whole or not at all
                 for exp_id, _, old, new in moves:
                     con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
                     con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
                                 "AND substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old), old))
-    except sqlite3.Error as exc:
-        raise LadaError(f"the MLflow store {db} was copied or moved and its artifact folders must be re-pointed to "
-                        f"{db.parent / 'artifacts'}, but the store cannot be written ({exc}); make it writable") \
-            from None
+        except sqlite3.Error as exc:
+            raise LadaError(f"the MLflow store {db} was copied or moved and its artifact folders must be re-pointed "
+                            f"to {db.parent / 'artifacts'}, but the store cannot be written ({exc}); make it "
+                            f"writable") from None
     return [m[1] for m in moves]
