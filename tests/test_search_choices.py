@@ -379,6 +379,15 @@ def test_experiment_opens_on_training_runs_and_a_copied_store_reads_its_own_arti
         alone.require_artifacts(alone.find_search("s"), "s")
 
 
+def test_a_store_that_is_not_a_database_is_named_as_unreadable(tmp_path):
+    from ladasearch.tracking import Tracker
+
+    (tmp_path / "mlflow.db").write_bytes(b"not sqlite" * 200)
+    (tmp_path / "artifacts" / "ladasearch").mkdir(parents=True)
+    with pytest.raises(LadaError, match="cannot be read .*is it an MLflow SQLite store"):
+        Tracker.existing(f"sqlite:///{tmp_path / 'mlflow.db'}").find_search("s")
+
+
 @pytest.mark.parametrize("tags, search, best", [
     ({"ladasearch.task": "sst2", "ladasearch.target": "5x", "ladasearch.best_trial": "t1",
       "ladasearch.best.method": "svd", "ladasearch.best.embedding_ratio": "0.2", "ladasearch.best.svd_ratio": "0.2",
