@@ -39,7 +39,8 @@ def resolve_tracking_uri(uri: str | None = None, *, create: bool = True) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def _check_store(uri: str) -> None:
+def check_store(uri: str) -> None:
+    """LadaError naming the store when ``uri`` points at nothing (a reader never creates one)."""
     if uri.startswith(("http://", "https://")):
         check_reader_server(uri)
     elif uri.startswith("sqlite:///"):

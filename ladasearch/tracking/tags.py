@@ -17,10 +17,6 @@ SUMMARY_FILE = "summary.json"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-
-
-# ---- the tag codec: what the runs' tags mean, written and read here only ------------------------------------
-
 def _float(text: str | None) -> float | None:
     try:
         return float(text.rstrip("x")) if text not in (None, "", "None") else None
@@ -38,7 +34,7 @@ class SearchTags:
     space: str | None = None
 
     def to_tags(self) -> dict[str, str]:
-        return _str({"ladasearch.task": self.task, "ladasearch.model": self.model, "ladasearch.space": self.space,
+        return tag_values({"ladasearch.task": self.task, "ladasearch.model": self.model, "ladasearch.space": self.space,
                      "ladasearch.target": f"{self.target:g}x" if self.target is not None else None})
 
     @classmethod
@@ -69,7 +65,7 @@ class BestTags:
         numbers = {f"{BEST}{k}": getattr(self, k) for k in ("embedding_ratio", "svd_ratio", "weight_ratio",
                                                             "svd_split", "structured_ratio", "val_score",
                                                             "dev_score")}
-        return _str({BEST_TRIAL: self.trial_id, f"{BEST}method": self.method, **numbers})
+        return tag_values({BEST_TRIAL: self.trial_id, f"{BEST}method": self.method, **numbers})
 
     @classmethod
     def of(cls, tags: dict[str, str]) -> BestTags | None:
@@ -141,5 +137,6 @@ class RunRecord:
         return TrialTags.of(self.tags)
 
 
-def _str(tags: dict) -> dict[str, str]:
+def tag_values(tags: dict) -> dict[str, str]:
+    """Tag values as MLflow stores them (strings); a None value is no tag."""
     return {k: str(v) for k, v in tags.items() if v is not None}

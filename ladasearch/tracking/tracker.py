@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from unittest import mock
 
 from ..errors import LadaError
-from .store import Relocation, _check_store, relocate_artifacts
+from .store import Relocation, check_store, relocate_artifacts
 from .tags import (ATTEMPTS, EXPERIMENT_KIND, PARENT, ROLE, RUN_ID, RUNS_VIEW, SEARCH, SUMMARY_FILE, TRAINING_KIND,
-                   TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, _str)
+                   TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, tag_values)
 
 if TYPE_CHECKING:
     from ..summary import TrialSummary
@@ -38,7 +38,7 @@ class Tracker:
     @classmethod
     def existing(cls, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> Tracker:
         """A tracker on a store that must exist already (LadaError naming it otherwise): reports never make one."""
-        _check_store(tracking_uri)
+        check_store(tracking_uri)
         return cls(tracking_uri, experiment)
 
     def __getstate__(self):
@@ -120,7 +120,7 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch)
 
     def set_tags(self, run_id: str, tags: dict) -> None:
-        for k, v in _str(tags).items():
+        for k, v in tag_values(tags).items():
             self.client.set_tag(run_id, k, v)
 
     def mark_best(self, parent_id: str, best: BestTags) -> None:
