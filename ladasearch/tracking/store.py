@@ -54,6 +54,13 @@ def check_store(uri: str) -> None:
             raise LadaError(f"no MLflow store at {path} (tracking URI {uri})")
 
 
+def file_folder(location: str | None) -> Path | None:
+    """The local folder of a ``file:`` artifact location (None for any other kind)."""
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(location).path)) if (location or "").startswith("file:") else None
+
+
 @dataclass(frozen=True)
 class Relocation:
     """An experiment of a copied or moved store whose artifact root now points into the store's own folder."""
@@ -73,7 +80,6 @@ def relocate_artifacts(db: Path) -> list[Relocation]:
     such folder (made elsewhere, or copied without its artifacts) is left as it is.
     """
     import sqlite3
-    from urllib.parse import unquote, urlparse
 
     if not db.is_file():
         return []
@@ -86,9 +92,9 @@ def relocate_artifacts(db: Path) -> list[Relocation]:
             raise LadaError(f"the MLflow store {db} cannot be read ({exc}); is it an MLflow SQLite store?") from None
         moves = []
         for exp_id, name, location in rows:
-            if not (location or "").startswith("file:"):
+            was = file_folder(location)
+            if was is None:
                 continue
-            was = Path(unquote(urlparse(location).path))
             now = db.parent / "artifacts" / name
             if now.is_dir() and not (was.exists() and was.samefile(now)):
                 moves.append((exp_id, Relocation(name, str(was), str(now)), location, now.as_uri()))

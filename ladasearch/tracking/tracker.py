@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from unittest import mock
 
 from ..errors import LadaError
-from .store import Relocation, check_store, relocate_artifacts
+from .store import Relocation, check_store, file_folder, relocate_artifacts
 from .tags import (ATTEMPTS, EXPERIMENT_KIND, PARENT, ROLE, RUN_ID, RUNS_VIEW, SEARCH, SUMMARY_FILE, TRAINING_KIND,
                    TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, tag_values)
 
@@ -197,22 +197,17 @@ class Tracker:
     def missing_artifact_roots(self) -> list[tuple[str, str]]:
         """(experiment, folder) of each experiment with runs whose local artifact folder is missing: a copied or
         moved store (MLflow records absolute artifact locations)."""
-        from urllib.parse import unquote, urlparse
-
         exps = [e for e in self.client.search_experiments() if "://" not in (e.artifact_location or "://")
                 or e.artifact_location.startswith("file:")]
-        paths = [(e, Path(unquote(urlparse(e.artifact_location).path))) for e in exps]
+        paths = [(e, file_folder(e.artifact_location) or Path(e.artifact_location)) for e in exps]
         return [(e.name, str(p)) for e, p in paths if not p.exists() and self.client.search_runs([e.experiment_id],
                                                                                                 max_results=1)]
 
     def require_artifacts(self, run: RunRecord, source: str) -> None:
         """LadaError naming the folder when the artifacts of ``run``'s experiment are not where the store says (a
         store copied without its ``artifacts/`` folder): without this, every artifact would just seem absent."""
-        from urllib.parse import unquote, urlparse
-
         experiment = self.client.get_experiment(run.experiment_id)
-        location = experiment.artifact_location or ""
-        folder = Path(unquote(urlparse(location).path)) if location.startswith("file:") else None
+        folder = file_folder(experiment.artifact_location)
         if folder is not None and not folder.exists():
             raise LadaError(f"the artifacts of search {source!r} (models, summaries, plots) were written to {folder}, "
                             f"which is not there, and the store {self.tracking_uri} has no "
