@@ -230,3 +230,94 @@ def test_search_killed_during_teacher_fine_tuning(tiny_dir, tmp_path, uri, monke
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     spec = json.loads((tmp_path / "runs" / "early.ladasearch.json").read_text())
     assert spec["parent_run_id"] == parents[0].info.run_id
+
+
+# Ray 2.60's error file of a trial whose worker the memory monitor killed at start-up (object-store stats cut)
+RAY_OOM_TEXT = """Failure # 1 (occurred at 2026-12-07_07-03-47)
+1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: 192.0.2.2, ID: 36509e03) \
+was 3.08GB used / 23.54GB limit (0.130781)
+OOM kill reason: Memory usage 3305652224B exceeded threshold of 1263809792B (5.0% of 25276194816B limit)
+Ray killed 1 worker(s) based on the killing policy
+Selected to kill: (Task: job ID=01000000, task name=ImplicitFunc.{task}, required resources={{CPU: 1}}, pid=20055)
+Refer to the documentation on how to address the out of memory issue: https://docs.ray.io/en/latest/ray-observability/\
+user-guides/debug-apps/debug-memory.html. Consider provisioning more memory on this node or reducing task parallelism.
+"""
+
+
+@pytest.mark.parametrize(("task", "when"), [("__init__", "while it started"), ("train", "while it trained"),
+                                            ("save", "")])
+def test_memory_kill_is_one_line_with_the_numbers(task, when):
+    from ladasearch.search.callbacks import memory_kill
+
+    line = memory_kill(RAY_OOM_TEXT.format(task=task))
+    assert "\n" not in line and "docs.ray.io" not in line
+    assert line.startswith(f"Ray's memory monitor killed the trial's worker{' ' + when if when else ''} (")
+    assert "node memory 3.08GB used of 23.54GB, above the kill threshold of 5.0%" in line
+    assert "--concurrency" in line and "RAY_memory_usage_threshold" in line
+
+
+def test_trials_killed_for_memory_fail_and_the_search_goes_on(tiny_dir, tmp_path, uri):
+    """Ray's memory monitor set to kill at 1% of the machine's memory kills every trial's worker as it starts
+    (the case that stopped a search in `search_vs_fixed`): each trial is a failed trial with one line saying
+    so, and the search ends normally."""
+    env = {**ENV, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
+    done = subprocess.run(CLI + _cli_args(tiny_dir, tmp_path, "oomstart", "--trials", "2", "--concurrency", "2",
+                                          "--rounds", "1", "--steps-per-round", "5", "--final-steps", "1"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    parents, children = _runs(uri, "oomstart")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FAILED"
+        assert child.data.tags["ladasearch.error"].startswith("Ray's memory monitor killed the trial's worker")
+    failed = [line for line in output.splitlines() if "failed: Ray's memory monitor killed" in line]
+    assert len(failed) == 2 and "docs.ray.io" not in output, output[-3000:]
+    assert "0 completed, 0 stopped at target, 0 stopped before target, 2 failed" in output
+
+
+def test_dead_raylet_fails_the_search_in_one_line_and_resume_continues(tiny_dir, tmp_path, uri):
+    """SIGKILL the private Ray's raylet while a trial trains: Ray's core would end the driver with exit code 1,
+    40 lines of the raylet's log and the parent run RUNNING.  Instead: one line, exit 1, the parent and the
+    running trial FAILED with the reason, and `resume` finishes the search."""
+    import psutil
+
+    log_path = tmp_path / "search.log"
+    with open(log_path, "w") as log:
+        search = subprocess.Popen(
+            CLI + _cli_args(tiny_dir, tmp_path, "raylet", "--trials", "2", "--concurrency", "1", "--scheduler", "fifo",
+                            "--rounds", "2", "--steps-per-round", "30", "--final-steps", "2"),
+            cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and search.poll() is None:
+            if any("ImplicitFunc.train" in t for _, t in _trial_processes(search.pid)):
+                break
+            time.sleep(0.3)
+        raylets = [p for p in psutil.Process(search.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(raylets) == 1, log_path.read_text()[-3000:]
+        raylets[0].send_signal(signal.SIGKILL)
+        rc = search.wait(timeout=120)
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.wait()
+    output = log_path.read_text()
+    assert rc == 1, output[-3000:]
+    assert "Raylet is terminated" not in output and "Traceback" not in output and "state-dump" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and output.rstrip().endswith(errors[0]), output[-3000:]
+    assert f"raylet (pid {raylets[0].pid}) died" in errors[0] and "`ladasearch resume raylet`" in errors[0]
+    parents, children = _runs(uri, "raylet")
+    assert parents[0].info.status == "FAILED"
+    assert "raylet" in parents[0].data.tags["ladasearch.error"]
+    assert children and all(c.info.status != "RUNNING" for c in children)
+    assert any(c.info.status == "FAILED" and "raylet" in c.data.tags.get("ladasearch.error", "") for c in children)
+
+    resumed = subprocess.run(CLI + ["resume", "raylet", "--storage", str(tmp_path / "runs")], cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    parents, children = _runs(uri, "raylet")
+    assert parents[0].info.status == "FINISHED" and len(children) == 2
+    assert all(c.data.tags["ladasearch.outcome"] == "completed" for c in children)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +58,29 @@ def trial_error(trial) -> str:
             text = str(trial.get_error() or "")
         except Exception:  # no error file in storage either
             text = ""
+    if OOM_MARK in text:
+        return memory_kill(text)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
     return (lines[-1] if lines else "unknown error")[:500]
+
+
+OOM_MARK = "killed due to the node running low on memory"   # Ray's memory monitor, in the trial's error
+_OOM_USAGE = re.compile(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit")
+_OOM_THRESHOLD = re.compile(r"threshold of \d+B \(([\d.]+%) of")
+_OOM_TASK = re.compile(r"task name=ImplicitFunc\.(\w+)")
+
+
+def memory_kill(text: str) -> str:
+    """One line for a trial whose worker Ray's memory monitor killed (Ray's own text is 40 lines whose last is
+    a link to its documentation)."""
+    usage, threshold, task = _OOM_USAGE.search(text), _OOM_THRESHOLD.search(text), _OOM_TASK.search(text)
+    when = {"__init__": " while it started", "train": " while it trained"}.get(task.group(1), "") if task else ""
+    facts = [f"node memory {usage.group(1)} used of {usage.group(2)}" if usage else "",
+             f"above the kill threshold of {threshold.group(1)}" if threshold else ""]
+    said = ", ".join(f for f in facts if f)
+    return (f"Ray's memory monitor killed the trial's worker{when}" + (f" ({said})" if said else "")
+            + "; lower --concurrency, use a smaller model, or raise RAY_memory_usage_threshold (a fraction of "
+              "the node's memory)")
 
 
 class MlflowTrials(tune.Callback):

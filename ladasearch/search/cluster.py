@@ -165,6 +165,95 @@ def connect(address: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,
     return session
 
 
+RAYLET_DIED_NOTICE = "Raylet is terminated"
+
+
+def quiet_raylet_notice() -> None:
+    """Drop the notice Ray's error listener prints when a raylet dies (its last 20 log lines, about 40 lines in
+    all, printed before anything in this process can act): ``NodeWatch`` says it in one line.  Ray has no
+    option for this listener (``log_to_driver`` covers worker output only), so its print function is wrapped;
+    every other notice passes."""
+    from ray._private import worker
+
+    shown = worker.print_to_stdstream
+    if getattr(shown, "quiet_raylet_notice", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet" and any(RAYLET_DIED_NOTICE in line for line in data.get("lines", ())):
+            return
+        shown(data, ignore_prefix)
+
+    print_to_stdstream.quiet_raylet_notice = True
+    worker.print_to_stdstream = print_to_stdstream
+
+
+def local_raylet():
+    """The raylet of the private Ray this process started (a child process named ``raylet``), or None."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "raylet":
+                return child
+    return None
+
+
+NODE_DIED_EXIT = 1
+
+
+class NodeWatch:
+    """Watches the private Ray's raylet from a daemon thread while a search runs on it.
+
+    When the raylet dies, Ray's C++ core ends this process with exit code 1 and no Python code runs (no
+    ``finally``, no ``atexit``), after its agent has printed the raylet's last 20 log lines: the parent run
+    would stay RUNNING.  So the watch acts first: ``on_death(why)`` records it and returns the one line to
+    print; Ray's later output is muted and the process ends itself with ``NODE_DIED_EXIT``.  ``stop()`` before
+    ``ray.shutdown()``, which ends the raylet on purpose.
+    """
+
+    def __init__(self, on_death: Callable[[str], str], interval: float = 0.2):
+        self.raylet = local_raylet()   # None on a joined cluster: its node is not ours to watch
+        self.on_death, self.interval = on_death, interval
+        self.stopped = threading.Event()
+        if self.raylet is not None:
+            quiet_raylet_notice()
+            threading.Thread(target=self._watch, name="ladasearch-raylet-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _alive(self) -> bool:
+        import psutil
+
+        try:
+            return self.raylet.is_running() and self.raylet.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(self.interval):
+            if not self._alive():
+                break
+        if self.stopped.is_set():
+            return
+        why = f"the private Ray's raylet (pid {self.raylet.pid}) died: its node and every trial on it are gone"
+        # Ray's core (C++, straight to the file descriptors) and its Python threads print the raylet's log
+        # tail while this records: both descriptors go to /dev/null, the one line to the saved stderr
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        err, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            line = self.on_death(why)
+        except Exception as exc:  # noqa: BLE001 - the store may be gone too; the line still says what happened
+            line = f"{why}; recording it failed too: {exc}"
+        os.write(err, f"error: {line}\n".encode())
+        os._exit(NODE_DIED_EXIT)
+
+
 def init_ray(address: str | None = None, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
     """Connect to ``address`` or start a private local Ray; True when this call initialised Ray here."""
     return connect(address, timeout).owned

@@ -32,7 +32,7 @@ from ..jobs.teacher_identity import TeacherIdentity
 from ..tracking import SearchTags, Tracker, resolve_tracking_uri
 from .calibration import search_statistics
 from .callbacks import MlflowTrials, Progress
-from .cluster import connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
+from .cluster import NodeWatch, connect, init_ray, probe  # noqa: F401 - init_ray: the package's public name
 from .dev_eval import DevSet
 from .final_stage import FinalStage
 from .locks import search_lock
@@ -230,6 +230,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ray_session = connect(cfg.address, cfg.connect_timeout, log)  # connect first, record after
+    watch = None
     try:
         resuming, warm = parent_id is not None, []
         if resuming:
@@ -256,6 +257,7 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
             if warm:
                 log(f"warm starts ({cfg.warm_start}): " + "; ".join(p.describe() for p in warm))
 
+        watch = NodeWatch(lambda why: _node_died(tracker, parent_id, cfg.name, why))
         trainable = _trainable(built.payload, settings)
         if resuming and (cfg.folder / TUNER_STATE).is_file():
             tuner = tune.Tuner.restore(str(cfg.folder), trainable=trainable, resume_unfinished=True,
@@ -272,8 +274,17 @@ def _execute(settings: SearchSettings, parent_id: str | None, log: Callable[[str
             tracker.finish(parent_id, "KILLED")
         raise
     finally:
+        if watch is not None:
+            watch.stop()
         if ray_session.owned:
             import ray
 
             ray.shutdown()
     return outcome
+
+
+def _node_died(tracker: Tracker, parent_id: str, name: str, why: str) -> str:
+    """Record a search whose Ray node died (``NodeWatch``): its runs FAILED; the line the user reads."""
+    tracker.fail_search(parent_id, why)
+    return (f"search {name} cannot go on: {why}. Its MLflow parent run {parent_id} is FAILED; the finished trials "
+            f"are kept and `ladasearch resume {name}` continues it")

@@ -12,8 +12,8 @@ from unittest import mock
 
 from ..errors import LadaError
 from .store import Relocation, check_store, file_folder, relocate_artifacts
-from .tags import (ATTEMPTS, EXPERIMENT_KIND, PARENT, ROLE, RUN_ID, RUNS_VIEW, SEARCH, SUMMARY_FILE, TRAINING_KIND,
-                   TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, tag_values)
+from .tags import (ATTEMPTS, ERROR, EXPERIMENT_KIND, PARENT, ROLE, RUN_ID, RUNS_VIEW, SEARCH, SUMMARY_FILE,
+                   TRAINING_KIND, TRIAL_ID, BestTags, RunRecord, SearchTags, TrialTags, tag_values)
 
 if TYPE_CHECKING:
     from ..summary import TrialSummary
@@ -140,6 +140,15 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def fail_search(self, parent_id: str, why: str) -> None:
+        """A search that cannot go on: its parent and every trial run still RUNNING end FAILED with ``why``
+        (a resume reopens them)."""
+        running = self._all_runs([self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and "
+                                                        f"attributes.status = 'RUNNING'")
+        for run_id in [r.info.run_id for r in running] + [parent_id]:
+            self.set_tags(run_id, {ERROR: why})
+            self.finish(run_id, "FAILED")
 
     # ---- reading (any experiment of the store) ------------------------------------------
     def _all_runs(self, experiment_ids: list[str], filter_string: str) -> list:
