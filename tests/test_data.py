@@ -322,6 +322,26 @@ def test_fingerprint_tracks_file_changes(tmp_path):
     assert load_task("rte", root).fingerprint != first.fingerprint
 
 
+@pytest.mark.parametrize("val", [None, "file"])
+def test_a_copied_or_touched_data_folder_keeps_its_keys(tmp_path, val):
+    """The keys of a teacher and its caches follow the rows, not the files' paths or times: a data folder copied
+    again (a new checkout, a re-mounted share) must find the teacher fine-tuned on the same rows, so that a
+    resume does not fine-tune it again."""
+    rows = RTE_HEADER + "0\tx\ty\tentailment\n1\tu\tv\tnot_entailment\n2\tp\tq\tentailment\n"
+    first_root, second_root = _rte_dir(tmp_path / "a", rows), _rte_dir(tmp_path / "b", rows)
+    for root in (first_root, second_root):
+        _write(root / "val.tsv", RTE_HEADER + "9\tm\tn\tentailment\n")
+    os.utime(second_root / "RTE" / "train.tsv", ns=(1, 1))
+    os.utime(second_root / "val.tsv", ns=(1, 1))
+    keys = [load_task("rte", root, val_file=root / "val.tsv" if val else None, val_size=None if val else 1)
+            for root in (first_root, second_root)]
+    assert (keys[0].train_fingerprint, keys[0].fingerprint) == (keys[1].train_fingerprint, keys[1].fingerprint)
+    _write(second_root / "RTE" / "train.tsv", rows.replace("\tu\t", "\tw\t"))
+    changed = load_task("rte", second_root, val_file=second_root / "val.tsv" if val else None,
+                        val_size=None if val else 1)
+    assert changed.train_fingerprint != keys[0].train_fingerprint
+
+
 @pytest.mark.parametrize(
     "train, expected",
     [

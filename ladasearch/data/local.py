@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from ..errors import LadaError
+from .files import file_identity
 from .split import Split
 from .tasks import TASKS, TaskSpec
 
@@ -155,11 +156,6 @@ def _holdout(split: Split, fraction: float = HOLDOUT_FRACTION) -> tuple[Split, S
     return split.select([i for i in range(n) if i not in held]), split.select(dev_idx)
 
 
-def _file_identity(path: pathlib.Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
 def load_local(spec: TaskSpec, split: str, root: pathlib.Path) -> tuple[Split, Split, str, Any, Any]:
     """(train, dev, source, identity of both splits, identity of the train rows)."""
     folder = find_task_dir(root, spec)
@@ -173,12 +169,12 @@ def load_local(spec: TaskSpec, split: str, root: pathlib.Path) -> tuple[Split, S
     dev_path = _find_file(folder, split)
     if dev_path is not None:
         dev = read_tsv(dev_path, spec)
-        files = (_file_identity(train_path), _file_identity(dev_path))
+        files = (file_identity(train_path), file_identity(dev_path))
         train_files = files[:1]
     elif spec.dev_splits == ("dev",):
         train, dev = _holdout(train)
         notes.append("dev held out from train")
-        files = (_file_identity(train_path), ("holdout", HOLDOUT_FRACTION, _HOLDOUT_SEED))
+        files = (file_identity(train_path), ("holdout", HOLDOUT_FRACTION, _HOLDOUT_SEED))
         train_files = files  # the held-out rows leave train
     else:
         raise LadaError(f"{spec.name} split {split!r} is not available: file {split}.tsv is "

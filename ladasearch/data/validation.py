@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LadaError
+from .files import file_identity
 from .local import read_tsv
 from .split import Split
 from .tasks import VAL_RULES, TaskSpec
@@ -145,11 +146,6 @@ def _carve_sentences(train: Split, task: TaskSpec, k: int, seed: int) -> tuple[l
     return picked, inside | set(picked)
 
 
-def _file_identity(path: Path) -> tuple:
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
 def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
              val_file: str | os.PathLike | None = None, rule: str | None = None) -> Holdout:
     """The validation split of ``train``: read from ``val_file``, else ``size`` rows carved (stratified, seeded)
@@ -168,7 +164,7 @@ def hold_out(train: Split, task: TaskSpec, size: float | int | None, seed: int,
         val = read_tsv(path, task)
         if not len(val):
             raise LadaError(f"validation file {str(path)!r} has no rows")
-        return Holdout(train, val, f"file {path}", ("val-file",) + _file_identity(path))
+        return Holdout(train, val, f"file {path}", ("val-file",) + file_identity(path))
     k = val_rows(len(train), DEFAULT_VAL_SIZE if size is None else size)
     if rule == "sentences" and train.text_b is None:
         picked, held = _carve_sentences(train, task, k, seed)
