@@ -35,7 +35,7 @@ COMMANDS = {
     "resume": "Continue an interrupted search NAME (same as `run --resume --name NAME`); a complete one is left "
               "as is.",
     "run": "Search the fine-grained compression ratios for --target and keep the best model.",
-    "ui": "Start the MLflow UI on the search store.",
+    "ui": "Start the MLflow UI on the search store; it serves until Ctrl-C.",
 }
 
 

@@ -14,10 +14,12 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -226,7 +228,7 @@ def test_ui_prints_the_url_of_each_experiments_runs_table(runner, state, monkeyp
     from ladasearch.tracking import Tracker
 
     started = []
-    monkeypatch.setattr(os, "execv", lambda exe, args: started.append(args))
+    monkeypatch.setattr("ladasearch.cli.commands.serve", lambda args, base, timeout, log: started.append(args) or 0)
     uri = f"sqlite:///{state[0] / 'mlflow.db'}"
     result = runner.invoke(main, ["ui", "--tracking-uri", uri, "--port", str(closed_port())])
     assert result.exit_code == 0, result.output
@@ -235,6 +237,94 @@ def test_ui_prints_the_url_of_each_experiments_runs_table(runner, state, monkeyp
     assert (f"the runs of experiment 'ladasearch': http://127.0.0.1:{port}/#/experiments/"
             f"{experiment.experiment_id}?workflowType=machine_learning") in result.output
     assert started[0][1:4] == ["-m", "mlflow", "ui"]
+
+
+def assert_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server does: TIME_WAIT is free
+        probe.bind(("127.0.0.1", port))
+
+
+# a stand-in server: answers /health after DELAY seconds, exits with CODE after LIFE seconds (never when LIFE < 0)
+FAKE_SERVER = """
+import http.server, sys, threading, time, os
+port, delay, life, code = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+if delay < 0:
+    time.sleep(3600)
+time.sleep(delay)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404); self.end_headers(); self.wfile.write(b"OK")
+    def log_message(self, *a):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", port), Health)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+time.sleep(life if life >= 0 else 3600)
+os._exit(code)
+"""
+
+
+@pytest.mark.parametrize("delay, life, code, timeout, expected", [
+    (0.3, 0.5, 0, 20.0, 0),                       # answers, then exits cleanly: its code
+    (0.0, 0.3, 3, 20.0, 3),                       # answers, then fails: its code passed on
+    (-1, -1, 0, 0.8, "did not answer on"),        # never listens: stopped at the deadline
+    (30.0, -1, 0, 0.8, "did not answer on"),      # too slow for the deadline
+    (0.0, 0.0, 4, 20.0, "exited with code 4"),    # dies before it answers
+])
+def test_the_ui_server_answers_within_its_deadline_or_is_stopped(delay, life, code, timeout, expected):
+    from ladasearch.cli.serve import serve
+
+    port = closed_port()
+    base = f"http://127.0.0.1:{port}"
+    lines = []
+    args = [sys.executable, "-c", FAKE_SERVER, str(port), str(delay), str(life), str(code)]
+    if delay == 0.0 and life == 0.0:   # exits at once: nothing can answer before
+        args = [sys.executable, "-c", f"raise SystemExit({code})"]
+    started = time.monotonic()
+    if isinstance(expected, int):
+        assert serve(args, base, timeout, log=lines.append) == expected
+        assert len(lines) == 1 and lines[0].startswith(f"serving on {base} (answered after ")
+    else:
+        with pytest.raises(LadaError, match=expected) as caught:
+            serve(args, base, timeout, log=lines.append)
+        assert lines == [] and ("--start-timeout" in str(caught.value)) == (expected == "did not answer on")
+        assert time.monotonic() - started < timeout + 5
+    assert_port_free(port)   # nothing of the server is left listening
+
+
+def test_ui_gives_up_on_a_server_that_does_not_answer_in_time(runner, state):
+    port = closed_port()
+    result = runner.invoke(main, ["ui", "--tracking-uri", f"sqlite:///{state[0] / 'mlflow.db'}", "--port", str(port),
+                                  "--start-timeout", "0.1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1], result.stderr
+    assert f"did not answer on http://127.0.0.1:{port}/health within 0.1 s" in errors[0] and "--start-timeout" in errors[0]
+    assert snapshot(state[0]) == state[1]
+    assert_port_free(port)   # nothing of the server is left listening
+
+
+def test_ui_serves_the_runs_view_and_stops_on_sigterm(state):
+    """The real MLflow server: `ui` says when it answers, the runs URL it printed loads, SIGTERM stops both."""
+    port = closed_port()
+    ui = subprocess.Popen([sys.executable, "-m", "ladasearch.cli", "ui", "--tracking-uri",
+                           f"sqlite:///{state[0] / 'mlflow.db'}", "--port", str(port), "--start-timeout", "300"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in ui.stdout:
+            lines.append(line)
+            if line.startswith("serving on "):
+                break
+        assert lines and lines[-1].startswith(f"serving on http://127.0.0.1:{port} (answered after "), lines
+        runs = next(line.split(": ", 1)[1].strip() for line in lines if "the runs of experiment" in line)
+        with urllib.request.urlopen(runs, timeout=30) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 130
+    finally:
+        ui.kill()
+    assert_port_free(port)   # nothing of the server is left listening
 
 
 OPEN_STORE = """

@@ -23,6 +23,7 @@ from .common import (
 )
 from .deploy import register as register_deploy_commands
 from .export import register as register_export_commands
+from .serve import serve
 from ..compress import parse_target
 from ..jobs.compress import compress_once
 from ..config import FinalBudget
@@ -221,12 +222,11 @@ def _port_free(host: str, port: int) -> None:
 @click.option("--tracking-uri", default=None, help="MLflow store (default sqlite:///mlruns/mlflow.db).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--start-timeout", default=120.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds the MLflow server may take to answer; after that it is stopped and `ui` exits 2.")
 @user_errors
-def ui(tracking_uri, host, port):
-    """Start the MLflow UI on the search store."""
-    import os
-    import sys
-
+def ui(tracking_uri, host, port, start_timeout):
+    """Start the MLflow UI on the search store; it serves until Ctrl-C."""
     _port_free(host, port)  # first: a UI that cannot listen leaves no store behind
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
@@ -247,7 +247,9 @@ def ui(tracking_uri, host, port):
     click.echo(f"MLflow UI on {base} (store {uri})")
     for experiment, url in tracker.runs_views(base):
         click.echo(f"  the runs of experiment {experiment!r}: {url}")
-    os.execv(sys.executable, args)
+    code = serve(args, base, start_timeout, log=click.echo)
+    if code:
+        sys.exit(code)
 
 
 register_export_commands(main)
