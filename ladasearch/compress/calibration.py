@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import LadaError
 from ..nn.losses import task_loss
+from ..nn.shared import from_arrays, to_arrays
 from .accounting import compressible_modules
 from .registry import get_factorizer, get_pruning_score
 
@@ -72,8 +73,16 @@ class LayerStats:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {s: getattr(self, s) for s in _TENSORS if getattr(self, s) is not None}
 
+    def __reduce__(self):
+        # as numpy arrays: the trials of a search then map the object store's one copy (``nn.shared``)
+        return (_shared_layer, (self.name, self.rows, to_arrays(self.tensors())))
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+
+def _shared_layer(name: str, rows: int, arrays) -> LayerStats:
+    return LayerStats(name, rows, **from_arrays(arrays))
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..compress import count_parameters
 from ..compress.structure import Widths
+from ..nn.shared import SharedState
 from ..config import DataConfig, TrainConfig
 from ..data import TaskSpec
 from ..errors import LadaError
@@ -94,7 +95,7 @@ def _build(settings: SearchSettings, log: Callable[[str], None]) -> Built:
                              data=data_record(prepared, data_cfg), space=space.name)
     payload = TrialPayload(
         teacher_config=teacher.model.config,
-        teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()},
+        teacher_state=SharedState({k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}),
         train=prepared.train, val=prepared.val, task=task, counts=counts, space=space, train_cfg=settings.train,
         compression=settings.compression, threads=max(1, int(cfg.cpus_per_trial)), max_length=data_cfg.max_length,
         objectives=cfg.objectives, context=context, runtime=cfg.runtime,

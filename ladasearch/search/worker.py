@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..compress import MatrixPlan, ParamCount, Ratios, count_parameters, make_plan
+from ..nn.shared import SharedState
 from ..config import CompressionConfig, TrainConfig
 from ..data import TaskSpec
 from ..train.features import Features
@@ -67,11 +68,12 @@ class SummaryContext:
 class TrialPayload:
     """Everything a trial needs, put once into Ray's object store by ``tune.with_parameters``.
 
-    The teacher travels as config + state dict (a transformers module itself does not pickle).
+    The teacher travels as config + state dict (a transformers module itself does not pickle).  The state and the
+    statistics pickle as numpy arrays (``nn.shared``), so the trials map the object store's one copy of them.
     """
 
     teacher_config: object
-    teacher_state: dict
+    teacher_state: SharedState
     train: Features
     val: Features                 # what every round is scored on (held out of train); never dev
     task: TaskSpec
@@ -92,7 +94,9 @@ class TrialPayload:
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_config(self.teacher_config, attn_implementation="eager")
-        model.load_state_dict(self.teacher_state)
+        # assigned, not copied: the teacher is only read (each student is a deep copy), so the trials of a search
+        # share its weights in the object store instead of holding one copy each
+        model.load_state_dict(self.teacher_state, assign=True)
         return model.eval()
 
 
