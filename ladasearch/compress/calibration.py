@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -35,8 +35,16 @@ from .registry import get_factorizer, get_pruning_score
 
 if TYPE_CHECKING:
     from ..data import TaskSpec
-    from ..train.features import Features
     from .plan import MatrixPlan
+
+class TrainRows(Protocol):
+    """What the statistics read of the train rows (``train.features.Features`` is one; compress sits below
+    train, so it names the two methods it calls instead of importing that class)."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]: ...
+
 
 STATISTICS: dict[str, str] = {
     "input_gram": "X^T X of a linear layer's inputs (n x n)",
@@ -217,7 +225,7 @@ def _check(needs, batches: int, batch_size: int, task) -> frozenset[str]:
     return needs
 
 
-def collect_statistics(teacher: nn.Module, train: Features, needs, batches: int = 16, batch_size: int = 32,
+def collect_statistics(teacher: nn.Module, train: TrainRows, needs, batches: int = 16, batch_size: int = 32,
                        device: torch.device | str = "cpu", task: TaskSpec | None = None,
                        seed: int = 0) -> CalibrationStats:
     """``needs`` statistics of every compressible module of ``teacher`` from ``batches`` train batches.
