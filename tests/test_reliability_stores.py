@@ -445,6 +445,28 @@ def test_resume_refuses_state_other_users_can_write(runner, state, tmp_path, wri
     assert not marker.exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_resume_refuses_state_of_another_user_with_the_hint_that_fits(runner, state, tmp_path):
+    """chmod cannot make another user's file trustworthy: the hint says what can."""
+    from ladasearch.config import DataConfig
+    from ladasearch.search import SavedSearch, SearchConfig, SearchSettings, SearchSpace
+
+    root = state[0]
+    cfg = SearchConfig(name="theirs", target=5.0, storage=str(root / "runs"),
+                       tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    SavedSearch(SearchSettings(DataConfig("sst2"), "minilm", cfg, SearchSpace.load("ratios")), "f" * 32).write()
+    marker = tmp_path / "code-ran"
+    cfg.folder.mkdir(parents=True)
+    tuner = cfg.folder / "tuner.pkl"
+    tuner.write_bytes(pickle.dumps(_Crafted(marker)))
+    os.chown(tuner, 12345, 12345)
+    before = snapshot(root)
+    result = runner.invoke(main, ["resume", "theirs", "--storage", str(root / "runs")])
+    line = assert_one_line(result, (root, before), f"refusing to resume from {tuner}: it belongs to another user "
+                           "(uid 12345)", "have its owner chown it to you if you trust it")
+    assert "chmod" not in line and not marker.exists()
+
+
 # ---- the teacher a resume gets again -----------------------------------------------------------------
 
 def test_teacher_fine_tuning_is_deterministic_for_a_seed(tmp_path):

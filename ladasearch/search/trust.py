@@ -17,16 +17,17 @@ from ..errors import LadaError
 TUNER_STATE = "tuner.pkl"
 
 
-def _problem(path: Path) -> str | None:
+def _problem(path: Path) -> tuple[str, str] | None:
+    """(what is wrong, what the user can do if they trust it), or None."""
     try:
         info = path.stat()
     except FileNotFoundError:
         return None
     if info.st_uid not in (os.geteuid(), 0):
-        return f"belongs to another user (uid {info.st_uid})"
+        return f"belongs to another user (uid {info.st_uid})", "copy it, or have its owner chown it to you"
     writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if writable and not (path.is_dir() and info.st_mode & stat.S_ISVTX):
-        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})", "chmod go-w it"
     return None
 
 
@@ -37,5 +38,5 @@ def check_trusted(storage: Path, name: str, spec: Path) -> None:
     for path in (storage, spec, folder, *inside):
         problem = _problem(path)
         if problem:
-            raise LadaError(f"refusing to resume from {path}: it {problem} (chmod go-w it if you trust it); "
+            raise LadaError(f"refusing to resume from {path}: it {problem[0]} ({problem[1]} if you trust it); "
                             f"resuming unpickles Ray Tune's state ({TUNER_STATE}), which can run code")
