@@ -144,3 +144,24 @@ def test_a_copied_store_exports_and_reports_with_the_original_gone(forced, tmp_p
         assert result.exit_code == 2 and "which is not there" in result.output
     finally:
         gone.rename(store)
+
+
+@pytest.mark.parametrize("reports", [("b", "a"), ("a", "b"), ("b", "a", "b")])
+def test_a_tie_names_the_same_best_trial_in_the_status_line_and_the_result(reports):
+    """Two trials at one validation score: the progress line and ``best_trial`` pick the same one (the first in
+    the search's trial order), whichever reported first."""
+    from types import SimpleNamespace
+
+    from ladasearch.search.callbacks import Progress
+    from ladasearch.search.results import best_trial
+
+    trials = [SimpleNamespace(trial_id=name, status="RUNNING") for name in ("a", "b")]
+    lines = []
+    progress = Progress(total=2, metric="val score", target=5.0, echo=lines.append, every_s=0.0)
+    for name in reports:
+        progress.on_trial_result(0, trials, next(t for t in trials if t.trial_id == name),
+                                 {"score_at_target": 0.75, "achieved_factor": 5.0})
+    gathered = [SimpleNamespace(checkpoint=f"/ckpt/{t.trial_id}", summary=object(), name=t.trial_id,
+                                row=SimpleNamespace(score_at_target=0.75)) for t in trials]
+    assert progress.best[1] == best_trial(gathered).name == "a"
+    assert "best val score 0.7500 (trial a, 5.00x)" in lines[-1]

@@ -151,11 +151,21 @@ class Progress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         score = result.get("score_at_target")  # earlier rounds are larger models: never the best
-        if isinstance(score, (int, float)) and math.isfinite(score) and (self.best is None or score > self.best[0]):
+        if isinstance(score, (int, float)) and math.isfinite(score) and self._beats(score, trial, trials):
             self.best = (score, trial.trial_id, result.get("achieved_factor", float("nan")))
         if time.monotonic() - self.last_print >= self.every_s:
             self.last_print = time.monotonic()
             self.echo(self._line(trials))
+
+    def _beats(self, score: float, trial, trials) -> bool:
+        """Higher, or equal and earlier in the search's trial order: a tie goes where ``results.best_trial`` (the
+        first of the highest, in that order) sends it, so the line and the result name one trial."""
+        if self.best is None or score > self.best[0]:
+            return True
+        if score < self.best[0] or trial.trial_id == self.best[1]:
+            return False
+        order = [t.trial_id for t in trials]
+        return self.best[1] not in order or order.index(trial.trial_id) < order.index(self.best[1])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
