@@ -3,6 +3,7 @@ and a search killed while its teacher is being fine-tuned."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,17 +139,29 @@ def _trial_processes(pid: int) -> list:
     return found
 
 
-def test_killed_trial_process_fails_that_trial_only(tiny_dir, tmp_path, uri):
-    """SIGKILL the Ray worker of the first trial while it trains (as the OOM killer would): that trial's MLflow run
-    is FAILED, the search runs the remaining trials and exits 0."""
+@contextlib.contextmanager
+def _search_process(tiny_dir, tmp_path, name: str, trials: str):
+    """``ladasearch run`` in its own session, FIFO, one trial at a time with 60 steps each; yields (process, log
+    path); whatever is still running at the end is killed with its Ray."""
     log_path = tmp_path / "search.log"
     with open(log_path, "w") as log:
         search = subprocess.Popen(
-            CLI + _cli_args(tiny_dir, tmp_path, "oom", "--trials", "3", "--concurrency", "1", "--scheduler", "fifo",
+            CLI + _cli_args(tiny_dir, tmp_path, name, "--trials", trials, "--concurrency", "1", "--scheduler", "fifo",
                             "--rounds", "2", "--steps-per-round", "30", "--final-steps", "2"),
             cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    killed = None
     try:
+        yield search, log_path
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+            search.wait()
+
+
+def test_killed_trial_process_fails_that_trial_only(tiny_dir, tmp_path, uri):
+    """SIGKILL the Ray worker of the first trial while it trains (as the OOM killer would): that trial's MLflow run
+    is FAILED, the search runs the remaining trials and exits 0."""
+    killed = None
+    with _search_process(tiny_dir, tmp_path, "oom", "3") as (search, log_path):
         deadline = time.time() + 240
         while time.time() < deadline and search.poll() is None and killed is None:
             time.sleep(0.3)
@@ -164,10 +177,6 @@ def test_killed_trial_process_fails_that_trial_only(tiny_dir, tmp_path, uri):
             pytest.fail(f"no Ray trial worker in training found (trial workers: {seen}); search exit code "
                         f"{search.poll()}; log:\n{log_path.read_text()[-3000:]}")
         rc = search.wait(timeout=300)
-    finally:
-        if search.poll() is None:
-            os.killpg(search.pid, signal.SIGKILL)
-            search.wait()
     output = log_path.read_text()
     assert rc == 0, output[-3000:]
     parents, children = _runs(uri, "oom")
@@ -283,13 +292,7 @@ def test_dead_raylet_fails_the_search_in_one_line_and_resume_continues(tiny_dir,
     running trial FAILED with the reason, and `resume` finishes the search."""
     import psutil
 
-    log_path = tmp_path / "search.log"
-    with open(log_path, "w") as log:
-        search = subprocess.Popen(
-            CLI + _cli_args(tiny_dir, tmp_path, "raylet", "--trials", "2", "--concurrency", "1", "--scheduler", "fifo",
-                            "--rounds", "2", "--steps-per-round", "30", "--final-steps", "2"),
-            cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with _search_process(tiny_dir, tmp_path, "raylet", "2") as (search, log_path):
         deadline = time.time() + 240
         while time.time() < deadline and search.poll() is None:
             if any("ImplicitFunc.train" in t for _, t in _trial_processes(search.pid)):
@@ -299,10 +302,6 @@ def test_dead_raylet_fails_the_search_in_one_line_and_resume_continues(tiny_dir,
         assert len(raylets) == 1, log_path.read_text()[-3000:]
         raylets[0].send_signal(signal.SIGKILL)
         rc = search.wait(timeout=120)
-    finally:
-        if search.poll() is None:
-            os.killpg(search.pid, signal.SIGKILL)
-            search.wait()
     output = log_path.read_text()
     assert rc == 1, output[-3000:]
     assert "Raylet is terminated" not in output and "Traceback" not in output and "state-dump" not in output
