@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..data import TaskSpec
     from .plan import MatrixPlan
 
+
 class TrainRows(Protocol):
     """What the statistics read of the train rows (``train.features.Features`` is one; compress sits below
     train, so it names the two methods it calls instead of importing that class)."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 # dtypes numpy has no type for travel as same-sized integers and are viewed back
-_VIEWED = {torch.bfloat16: torch.int16, torch.float16: torch.int16}
+_VIEWED = {torch.bfloat16: torch.int16}
 
 
 def to_arrays(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[Any, str]]:
