@@ -16,10 +16,10 @@ allocated before the metadata, the tensors' header and the checksum agree.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -45,21 +45,13 @@ from .integrity import (
 )
 from .io import umask, write_json_atomic
 from .nn.masks import masks_of
+from .nn.packed import pack_bits, unpack_bits
 from .nn.units import WIDTHS_KEY, narrow_layers
 from .summary import TrialSummary
 
 FORMAT = 1
 WEIGHTS = "model.safetensors"
 META = "ladasearch.json"
-
-
-def _pack(mask: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().astype(bool).ravel()))
-
-
-def _unpack(bits: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    count = int(np.prod(shape))
-    return torch.from_numpy(np.unpackbits(bits.numpy(), count=count).astype(bool)).reshape(shape)
 
 
 def layer_structure(model: nn.Module) -> dict[str, dict]:
@@ -90,7 +82,7 @@ def save_compressed(model: nn.Module, path: str | Path, summary: TrialSummary | 
             if name in masks:
                 keep = masks[name].bool()
                 tensors[f"{prefix}{name}::values"] = param.detach()[keep].cpu().contiguous()
-                tensors[f"{prefix}{name}::mask"] = _pack(keep)
+                tensors[f"{prefix}{name}::mask"] = pack_bits(keep)
             else:
                 tensors[f"{prefix}{name}"] = param.detach().cpu().contiguous()
         for bname, buf in module._buffers.items():
@@ -203,7 +195,7 @@ def load_compressed(path: str | Path, keep_masks: bool = True, device: str | tor
         tensor_name = key.removesuffix("::mask")
         mname, _, pname = tensor_name.rpartition(".")
         shape = tuple(getattr(model.get_submodule(mname), pname).shape)
-        mask = _unpack(state.pop(key), shape)
+        mask = unpack_bits(state.pop(key), math.prod(shape)).reshape(shape)
         dense = torch.zeros(shape, dtype=state[f"{tensor_name}::values"].dtype)
         dense[mask] = state.pop(f"{tensor_name}::values")
         state[tensor_name] = dense

@@ -78,6 +78,20 @@ def random_features(n: int, seq: int = 16, vocab: int = 1000, seed: int = 0, num
     return Features(ids, mask, torch.zeros_like(ids), labels)
 
 
+def hf_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor an exported HF folder stores, a packed one's by its ``ladasearch_packed`` entry
+    (the file holds its values and bits under other names)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    packed = json.loads((Path(folder) / "config.json").read_text()).get("ladasearch_packed", {})
+    parts = {n + suffix for n in packed for suffix in ("_packed_values", "_packed_bits")}
+    stored = {k: tuple(v.shape) for k, v in load_file(str(Path(folder) / "model.safetensors")).items()}
+    assert parts <= set(stored)
+    return {k: v for k, v in stored.items() if k not in parts} | {k: tuple(v["shape"]) for k, v in packed.items()}
+
+
 @pytest.fixture
 def tiny_features():
     """(train, dev) tiny random Features for the tiny model's vocabulary."""

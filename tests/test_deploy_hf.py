@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import ladasearch
+from conftest import build_tiny, hf_shapes
 from ladasearch.cli.commands import main
 from ladasearch.compress import compress_step, count_parameters, make_plan, solve
 from ladasearch.runtime.export import DevData, ExportSettings, export_model
@@ -65,8 +66,6 @@ METHODS = ("hybrid", "svd", "prune", "merged")
 
 def make_source(folder, method: str, task: str = "sst2", num_labels: int = 2):
     """A saved tiny compressed student (``save_compressed`` with its record and tokenizer) and its teacher."""
-    from conftest import build_tiny
-
     teacher = build_tiny(0, num_labels=num_labels)
     counts = count_parameters(teacher)
     ratios = ratios_for_method(method, counts)
@@ -133,13 +132,27 @@ def test_hf_folder_gives_the_students_logits(source, tmp_path):
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     ranks = {n: v["rank"] for n, v in layer_structure(ladasearch.load(source)).items() if v["rank"] is not None}
     listed = {n: v["rank"] for n, v in config["factorized"].items()}
+    packed = config["ladasearch_packed"]
+    shapes = hf_shapes(out)
     if method == "merged":  # every factorized linear layer is cheaper dense: only the embedding stays factorized
         assert set(listed) == {"bert.embeddings.word_embeddings"} and len(ranks) > 1
-        assert tensors["bert.encoder.layer.0.attention.self.query.weight"].shape == (64, 64)
+        assert shapes["bert.encoder.layer.0.attention.self.query.weight"] == (64, 64)
     else:
         assert listed == ranks
     for name, rank in listed.items():
-        assert tensors[f"{name}.A"].shape[1] == rank
+        assert shapes[f"{name}.A"][1] == rank
+    # pruned matrices are stored packed, and only they: a packed tensor is its non-zeros and one bit per entry
+    assert bool(packed) == (method != "svd")  # every other case prunes
+    for name, entry in packed.items():
+        assert name not in tensors
+        values, bits = tensors[name + "_packed_values"], tensors[name + "_packed_bits"]
+        numel = int(torch.tensor(entry["shape"]).prod())
+        assert values.numel() == entry["nnz"] < numel and bits.numel() == (numel + 7) // 8
+        assert int(torch.count_nonzero(values)) == entry["nnz"]
+    dense = {k: v for k, v in model.state_dict().items() if k in shapes}
+    assert set(dense) == set(shapes)
+    assert all(int(torch.count_nonzero(v)) == packed[k]["nnz"] for k, v in dense.items() if k in packed)
+    assert model.config.ladasearch_packed == {}  # loaded dense: saved again, it is a plain folder
     assert (out / "modeling_ladasearch.py").is_file() and (out / "tokenizer_config.json").is_file()
     assert record.labels == ("negative", "positive")
     # the modeling file imports nothing of ladasearch
@@ -252,6 +265,7 @@ def test_modeling_file_is_assembled_from_the_training_layers():
     import sys
 
     import ladasearch.nn.layers as layers
+    import ladasearch.nn.packed as packed
     import ladasearch.nn.units as units
     from ladasearch.runtime import modeling_ladasearch
     from ladasearch.runtime.hf import modeling_source
@@ -266,7 +280,7 @@ def test_modeling_file_is_assembled_from_the_training_layers():
     defined = [n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
     assert len(defined) == len(set(defined))  # nothing twice
     made = {c.__name__ for pair in modeling_ladasearch.EXPORTED.values() for c in pair}  # by lada_classes
-    own = [n for m in (layers, units, modeling_ladasearch) for n, v in vars(m).items()
+    own = [n for m in (layers, units, packed, modeling_ladasearch) for n, v in vars(m).items()
            if getattr(v, "__module__", None) == m.__name__ and isinstance(v, type | type(modeling_source))
            and n not in made]
     assert sorted(own) == sorted(defined)
@@ -334,7 +348,6 @@ def test_export_model_times_on_the_librarys_thread_count_by_default():
 def taught_source(tmp_path_factory):
     """A saved tiny student whose record names its teacher folder (a plain transformers folder, as the teacher
     cache writes it) and the teacher's dev score."""
-    from conftest import build_tiny
     from ladasearch.serialize import saved_summary
 
     root = tmp_path_factory.mktemp("taught")
@@ -350,8 +363,6 @@ def taught_source(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", ["hf", "onnx", "onnx-int8"])
 def test_export_model_teacher_writes_the_dense_baseline(taught_source, fmt, tmp_path, glue_dir):
-    from conftest import build_tiny
-
     student, teacher_dir = taught_source
     out = tmp_path / fmt
     gate = ["--data-dir", str(glue_dir), "--max-dev", "40", "--max-drop", "100"] if fmt == "onnx-int8" else []

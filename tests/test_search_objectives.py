@@ -80,7 +80,9 @@ def test_size_decreases_with_compression(students, runtime, method):
         _measure(students, method, 3.0, runtime).get("size_bytes")
 
 
-@pytest.mark.parametrize("method", ["hybrid", "svd", "prune"])
+# not hybrid: its tiny weights, packed, weigh less than the int8 graph's quantization nodes (on MiniLM the int8
+# file is 3.5x smaller; benchmarks/results/packed.md)
+@pytest.mark.parametrize("method", ["svd", "prune"])
 def test_int8_graph_is_smaller_than_fp32(students, method):
     int8 = _measure(students, method, 6.0, "onnx-int8").get("size_bytes")
     assert int8 < _measure(students, method, 6.0, "onnx").get("size_bytes")
@@ -88,11 +90,12 @@ def test_int8_graph_is_smaller_than_fp32(students, method):
 
 def test_size_is_the_deployed_weights_file(students, tmp_path):
     """torch size = the model.safetensors `export-model --format hf` writes for the same student."""
-    from ladasearch.runtime.hf import deploy_model
+    from ladasearch.runtime.hf import deploy_model, save_weights
 
-    student, summary = students["svd", 6.0]
-    deploy_model(student, summary).save_pretrained(tmp_path)
-    assert _measure(students, "svd", 6.0, "torch").get("size_bytes") == (tmp_path / "model.safetensors").stat().st_size
+    student, summary = students["hybrid", 6.0]
+    assert save_weights(deploy_model(student, summary), tmp_path).tensors > 0   # its pruned factors are packed
+    size = (tmp_path / "model.safetensors").stat().st_size
+    assert _measure(students, "hybrid", 6.0, "torch").get("size_bytes") == size
 
 
 @pytest.mark.parametrize("text, names", [

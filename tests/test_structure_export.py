@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import ladasearch
-from conftest import build_tiny, random_features
+from conftest import build_tiny, hf_shapes, random_features
 from ladasearch.cli.commands import main
 from ladasearch.compress import count_parameters, solve
 from ladasearch.compress.structure import Widths
@@ -102,7 +102,7 @@ def test_save_and_load_give_equal_logits_and_parameter_counts(structured):
         assert loaded.config.ladasearch_widths == result.student.config.ladasearch_widths
 
 
-def _check_narrow(tensors: dict[str, torch.Tensor], heads, neurons, factorized: set[str]) -> None:
+def _check_narrow(shapes: dict[str, tuple[int, ...]], heads, neurons, factorized: set[str]) -> None:
     """Every matrix around a removed unit has the kept width: rows (query/key/value, intermediate) or columns
     (attention output, FFN output); a factorized one's A holds the rows, its B the columns."""
     for i, (kept, width) in enumerate(zip(heads, neurons)):
@@ -113,11 +113,11 @@ def _check_narrow(tensors: dict[str, torch.Tensor], heads, neurons, factorized: 
         for name, size, axis in sides:
             full = prefix + name
             if full in factorized:
-                assert tensors[f"{full}.A" if axis == 0 else f"{full}.B"].shape[0] == size, full
+                assert shapes[f"{full}.A" if axis == 0 else f"{full}.B"][0] == size, full
             else:
-                assert tensors[f"{full}.weight"].shape[axis] == size, full
+                assert shapes[f"{full}.weight"][axis] == size, full
             if axis == 0:
-                assert tensors[f"{full}.bias"].shape == (size,), full
+                assert shapes[f"{full}.bias"] == (size,), full
 
 
 def test_hf_folder_loads_narrow_with_the_students_logits(structured, tmp_path):
@@ -141,7 +141,7 @@ def test_hf_folder_loads_narrow_with_the_students_logits(structured, tmp_path):
     config = json.loads((out / "config.json").read_text())
     heads, neurons = _kept(result)
     assert config["ladasearch_widths"] == {"heads": heads, "intermediate": neurons}
-    _check_narrow(load_file(str(out / "model.safetensors")), heads, neurons, set(config["factorized"]))
+    _check_narrow(hf_shapes(out), heads, neurons, set(config["factorized"]))
 
 
 def test_saved_weights_are_narrow(structured):
@@ -150,7 +150,7 @@ def test_saved_weights_are_narrow(structured):
     student = load_compressed(folder, keep_masks=False)
     factorized = {n for n, m in student.named_modules() if hasattr(m, "A") and hasattr(m, "B")}
     loaded = student.state_dict()
-    _check_narrow(loaded, heads, neurons, factorized)
+    _check_narrow({k: tuple(v.shape) for k, v in loaded.items()}, heads, neurons, factorized)
     # the file stores exactly those shapes: a dense tensor as it is, a pruned one as its kept values and a mask
     # of one bit per entry of the narrow matrix (8 per byte), never a padded teacher-width matrix
     for name, tensor in load_file(str(folder / "model.safetensors")).items():

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..compress.methods import get_method
 from ..summary import own_task
+from .packing import Packed
 
 if TYPE_CHECKING:  # export imports this module to write the card
     from .export import ExportRecord
@@ -110,8 +111,16 @@ def _size_lines(record: ExportRecord) -> list[str]:
              f"- `{record.written.model_file}`: {record.file_bytes / _MIB:.2f} MiB on disk"
              + (f" (teacher's weights file {record.teacher_file_bytes / _MIB:.2f} MiB, "
                 f"{record.teacher_file_bytes / record.file_bytes:.2f}x larger)" if record.teacher_file_bytes else "")
-             + ". Pruned entries are stored zeros here (masks folded), so the file holds every factor entry."]
+             + ". " + _packed_line(record.written.packed)]
     return lines
+
+
+def _packed_line(packed: Packed | None) -> str:
+    if packed is None or not packed.tensors:
+        return "No matrix has enough zeros for packing to make it smaller: every entry is stored."
+    return (f"{packed.tensors} pruned matrices are stored packed, their non-zero entries and one bit per entry "
+            f"({packed.dense_bytes / _MIB:.2f} MiB dense, {packed.packed_bytes / _MIB:.2f} MiB packed); loading "
+            f"unpacks them.")
 
 
 def _cost_lines(record: ExportRecord) -> list[str]:

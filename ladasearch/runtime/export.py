@@ -145,6 +145,7 @@ class ExportRecord:
                 "onnx_max_abs_diff": w.onnx_check.worst if w.onnx_check else None,
                 "int8_max_abs_diff": w.quantized_check.worst if w.quantized_check else None,
                 "int8_gate": w.gate.to_json() if w.gate else None,
+                "packed": w.packed.to_json() if w.packed else None,
                 "latency": [x.to_json() for x in self.latency], "machine": self.machine,
                 "memory": self.memory.to_json() if self.memory else None}
 

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import LadaError
-from .hf import load_hf_folder, write_hf_folder
+from .hf import load_hf_folder, save_weights, write_hf_folder
 from .latency import Latency, measure_latency, onnx_runner, torch_runner
 from .onnx import export_onnx
 from .onnx_export import ATOL, ONNX_FILE, OnnxCheck, check_onnx_folder, onnx_session, write_onnx_folder
+from .packing import Packed, pack_onnx
 from .quantize import GateResult, accuracy_gate, enforce, quantize_int8
 from .scoring import DevSet
 
@@ -50,6 +51,7 @@ class Written:
     onnx_check: OnnxCheck | None = None        # the fp32 graph against torch
     quantized_check: OnnxCheck | None = None   # the int8 graph against torch (its rounding; the gate bounds it)
     gate: GateResult | None = None
+    packed: Packed | None = None               # the pruned matrices the file stores packed
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ class HFFormat(ExportFormat):
     name, runtime, runtime_name = "hf", "torch", "torch"
 
     def write(self, exported, folder, tokenizer, *, dev, max_drop, opset, threads) -> Written:
-        write_hf_folder(exported, folder, tokenizer)
-        return Written(self.runtime, "model.safetensors")
+        packed = write_hf_folder(exported, folder, tokenizer)
+        return Written(self.runtime, "model.safetensors", packed=packed)
 
     def latency(self, exported, folder, written, timed) -> tuple[Latency, ...]:
         model = load_hf_folder(folder)  # timed as a user loads it, not the in-memory copy
@@ -98,15 +100,7 @@ class HFFormat(ExportFormat):
                                seq_len=timed.seq_len, runs=timed.runs, threads=timed.threads)
 
     def deploy(self, exported, folder, *, threads, device) -> Deployed:
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # one small file per trial: no "Writing model shards" bar in the log
-        try:
-            exported.save_pretrained(folder)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
+        save_weights(exported, folder)
         model = exported.to(device)
         return Deployed(folder / "model.safetensors", torch_runner(model), device)
 
@@ -115,8 +109,8 @@ class OnnxFormat(ExportFormat):
     name, runtime, runtime_name = "onnx", "onnxruntime", "onnx"
 
     def write(self, exported, folder, tokenizer, *, dev, max_drop, opset, threads) -> Written:
-        check = write_onnx_folder(exported, folder, tokenizer, opset)
-        return Written(self.runtime, ONNX_FILE, opset, check)
+        check, packed = write_onnx_folder(exported, folder, tokenizer, opset)
+        return Written(self.runtime, ONNX_FILE, opset, check, packed=packed)
 
     def latency(self, exported, folder, written, timed) -> tuple[Latency, ...]:
         session = onnx_session(folder / written.model_file, timed.threads)
@@ -124,9 +118,11 @@ class OnnxFormat(ExportFormat):
                                seq_len=timed.seq_len, runs=timed.runs, threads=timed.threads)
 
     @staticmethod
-    def graph(exported: nn.Module, folder: Path) -> Path:
-        """The fp32 graph alone, checked against torch as ``write`` checks it."""
+    def graph(exported: nn.Module, folder: Path, pack: bool = True) -> Path:
+        """The fp32 graph alone (packed unless ``pack`` is False), checked against torch as ``write`` checks it."""
         path = export_onnx(exported, folder / ONNX_FILE)
+        if pack:
+            pack_onnx(path)
         gap = check_onnx_folder(exported, path).worst
         if not gap < ATOL:
             raise LadaError(f"the ONNX graph's logits differ from torch's by {gap:.3g} (allowed < {ATOL:g})")
@@ -144,16 +140,19 @@ class OnnxInt8Format(OnnxFormat):
             raise LadaError("--format onnx-int8 needs the task's dev split for its accuracy gate")
         with tempfile.TemporaryDirectory(prefix="ladasearch-fp32-") as scratch:
             fp32 = Path(scratch) / ONNX_FILE
-            check = write_onnx_folder(exported, folder, tokenizer, opset)
+            # the quantizer reads weights from initializers: it gets the graph unpacked, and int8 is packed after
+            check, _ = write_onnx_folder(exported, folder, tokenizer, opset, pack=False)
             (folder / ONNX_FILE).replace(fp32)
             int8 = quantize_int8(fp32, folder / ONNX_FILE)
+            packed = pack_onnx(int8)
             gate = enforce(accuracy_gate(fp32, int8, dev, max_drop, threads))
-        return Written(self.runtime, ONNX_FILE, opset, check, check_onnx_folder(exported, int8), gate)
+        return Written(self.runtime, ONNX_FILE, opset, check, check_onnx_folder(exported, int8), gate, packed)
 
     def deploy(self, exported, folder, *, threads, device) -> Deployed:
         # without the accuracy gate: a search's score objective stays the fp32 student's
-        fp32 = self.graph(exported, folder)
+        fp32 = self.graph(exported, folder, pack=False)
         int8 = quantize_int8(fp32, folder / "model.int8.onnx")
+        pack_onnx(int8)
         fp32.unlink()
         return Deployed(int8, onnx_runner(onnx_session(int8, threads)), "cpu")
 

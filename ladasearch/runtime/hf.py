@@ -1,7 +1,7 @@
 """The Hugging Face folder of a compressed model: what plain transformers loads with ``trust_remote_code=True``.
 
-The exported model is the inference form of the student: pruning masks folded (pruned entries are
-stored zeros, no mask tensors), a factorized matrix merged back to one dense matrix where that costs
+The exported model is the inference form of the student: pruning masks folded (no mask tensors; a
+matrix with enough pruned entries is stored packed, its non-zeros and a bitmask, see ``nn.packed``), a factorized matrix merged back to one dense matrix where that costs
 fewer multiply-adds (rank r of an m x n matrix with r*(m+n) >= m*n), PyTorch SDPA attention, and the
 task's label names.  Its class lives in ``modeling_ladasearch.py``, written into the folder and named by
 ``auto_map`` in ``config.json``; that file is assembled from the layers the student trained with
@@ -23,15 +23,19 @@ from ..data import get_task
 from ..errors import LadaError
 from ..nn import layers as nn_layers
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear
+from ..nn.packed import BITMASK, PACKED_KEY, VALUES, pack_state_dict
+from ..nn import packed as nn_packed
 from ..nn import units as nn_units
 from ..summary import TrialSummary, own_task
 from . import modeling_ladasearch
 from .fast import optimize_for_inference
 from .inputs import max_length, random_inputs
+from .packing import Packed
 
 MODELING_FILE = Path(modeling_ladasearch.__file__)
-# the exported modeling file, in this order: the layers, the units (which use the layers), the HF classes
-_MODELING_PARTS = (nn_layers, nn_units, modeling_ladasearch)
+# the exported modeling file, in this order: the layers, the units (which use the layers), the packing, the HF
+# classes
+_MODELING_PARTS = (nn_layers, nn_units, nn_packed, modeling_ladasearch)
 # exported vs. source logits: float rounding of the merged matrices and of SDPA only (1e-6 on MiniLM); a
 # wrong weight or layer shows as differences of order 1e-1
 ATOL = 1e-4
@@ -166,24 +170,43 @@ def logits_gap(a: nn.Module, b: nn.Module, seed: int = 0) -> float:
         return float((a(**inputs).logits - b(**inputs).logits).abs().max())
 
 
-def write_hf_folder(exported: nn.Module, folder: str | Path, tokenizer) -> Path:
-    """Weights (``model.safetensors``), ``config.json``, the modeling file and the tokenizer in ``folder``."""
+def save_weights(exported: nn.Module, folder: str | Path) -> Packed:
+    """``model.safetensors`` and ``config.json`` of ``exported`` in ``folder``, every matrix that packing makes
+    smaller stored packed (``nn.packed``); returns what was packed."""
+    from transformers.utils import logging as hf_logging
+
+    dense = exported.state_dict()
+    state, spec = pack_state_dict(dense)
+    packed = Packed(len(spec), sum(dense[n].numel() * dense[n].element_size() for n in spec),
+                    sum(state[n + s].numel() * state[n + s].element_size() for n in spec for s in (VALUES, BITMASK)))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one small file: no "Writing model shards" bar
+    setattr(exported.config, PACKED_KEY, spec)
+    try:
+        exported.save_pretrained(folder, state_dict=state)
+    finally:
+        setattr(exported.config, PACKED_KEY, {})  # the model in memory stays dense
+        if bars:
+            hf_logging.enable_progress_bar()
+    return packed
+
+
+def write_hf_folder(exported: nn.Module, folder: str | Path, tokenizer) -> Packed:
+    """Weights (``model.safetensors``), ``config.json``, the modeling file and the tokenizer in ``folder``;
+    returns what the weights file stores packed."""
     from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # one small file: no "Writing model shards" bar
     try:
-        exported.save_pretrained(folder)
+        packed = save_weights(exported, folder)
         tokenizer.save_pretrained(folder)
     finally:
         hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     (folder / MODELING_FILE.name).write_text(modeling_source())
-    return folder
+    return packed
 
 
 def load_hf_folder(folder: str | Path) -> nn.Module:

@@ -7,7 +7,8 @@ Load an exported folder with::
 
 This file imports only torch and transformers, so the folder works anywhere they are installed.
 A weight matrix W (m x n) listed in ``config.factorized`` (``{module name: {"kind": "linear" | "embedding",
-"rank": r}}``) is stored as its two factors A (m x r) and B (n x r), W = A @ B.T; pruned entries are stored zeros.
+"rank": r}}``) is stored as its two factors A (m x r) and B (n x r), W = A @ B.T.  A pruned matrix listed in ``config.ladasearch_packed`` is stored as its non-zero entries and a
+bitmask (``NAME_packed_values``, ``NAME_packed_bits``) and unpacked after loading.
 Every other tensor is the architecture's own, at the widths ``config.ladasearch_widths`` gives when whole attention
 heads and feed-forward neurons were removed (``{"heads": [[kept head indices] per layer], "intermediate":
 [kept neurons per layer]}``; the hidden size is unchanged, so only the matrices around each removed unit
@@ -26,6 +27,7 @@ from transformers import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear, factorized_like, replace_module
+from ..nn.packed import PACKED_KEY, hold_packed, holds_packed, unpack_model
 from ..nn.units import LADASEARCH_PREFIX, LAYOUTS, WIDTHS_KEY, narrow_layers
 
 
@@ -38,8 +40,20 @@ class LadaModelMixin:
         narrow_layers(self, getattr(self.config, WIDTHS_KEY, None))
         for name, spec in (self.config.factorized or {}).items():
             replace_module(self, name, factorized_like(self.get_submodule(name), spec["kind"], int(spec["rank"])))
+        hold_packed(self, getattr(self.config, PACKED_KEY, None))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading info) on request
+        unpack_model(model, getattr(model.config, PACKED_KEY, None))
+        # what the model holds now is dense: saving it again writes plain tensors
+        setattr(model.config, PACKED_KEY, {})
+        return loaded
 
     def _init_weights(self, module):
+        if holds_packed(module):
+            return  # its packed buffers come from the file
         # only weights missing from the file reach this; the factors get the architecture's scale
         if isinstance(module, (FactorizedLinear, FactorizedEmbedding)):
             std = getattr(self.config, "initializer_range", 0.02)
@@ -55,9 +69,11 @@ class LadaModelMixin:
 class LadaConfigMixin:
     """The family's config plus what ladasearch records: the factorized layers and the provenance."""
 
-    def __init__(self, factorized: dict | None = None, ladasearch: dict | None = None, **kwargs):
+    def __init__(self, factorized: dict | None = None, ladasearch: dict | None = None,
+                 ladasearch_packed: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.factorized = dict(factorized or {})
+        setattr(self, PACKED_KEY, dict(ladasearch_packed or {}))  # the tensors the file stores packed
         self.ladasearch = dict(ladasearch or {})  # provenance: task, ratios, scores (for people, not for loading)
 
 

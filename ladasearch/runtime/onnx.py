@@ -2,8 +2,8 @@
 
 The graph has inputs ``input_ids``, ``attention_mask`` and, where the family has segment embeddings,
 ``token_type_ids`` (int64, dynamic batch and sequence axes; ``inputs.input_names``) and the output ``logits`` (dynamic batch axis).  Pruning masks are folded first (pruned
-entries are stored zeros in the ONNX initializers: ONNX has no packed-bitmask format, so the ONNX
-file holds every factor entry), factorized layers export as two MatMuls, and attention is exported in
+entries are zeros in the traced initializers; ``runtime.packing`` stores them packed in an export's file),
+factorized layers export as two MatMuls, and attention is exported in
 its eager form.  The TorchScript-based exporter (``dynamo=False``) is used by default: it is quick and
 exact here; the torch.export-based one (``dynamo=True``) is the fallback when it fails.
 """

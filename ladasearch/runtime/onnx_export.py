@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import LadaError
 from .inputs import max_length, random_inputs
 from .onnx import export_onnx, onnx_session
+from .packing import Packed, pack_onnx
 
 OPSET = 17
 ONNX_FILE = "model.onnx"
@@ -83,15 +84,18 @@ def onnx_config(exported: nn.Module):
     return config
 
 
-def write_onnx_folder(exported: nn.Module, folder: str | Path, tokenizer, opset: int = OPSET) -> OnnxCheck:
-    """``model.onnx`` (fp32), ``config.json`` and the tokenizer in ``folder``; LadaError if the graph is off."""
+def write_onnx_folder(exported: nn.Module, folder: str | Path, tokenizer, opset: int = OPSET,
+                      pack: bool = True) -> tuple[OnnxCheck, Packed | None]:
+    """``model.onnx`` (fp32; its pruned matrices packed unless ``pack`` is False), ``config.json`` and the
+    tokenizer in ``folder``; LadaError if the graph is off."""
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = export_onnx(exported, folder / ONNX_FILE, opset=opset)
+    packed = pack_onnx(path) if pack else None
     check = check_onnx_folder(exported, path)
     if not check.worst < ATOL:
         raise LadaError(f"the ONNX graph's logits differ from torch's by {check.worst:.3g} (allowed < {ATOL:g})")
     onnx_config(exported).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return check
+    return check, packed
