@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -322,6 +323,14 @@ def test_ctrl_c_marks_the_search_killed_and_resume_completes_it(tiny_dir, tmp_pa
     assert "interrupted after" in out and "ladasearch resume c" in out and "Traceback" not in out
     parents, children = _runs(uri, "c")
     assert parents[0].info.status == "KILLED"
+    # fifo stops no trial: one cut off by the Ctrl-C is interrupted (a resume runs it), never "stopped"
+    counts = next(line for line in out.splitlines() if line.startswith("search c: ") and "completed" in line)
+    assert "0 stopped before target" in counts and "0 stopped at target" in counts, counts
+    trials, completed = map(int, re.match(r"search c: (\d+) trials: (\d+) completed", counts).groups())
+    assert f"{trials - completed} interrupted" in counts and trials - completed >= 1, counts
+    # a trial cut off after it started has its run ended KILLED and marked interrupted (one still pending has none)
+    cut = [c for c in children if c.info.status != "FINISHED"]
+    assert all(c.info.status == "KILLED" and c.data.tags["ladasearch.outcome"] == "interrupted" for c in cut)
 
     done = subprocess.run(cli + ["resume", "c", "--storage", str(tmp_path / "runs")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=400)

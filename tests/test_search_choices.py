@@ -596,9 +596,34 @@ def test_resume_keeps_the_optuna_study_and_the_warm_start_queue(tiny_dir, tmp_pa
     ("stopped_early", None, "stopped_before_target"),
     ("stopped_early", math.nan, "stopped_before_target"),
     ("failed", None, "failed"),
+    ("interrupted", 0.7, "interrupted"),
+    ("interrupted", None, "interrupted"),
 ])
 def test_a_trials_outcome_has_one_definition(status, at_target, outcome):
     from ladasearch.search.results import OUTCOMES, TrialRow
 
     row = TrialRow("t", status, 0.5, 5.0, 2, None, {}, score_at_target=at_target)
     assert row.outcome == outcome and outcome in OUTCOMES
+
+
+def test_a_trial_cut_off_by_the_stop_is_interrupted_not_stopped_early():
+    """Its last report is a round in the middle (status stopped_early, as every report but the last), and Tune
+    calls it TERMINATED like a trial its scheduler stopped: only a trial that ended has a last result marked done."""
+    from types import SimpleNamespace
+
+    from ladasearch.search.results import gather
+    from ladasearch.search.worker import SUMMARY_KEY
+
+    def result(i, status, rounds, done, error=None):
+        summary = _summary(5.0, [(2.5, 0.6), (5.0, 0.7)][:rounds], status) if rounds else None
+        metrics = {"trial_id": f"t{i}", SUMMARY_KEY: json.dumps(summary.to_json())} if rounds else {}
+        return SimpleNamespace(metrics={**metrics, **({"done": True} if done else {})}, error=error,
+                               checkpoint=None, path=f"/runs/t{i}", config={})
+
+    grid = [result(0, "completed", 2, True), result(1, "stopped_early", 1, True), result(2, "stopped_early", 2, True),
+            result(3, "stopped_early", 1, False), result(4, "stopped_early", 2, False), result(5, "", 0, False),
+            result(6, "stopped_early", 1, False, error=RuntimeError("boom"))]
+    rows = [t.row for t in gather(grid)]
+    assert [r.outcome for r in rows] == ["completed", "stopped_before_target", "stopped_at_target", "interrupted",
+                                         "interrupted", "interrupted", "failed"]
+    assert rows[4].score_at_target == 0.7   # what it reported stays; it is not ranked (no checkpoint)

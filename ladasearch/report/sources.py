@@ -9,8 +9,9 @@ A SOURCE is
 MLflow layout (see ``ladasearch.tracking``): the parent run has tags ``ladasearch.role=search`` and
 ``ladasearch.search=<name>``; each trial is a child run (tag ``mlflow.parentRunId``, tag
 ``ladasearch.role=trial``) with the artifact ``summary.json``.  Only ended child runs are read (FINISHED, or
-KILLED: stopped before the target size).  A trial whose outcome (``summary.trial_outcome``) is not completed or
-stopped at the target, or without a score, is incomplete: it is dropped unless ``include_incomplete``.
+KILLED: stopped before the target size, or interrupted).  A trial whose outcome (``summary.trial_outcome``) is
+not completed or stopped at the target, or without a score, is incomplete: it is dropped unless
+``include_incomplete``.
 
 Every summary is read as a ``TrialSummary`` (a hand-edited one with a wrong type is one LadaError naming
 the file and the field) and returned as a ``LoadedTrial`` with its ``Source``: ``kind`` (folder/mlflow),

@@ -18,7 +18,8 @@ One row per trial (``best_per_group`` keeps the best trial of each source, task 
                 val for a search trial or a `compress` run (every choice is made on it), dev for older runs
     dev_score   the dev score: measured only for a chosen model (a search's best trial, a `compress` output)
     teacher_score (on dev), score_vs_teacher (dev score / teacher score)
-    outcome     how the trial ended (``summary.OUTCOMES``): completed, stopped_at_target, stopped_before_target
+    outcome     how the trial ended (``summary.OUTCOMES``): completed, stopped_at_target, stopped_before_target,
+                failed, interrupted
 
 ``best_per_group`` ranks by the score at the target size (val), never by the dev score.
 

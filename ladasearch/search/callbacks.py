@@ -23,7 +23,8 @@ from .worker import PARAMS_KEY, reported_summary
 
 # the progress line's words for each outcome (``summary.OUTCOMES``; a failed trial is told by on_trial_error)
 OUTCOME_WORDS = {"completed": "finished", "stopped_at_target": "stopped at the target size",
-                 "stopped_before_target": "stopped before the target size", "failed": "failed"}
+                 "stopped_before_target": "stopped before the target size", "failed": "failed",
+                 "interrupted": "interrupted"}
 
 
 def round_metrics(summary: TrialSummary) -> dict[str, float]:

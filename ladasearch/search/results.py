@@ -22,7 +22,7 @@ from ..report.pareto import pareto_front
 from ..report.plots import final_curve, search_plots
 from ..report.records import LoadedTrial
 from ..summary import OUTCOMES, TrialSummary, reaches_target, trial_outcome
-from ..tracking import CHOSEN, BestTags, Tracker
+from ..tracking import CHOSEN, OUTCOME, BestTags, Tracker
 from .dev_eval import DevSet
 from .objectives import get_objective
 from .settings import SearchConfig
@@ -32,7 +32,7 @@ from .worker import reported_summary
 if TYPE_CHECKING:
     from .final_stage import FinalStage
 
-STATUSES = ("completed", "stopped_early", "failed")
+STATUSES = ("completed", "stopped_early", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TrialRow:
     """One trial of a search as the outcome and ``trials.json`` list it."""
 
     trial_id: str
-    status: str                   # completed, stopped_early or failed
+    status: str                   # ``STATUSES``
     score: float | None           # validation score of the last round it reported
     achieved_factor: float | None
     round: int | None
@@ -97,7 +97,14 @@ def gather(grid) -> list[GatheredTrial]:
     for result in grid:
         metrics = result.metrics or {}
         summary = reported_summary(metrics)
-        status = "failed" if result.error else summary.status if summary is not None else "stopped_early"
+        if result.error:
+            status = "failed"
+        elif not metrics.get("done"):
+            # Tune marks the last result of a trial that ended (its own end, or the scheduler's stop) done; a
+            # trial cut off by Ctrl-C/SIGTERM has none (Tune's status says TERMINATED all the same)
+            status = "interrupted"
+        else:
+            status = summary.status if summary is not None else "stopped_early"
         latency = metrics.get("latency_ms")
         row = TrialRow(trial_id=metrics.get("trial_id") or (result.path and Path(result.path).name),
                        status=status, score=metrics.get("score"), achieved_factor=metrics.get("achieved_factor"),
@@ -277,6 +284,11 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
         log("no trial finished; nothing to export (see the stopped and failed trials above)")
     tracker.log_metrics(parent_id, {f"trials_{outcome}": sum(r.outcome == outcome for r in rows)
                                     for outcome in OUTCOMES})
+    for row in rows:
+        run_id = tracker.find_trial_run(parent_id, row.trial_id) if row.outcome == "interrupted" else None
+        if run_id is not None:   # no callback ends it: the stop came mid-trial (a resume reopens the run)
+            tracker.set_tags(run_id, {OUTCOME: "interrupted"})
+            tracker.finish(run_id, "KILLED")
     if interrupted:
         log(f"search {cfg.name} interrupted after {completed} of {cfg.num_samples} trials; continue it with "
             f"`ladasearch resume {cfg.name} --storage {cfg.folder.parent}`")

@@ -25,13 +25,14 @@ def reaches_target(achieved_factor: float, target: float) -> bool:
 
 
 # how a search trial ended: completed its rounds; stopped by the scheduler after it reached the target size (it has
-# a score at the target, ranked like a completed trial's); stopped before it (no score at the target); failed
-OUTCOMES = ("completed", "stopped_at_target", "stopped_before_target", "failed")
+# a score at the target, ranked like a completed trial's); stopped before it (no score at the target); failed;
+# interrupted (still running when the search was stopped by Ctrl-C or SIGTERM: a resume runs it again)
+OUTCOMES = ("completed", "stopped_at_target", "stopped_before_target", "failed", "interrupted")
 
 
 def trial_outcome(status: str, score_at_target: float | None) -> str:
-    """The one rule from a trial's status (``completed``, ``stopped_early``, ``failed``) and its score at the target
-    (None or NaN: it never reached the target size) to its outcome (``OUTCOMES``)."""
+    """The one rule from a trial's status (``completed``, ``stopped_early``, ``failed``, ``interrupted``) and its
+    score at the target (None or NaN: it never reached the target size) to its outcome (``OUTCOMES``)."""
     if status == "stopped_early":
         at_target = score_at_target is not None and math.isfinite(score_at_target)
         return "stopped_at_target" if at_target else "stopped_before_target"
