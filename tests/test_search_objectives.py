@@ -81,7 +81,7 @@ def test_size_decreases_with_compression(students, runtime, method):
 
 
 # not hybrid: its tiny weights, packed, weigh less than the int8 graph's quantization nodes (on MiniLM the int8
-# file is 3.5x smaller; benchmarks/results/packed.md)
+# file is 3.4-3.6x smaller; benchmarks/results/packed.md)
 @pytest.mark.parametrize("method", ["svd", "prune"])
 def test_int8_graph_is_smaller_than_fp32(students, method):
     int8 = _measure(students, method, 6.0, "onnx-int8").get("size_bytes")
