@@ -86,8 +86,8 @@ cluster.shutdown()
 """
 
 
-@pytest.fixture(scope="module")
-def existing_cluster():
+@contextlib.contextmanager
+def ray_head():
     """(address, node ids) of a one-CPU Ray head with token authentication, started in its own process (Ray
     reads the authentication mode once per process), always shut down."""
     head = subprocess.Popen([sys.executable, "-c", HEAD], env={**BASE_ENV, "RAY_AUTH_MODE": "token",
@@ -105,6 +105,12 @@ def existing_cluster():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(head.pid, signal.SIGKILL)  # whatever of the head is left
             head.wait()
+
+
+@pytest.fixture(scope="module")
+def existing_cluster():
+    with ray_head() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +293,48 @@ def test_address_auto_joins_the_existing_cluster_with_its_token(tiny_dir, root, 
     parents, children = runs(root, "j")
     assert parents[0].info.status == "FINISHED" and len(children) == 1
     assert children[0].data.params["ray.node_id"] in cluster_nodes
+
+
+@pytest.mark.cluster
+def test_a_dead_raylet_of_the_joined_node_fails_the_search_in_one_line(tiny_dir, root):
+    """The node a joined search's driver runs on loses its raylet (``ray stop`` on that machine, a crash): as on
+    the private Ray, one line, exit 1, and the parent run FAILED with the reason instead of RUNNING."""
+    import psutil
+
+    with ray_head() as (address, nodes):
+        env = {**ENV, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+        log = root / "search.log"
+        with open(log, "w") as out:
+            search = subprocess.Popen(CLI + run_args(tiny_dir, root, "jd", "--trials", "2", "--address", "auto",
+                                                     "--scheduler", "fifo", "--steps-per-round", "60"),
+                                      cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and search.poll() is None:
+                time.sleep(1)
+                with contextlib.suppress(Exception):  # the store is being written
+                    if runs(root, "jd")[1]:
+                        break
+            time.sleep(2)  # the trial trains
+            assert search.poll() is None, log.read_text()[-3000:]
+            raylets = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet"
+                       and any(f"--node_id={n}" in (p.info["cmdline"] or ()) for n in nodes)]
+            assert len(raylets) == 1
+            raylets[0].send_signal(signal.SIGKILL)
+            rc = search.wait(timeout=120)
+        finally:
+            if search.poll() is None:
+                os.killpg(search.pid, signal.SIGKILL)
+                search.wait()
+    output = log.read_text()
+    assert rc == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and output.rstrip().endswith(errors[0]), output[-3000:]
+    assert f"the raylet of this machine's Ray node (pid {raylets[0].pid}) died" in errors[0]
+    assert "`ladasearch resume jd`" in errors[0] and "Traceback" not in output
+    parents, children = runs(root, "jd")
+    assert parents[0].info.status == "FAILED" and "raylet" in parents[0].data.tags["ladasearch.error"]
+    assert children and all(c.info.status != "RUNNING" for c in children)
 
 
 # ---- concurrent searches -----------------------------------------------------------------------------

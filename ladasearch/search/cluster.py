@@ -189,13 +189,16 @@ def quiet_raylet_notice() -> None:
 
 
 def local_raylet():
-    """The raylet of the private Ray this process started (a child process named ``raylet``), or None."""
+    """The raylet of the Ray node this driver runs on (the private Ray's, or on a joined cluster the node
+    ``ray start`` made on this machine: a driver always attaches to its own machine's node), or None.  Found by
+    the node id it was started with (``--node_id=...``), so another Ray on the machine is never taken for it."""
     import psutil
+    import ray
 
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if child.name() == "raylet":
-                return child
+    flag = f"--node_id={ray.get_runtime_context().get_node_id()}"
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "raylet" and flag in (process.info["cmdline"] or ()):
+            return process
     return None
 
 
@@ -203,17 +206,22 @@ NODE_DIED_EXIT = 1
 
 
 class NodeWatch:
-    """Watches the private Ray's raylet from a daemon thread while a search runs on it.
+    """Watches the raylet of the Ray node this driver runs on (private or joined) from a daemon thread while a
+    search runs on it.
 
     When the raylet dies, Ray's C++ core ends this process with exit code 1 and no Python code runs (no
     ``finally``, no ``atexit``), after its agent has printed the raylet's last 20 log lines: the parent run
     would stay RUNNING.  So the watch acts first: ``on_death(why)`` records it and returns the one line to
     print; Ray's later output is muted and the process ends itself with ``NODE_DIED_EXIT``.  ``stop()`` before
-    ``ray.shutdown()``, which ends the raylet on purpose.
+    ``ray.shutdown()``, which ends the private raylet on purpose.
     """
 
     def __init__(self, on_death: Callable[[str], str], interval: float = 0.2):
-        self.raylet = local_raylet()   # None on a joined cluster: its node is not ours to watch
+        import psutil
+
+        self.raylet = local_raylet()
+        private = self.raylet is not None and self.raylet.pid in {c.pid for c in psutil.Process().children(True)}
+        self.whose = "the private Ray's raylet" if private else "the raylet of this machine's Ray node"
         self.on_death, self.interval = on_death, interval
         self.stopped = threading.Event()
         if self.raylet is not None:
@@ -237,7 +245,7 @@ class NodeWatch:
                 break
         if self.stopped.is_set():
             return
-        why = f"the private Ray's raylet (pid {self.raylet.pid}) died: its node and every trial on it are gone"
+        why = f"{self.whose} (pid {self.raylet.pid}) died: its node and every trial on it are gone"
         # Ray's core (C++, straight to the file descriptors) and its Python threads print the raylet's log
         # tail while this records: both descriptors go to /dev/null, the one line to the saved stderr
         for stream in (sys.stdout, sys.stderr):
