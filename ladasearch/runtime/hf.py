@@ -1,12 +1,13 @@
 """The Hugging Face folder of a compressed model: what plain transformers loads with ``trust_remote_code=True``.
 
 The exported model is the inference form of the student: pruning masks folded (no mask tensors; a
-matrix with enough pruned entries is stored packed, its non-zeros and a bitmask, see ``nn.packed``), a factorized matrix merged back to one dense matrix where that costs
-fewer multiply-adds (rank r of an m x n matrix with r*(m+n) >= m*n), PyTorch SDPA attention, and the
-task's label names.  Its class lives in ``modeling_ladasearch.py``, written into the folder and named by
-``auto_map`` in ``config.json``; that file is assembled from the layers the student trained with
-(``nn.layers``, ``nn.units``) and the HF classes of ``deploy/modeling_ladasearch.py`` (``modeling_source``); the model type is not one transformers knows, so loading the
-folder without ``trust_remote_code=True`` raises instead of returning random weights.
+matrix with enough pruned entries is stored packed, its non-zeros and a bitmask, see ``nn.packed``), a
+factorized matrix merged back to one dense matrix where that costs fewer multiply-adds (rank r of an m x n
+matrix with r*(m+n) >= m*n), PyTorch SDPA attention, and the task's label names.  Its class lives in
+``modeling_ladasearch.py``, written into the folder and named by ``auto_map`` in ``config.json``; that file is
+assembled from the layers the student trained with (``nn.layers``, ``nn.units``, ``nn.packed``) and the HF
+classes of ``runtime/modeling_ladasearch.py`` (``modeling_source``); the model type is not one transformers
+knows, so loading the folder without ``trust_remote_code=True`` raises instead of returning random weights.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from ..data import get_task
 from ..errors import LadaError
 from ..nn import layers as nn_layers
 from ..nn.layers import FactorizedEmbedding, FactorizedLinear
-from ..nn.packed import BITMASK, PACKED_KEY, VALUES, pack_state_dict
 from ..nn import packed as nn_packed
+from ..nn.packed import BITMASK, PACKED_KEY, VALUES, pack_state_dict
 from ..nn import units as nn_units
 from ..summary import TrialSummary, own_task
 from . import modeling_ladasearch
@@ -64,9 +65,10 @@ FAMILIES: dict[str, Family] = {model.__bases__[-1].__name__: Family(config, mode
 
 
 def modeling_source() -> str:
-    """The self-contained ``modeling_ladasearch.py`` of an export: ``nn.layers``, ``nn.units`` and the HF classes
-    of ``deploy/modeling_ladasearch.py`` in one file, with their imports of each other removed, so the classes
-    that trained the student are the ones transformers loads and the file needs only torch and transformers."""
+    """The self-contained ``modeling_ladasearch.py`` of an export: ``nn.layers``, ``nn.units``, ``nn.packed`` and
+    the HF classes of ``runtime/modeling_ladasearch.py`` in one file, with their imports of each other removed,
+    so the classes that trained the student are the ones transformers loads and the file needs only torch and
+    transformers."""
     head = ast.get_docstring(ast.parse(MODELING_FILE.read_text()))
     imports, bodies = ["from __future__ import annotations"], []
     for module in _MODELING_PARTS:

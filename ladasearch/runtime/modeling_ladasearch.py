@@ -7,8 +7,9 @@ Load an exported folder with::
 
 This file imports only torch and transformers, so the folder works anywhere they are installed.
 A weight matrix W (m x n) listed in ``config.factorized`` (``{module name: {"kind": "linear" | "embedding",
-"rank": r}}``) is stored as its two factors A (m x r) and B (n x r), W = A @ B.T.  A pruned matrix listed in ``config.ladasearch_packed`` is stored as its non-zero entries and a
-bitmask (``NAME_packed_values``, ``NAME_packed_bits``) and unpacked after loading.
+"rank": r}}``) is stored as its two factors A (m x r) and B (n x r), W = A @ B.T.  A pruned matrix listed in
+``config.ladasearch_packed`` is stored as its non-zero entries and a bitmask (``NAME_packed_values``,
+``NAME_packed_bits``) and unpacked after loading.
 Every other tensor is the architecture's own, at the widths ``config.ladasearch_widths`` gives when whole attention
 heads and feed-forward neurons were removed (``{"heads": [[kept head indices] per layer], "intermediate":
 [kept neurons per layer]}``; the hidden size is unchanged, so only the matrices around each removed unit

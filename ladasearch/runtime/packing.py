@@ -1,10 +1,11 @@
 """Pruned matrices stored packed in an export: the record of what was packed, and the ONNX packer.
 
 The HF folder packs with ``nn.packed`` (the loading model unpacks).  In an ONNX file, the graph itself
-unpacks when onnxruntime loads it.  ONNX has no bitmask tensor format (its ``SparseTensorProto`` spends an 8-byte index per kept entry, more
-than the dense fp32 matrix below a density of one half), so a matrix ``W`` with zeros is stored as its
-non-zero entries ``W/packed_values`` (after one leading fill value) and ``W/packed_bits`` (one bit per
-entry, the order of ``nn.packed``), and a few nodes rebuild ``W`` under its own name::
+unpacks when onnxruntime loads it.  ONNX has no bitmask tensor format (its ``SparseTensorProto`` spends an
+8-byte index per kept entry: smaller than the dense fp32 matrix only below a density of one third), so a
+matrix ``W`` with zeros is stored as its non-zero entries ``W/packed_values`` (after one leading fill value)
+and ``W/packed_bits`` (one bit per entry, the order of ``nn.packed``), and a few nodes rebuild ``W`` under its
+own name::
 
     present  = (bits >> [7..0]) mod 2, flattened to the entry count      (1 where W is not the fill value)
     position = cumsum(present) * present                                   (k for the k-th kept entry, else 0)
