@@ -48,9 +48,9 @@ class Packed:
 def _fill(array: np.ndarray):
     """The value the pruned entries hold: 0, or in an integer table the most common value (an embedding
     quantized to uint8 stores its pruned zeros as the zero point)."""
-    if array.dtype.kind in "iu":
-        values, counts = np.unique(array, return_counts=True)
-        return values[np.argmax(counts)]
+    if array.dtype.itemsize == 1 and array.dtype.kind in "iu":   # int8 / uint8: count each of the 256 values
+        counts = np.bincount(array.reshape(-1).view(np.uint8), minlength=256)
+        return np.array(np.argmax(counts), np.uint8).view(array.dtype)[()]
     return array.dtype.type(0)
 
 
