@@ -607,23 +607,26 @@ def test_a_trials_outcome_has_one_definition(status, at_target, outcome):
 
 
 def test_a_trial_cut_off_by_the_stop_is_interrupted_not_stopped_early():
-    """Its last report is a round in the middle (status stopped_early, as every report but the last), and Tune
-    calls it TERMINATED like a trial its scheduler stopped: only a trial that ended has a last result marked done."""
+    """Its last report is a round in the middle (status stopped_early, as every report but the last), as for a
+    trial the scheduler stopped: in a stopped search, what decides is whether its outcome was recorded."""
     from types import SimpleNamespace
 
     from ladasearch.search.results import gather
     from ladasearch.search.worker import SUMMARY_KEY
 
-    def result(i, status, rounds, done, error=None):
+    def result(i, status, rounds, error=None):
         summary = _summary(5.0, [(2.5, 0.6), (5.0, 0.7)][:rounds], status) if rounds else None
         metrics = {"trial_id": f"t{i}", SUMMARY_KEY: json.dumps(summary.to_json())} if rounds else {}
-        return SimpleNamespace(metrics={**metrics, **({"done": True} if done else {})}, error=error,
-                               checkpoint=None, path=f"/runs/t{i}", config={})
+        return SimpleNamespace(metrics=metrics, error=error, checkpoint=None, path=f"/runs/t{i}", config={})
 
-    grid = [result(0, "completed", 2, True), result(1, "stopped_early", 1, True), result(2, "stopped_early", 2, True),
-            result(3, "stopped_early", 1, False), result(4, "stopped_early", 2, False), result(5, "", 0, False),
-            result(6, "stopped_early", 1, False, error=RuntimeError("boom"))]
-    rows = [t.row for t in gather(grid)]
+    grid = [result(0, "completed", 2), result(1, "stopped_early", 1), result(2, "stopped_early", 2),
+            result(3, "stopped_early", 1), result(4, "stopped_early", 2), result(5, "", 0),
+            result(6, "stopped_early", 1, error=RuntimeError("boom")), result(7, "completed", 2)]
+    recorded = {"t1", "t2"}   # the scheduler stopped those two (their outcome tags are set)
+    rows = [t.row for t in gather(grid, lambda trial_id: trial_id in recorded)]
     assert [r.outcome for r in rows] == ["completed", "stopped_before_target", "stopped_at_target", "interrupted",
-                                         "interrupted", "interrupted", "failed"]
+                                         "interrupted", "interrupted", "failed", "completed"]
     assert rows[4].score_at_target == 0.7   # what it reported stays; it is not ranked (no checkpoint)
+    # a search that ended: nobody asks, and every trial that did not complete was stopped by the scheduler
+    assert [t.row.outcome for t in gather(grid)][3:6] == ["stopped_before_target", "stopped_at_target",
+                                                          "stopped_before_target"]

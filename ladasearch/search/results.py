@@ -91,22 +91,24 @@ def _finite(value) -> float | None:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def gather(grid) -> list[GatheredTrial]:
-    """Every trial of a Tune ResultGrid with its last summary and, when it completed, its checkpoint."""
+def gather(grid, ended: Callable[[str], bool] | None = None) -> list[GatheredTrial]:
+    """Every trial of a Tune ResultGrid with its last summary and, when it completed, its checkpoint.
+
+    ``ended`` (given for a search that was stopped): whether the trial of that id ended, as its recorded outcome
+    says.  One that neither completed nor failed and did not end was cut off by the stop: interrupted.  Tune
+    itself tells them apart from a trial its scheduler stopped by nothing that survives a resume (both are
+    TERMINATED; the ``done`` mark of a last result is not in the saved state).
+    """
     trials = []
     for result in grid:
         metrics = result.metrics or {}
         summary = reported_summary(metrics)
-        if result.error:
-            status = "failed"
-        elif not metrics.get("done"):
-            # Tune marks the last result of a trial that ended (its own end, or the scheduler's stop) done; a
-            # trial cut off by Ctrl-C/SIGTERM has none (Tune's status says TERMINATED all the same)
+        trial_id = metrics.get("trial_id") or (result.path and Path(result.path).name)
+        status = "failed" if result.error else summary.status if summary is not None else "stopped_early"
+        if status == "stopped_early" and ended is not None and not ended(trial_id):
             status = "interrupted"
-        else:
-            status = summary.status if summary is not None else "stopped_early"
         latency = metrics.get("latency_ms")
-        row = TrialRow(trial_id=metrics.get("trial_id") or (result.path and Path(result.path).name),
+        row = TrialRow(trial_id=trial_id,
                        status=status, score=metrics.get("score"), achieved_factor=metrics.get("achieved_factor"),
                        round=metrics.get("round"),
                        latency_ms=latency if isinstance(latency, (int, float)) and math.isfinite(latency) else None,
@@ -236,11 +238,12 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
            log: Callable[[str], None], dev: DevSet | None = None, final: FinalStage | None = None) -> SearchOutcome:
     """Best trial (on val) -> final budget (``final``, once every trial ended) -> dev score -> parent run (metrics,
     tags, summary, model, plots); the table of trials."""
-    trials = gather(grid)
-    rows = [t.row for t in trials]
-    completed = sum(r.status == "completed" for r in rows)
     # Ray Tune ends fit() quietly on Ctrl-C (state saved); every trial has ended only when the search is complete
     interrupted = grid.num_terminated + grid.num_errors < cfg.num_samples
+    trials = gather(grid, (lambda trial_id: tracker.trial_outcome(parent_id, trial_id) not in (None, "interrupted"))
+                    if interrupted else None)
+    rows = [t.row for t in trials]
+    completed = sum(r.status == "completed" for r in rows)
     log_plots([t.summary for t in trials if t.summary is not None and t.row.status != "failed"], tracker, parent_id,
               log)
     best = best_trial(trials)

@@ -190,6 +190,13 @@ class Tracker:
         return sorted((RunRecord.of(r) for r in runs if r.data.tags.get("ladasearch.model") == model),
                       key=lambda r: r.start_time, reverse=True)
 
+    def trial_outcome(self, parent_id: str, trial_id: str) -> str | None:
+        """The outcome tag of ``trial_id``'s run in the search ``parent_id`` (None: no run, or none recorded)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+            max_results=1)
+        return TrialTags.of(runs[0].data.tags).outcome if runs else None
+
     def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
         """The child run of ``trial_id`` in the search ``parent_id`` (None when it has none)."""
         runs = self.client.search_runs(
