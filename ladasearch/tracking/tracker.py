@@ -86,13 +86,17 @@ class Tracker:
         """Mark a run RUNNING again (a resumed search's parent)."""
         self.client.update_run(run_id, status="RUNNING")
 
-    def trial_run(self, parent_id: str, trial_id: str, name: str, tags: SearchTags) -> tuple[str, bool]:
-        """The child run of ``trial_id`` (reused when it exists, e.g. after a resume); True when new."""
+    def _trial_child(self, parent_id: str, trial_id: str):
+        """The MLflow run of ``trial_id`` in the search ``parent_id``, or None."""
         runs = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
             max_results=1)
-        if runs:  # a trial that ran before a resume: same run, one more attempt
-            run = runs[0]
+        return runs[0] if runs else None
+
+    def trial_run(self, parent_id: str, trial_id: str, name: str, tags: SearchTags) -> tuple[str, bool]:
+        """The child run of ``trial_id`` (reused when it exists, e.g. after a resume); True when new."""
+        run = self._trial_child(parent_id, trial_id)
+        if run is not None:  # a trial that ran before a resume: same run, one more attempt
             attempts = TrialTags.of(run.data.tags).attempts + 1
             self.client.set_tag(run.info.run_id, ATTEMPTS, str(attempts))
             if run.info.status != "RUNNING":
@@ -192,17 +196,13 @@ class Tracker:
 
     def trial_outcome(self, parent_id: str, trial_id: str) -> str | None:
         """The outcome tag of ``trial_id``'s run in the search ``parent_id`` (None: no run, or none recorded)."""
-        runs = self.client.search_runs(
-            [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
-            max_results=1)
-        return TrialTags.of(runs[0].data.tags).outcome if runs else None
+        run = self._trial_child(parent_id, trial_id)
+        return TrialTags.of(run.data.tags).outcome if run is not None else None
 
     def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
         """The child run of ``trial_id`` in the search ``parent_id`` (None when it has none)."""
-        runs = self.client.search_runs(
-            [self.experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
-            max_results=1)
-        return runs[0].info.run_id if runs else None
+        run = self._trial_child(parent_id, trial_id)
+        return run.info.run_id if run is not None else None
 
     def runs_views(self, base_url: str) -> list[tuple[str, str]]:
         """(experiment, URL) of the runs table of each experiment of training runs in the store.  MLflow 3's UI opens
