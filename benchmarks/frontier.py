@@ -76,11 +76,12 @@ def label_of(target: float, space: str, seed: int) -> str:
     return f"{target:g}x-{Path(space).stem}-seed{seed}"  # a space given as a YAML file is named by its stem
 
 
-def search_part(args) -> dict:
-    """`ladasearch run` as a user types it; its shipped model's summary."""
+def search_part(args, label: str | None = None) -> dict:
+    """`ladasearch run` as a user types it (``args.extra`` appended: click keeps an option's last value); its
+    shipped model's summary."""
     from ladasearch.serialize import saved_summary
 
-    label = label_of(args.target, args.space, args.seed)
+    label = label or label_of(args.target, args.space, args.seed)
     folder = Path(args.work).resolve() / label
     folder.mkdir(parents=True, exist_ok=True)
     plugins = ["--factorizer", "activation", "--prune-score", "taylor"]
@@ -104,8 +105,10 @@ def search_part(args) -> dict:
     best = next(line.split("best model: ", 1)[1].strip() for line in text.splitlines()
                 if line.startswith("best model: "))
     summary = saved_summary(best)
-    done_line = next(line for line in text.splitlines() if line.startswith("final distillation done: "))
-    trial_dev = float(done_line.split(", dev ", 1)[1].split(" ", 1)[0]) if ", dev " in done_line else None
+    # with --final-budget 0 there is no final stage: the shipped model is the trial's own checkpoint
+    done_line = next((line for line in text.splitlines() if line.startswith("final distillation done: ")), "")
+    trial_dev = (float(done_line.split(", dev ", 1)[1].split(" ", 1)[0]) if ", dev " in done_line
+                 else summary.dev_score if not done_line else None)
     part = {"trial_dev": trial_dev, "label": label, "target": args.target, "space": args.space, "seed": args.seed,
             "command": " ".join(command), "seconds": seconds, "best_model": best, "summary": summary.to_json()}
     (Path(args.work) / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")

@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--models", default="minilm,bert-base",
                    help="minilm, and/or bert-base (a random BERT-base-sized model built from a config, no download)")
     p.add_argument("--concurrency", default="1,2", help="trials side by side, one run each")
+    p.add_argument("--extra", default="", help="more `ladasearch run` options, space-separated (e.g. "
+                   "'--teacher-cache-gb 0'); name the rows with --label")
     p.add_argument("--out-dir", default=None)
     return p.parse_args(argv)
 
@@ -78,7 +80,8 @@ class Sampler(threading.Thread):
                     info = proc.memory_full_info()
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
-                peak = self.peaks.setdefault(proc.pid, {"title": title, "rss": 0, "uss": 0, "pss": 0})
+                peak = self.peaks.setdefault(proc.pid, {"title": title, "rss": 0, "uss": 0, "pss": 0,
+                                                        "started": proc.create_time()})
                 peak["title"] = title if "ImplicitFunc" in title else peak["title"]
                 for key in ("rss", "uss", "pss"):
                     peak[key] = max(peak[key], getattr(info, key))
@@ -94,7 +97,8 @@ def measure(args, model: str, concurrency: int, work: Path) -> dict:
                "--threads", "1", "--rounds", "1", "--steps-per-round", "2", "--final-steps", "2",
                "--final-budget", "0", "--val-size", "64", "--max-dev", "64", "--calibration-batches", "8",
                "--name", f"memory-c{concurrency}", "--storage", f"{work}/runs",
-               "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--cache-dir", f"{work}/cache"]
+               "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--cache-dir", f"{work}/cache",
+               *args.extra.split()]
     env = {**os.environ, "PYTHONPATH": str(Path(args.checkout).resolve()), "OMP_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     C.log(f"{args.label}: {' '.join(command)} (package from {args.checkout})")
@@ -109,15 +113,30 @@ def measure(args, model: str, concurrency: int, work: Path) -> dict:
         raise SystemExit(f"ladasearch run exited {proc.returncode}:\n{output[-3000:]}")
     stats_mib = next((float(line.split("(", 1)[1].split(" MiB", 1)[0]) for line in output.splitlines()
                       if line.startswith("calibration:") and " MiB" in line), None)
-    trials = sorted((p for pid, p in sampler.peaks.items() if pid != proc.pid and "ImplicitFunc" in p["title"]),
-                    key=lambda p: -p["uss"])
+    ran = trial_configs(work / "runs" / f"memory-c{concurrency}")
+    trials = sorted(({**p, **ran.get(pid, {})} for pid, p in sampler.peaks.items()
+                     if pid != proc.pid and "ImplicitFunc" in p["title"]), key=lambda p: p["started"])
     if not trials:
         raise SystemExit(f"no trial worker seen; titles: {[p['title'] for p in sampler.peaks.values()]}")
-    mib = lambda peak: {k: (v / MIB if k != "title" else v) for k, v in peak.items()}  # noqa: E731
+    mib = lambda peak: {k: (v / MIB if k in ("rss", "uss", "pss") else v) for k, v in peak.items()}  # noqa: E731
     return {"label": args.label, "checkout": str(Path(args.checkout).resolve()), "commit": _commit(args.checkout),
             "model": model.split("/")[-1], "concurrency": concurrency, "calibration_mib": stats_mib,
             "seconds": time.perf_counter() - started, "driver": mib(sampler.peaks[proc.pid]),
             "trials": [mib(p) for p in trials]}
+
+
+def trial_configs(folder: Path) -> dict[int, dict]:
+    """Which trial each worker process ran (Tune writes the worker's pid into every result), and its method:
+    the per-trial peaks are then read against what the trial did."""
+    found = {}
+    for result in folder.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            ratios = json.loads(last.get("summary_json") or "{}").get("ratios", {})  # a space may fix the method
+            found[last["pid"]] = {"trial": last.get("trial_id"), "method": ratios.get("method"),
+                                  "embedding_ratio": ratios.get("embedding")}
+    return found
 
 
 def _commit(checkout: str) -> str | None:
@@ -138,11 +157,14 @@ def report(rows: list[dict]) -> str:
         table.append([row["model"], row["concurrency"], row["label"], row["commit"], row["calibration_mib"],
                       f"{row['driver']['rss']:.0f}", f"{row['driver']['uss']:.0f}",
                       " / ".join(f"{t['rss']:.0f}" for t in trials), " / ".join(f"{t['uss']:.0f}" for t in trials),
-                      " / ".join(f"{t['pss']:.0f}" for t in trials)])
+                      " / ".join(f"{t['pss']:.0f}" for t in trials),
+                      # rows written before the workers' start times were kept list the larger trial first
+                      " / ".join(str(t.get("method") or "?") for t in trials) if "started" in trials[0]
+                      else "(larger first)"])
     table.sort(key=lambda r: (r[0], r[1], r[2]))
     lines.append(C.md_table(["model", "concurrency", "run", "commit", "statistics MiB", "driver peak RSS MiB",
                              "driver peak USS MiB", "trial peak RSS MiB", "trial peak USS MiB",
-                             "trial peak PSS MiB"], table))
+                             "trial peak PSS MiB", "trials in start order"], table))
     return "\n".join(lines)
 
 

@@ -1,0 +1,226 @@
+"""The pipeline vs today's search vs a fixed recipe, at equal training compute (issue 20).
+
+Every arm is one `ladasearch run` (the CLI, through ``frontier.search_part``: same teacher, data, plug-ins,
+target and trial length) that may spend ``--budget`` distillation steps in all (batch 32), counting trials and
+the final budget; the arms differ only in where those steps go:
+
+    pipeline  the `ratios` space (method + embedding ratio + split), 4 trials under ASHA (at most 4 x 60 steps),
+              then ``budget - 4 x 60`` final steps on the chosen configuration (the product's default pipeline)
+    search    the `ratios` space, ``budget / 60`` trials of 60 steps under FIFO and no final budget: the search
+              as it shipped before the final stage (it hands back the best trial's own checkpoint)
+    fixed     one configuration chosen without search: SVD only at the uniform ratio (the embedding and every
+              encoder matrix kept alike; at 10x, the best fixed recipe of `search_vs_fixed.py`), one 60-step
+              trial, then ``budget - 60`` final steps
+
+The choice (best trial, best final checkpoint) is made on validation; dev is scored once on the shipped model.
+Steps actually trained are read back from the trials' results and the final curve; wall time is measured.
+
+    python benchmarks/equal_compute.py run --arm pipeline --seed 0 --work W [--budget 480 --target 10]
+    python benchmarks/equal_compute.py table --work W [--out-dir D]   # -> results/equal_compute-<task>-<t>x.*
+
+The aim (issue): the pipeline ahead of the best fixed recipe by more than the seed std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+import _common as C
+import frontier
+
+ARMS = ("pipeline", "search", "fixed")
+TRIAL_STEPS = 60          # frontier.search_part's trials: 2 rounds x 20 steps + 20 final steps
+PIPELINE_TRIALS = 4
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="step", required=True)
+    r = sub.add_parser("run", help="one arm at one seed")
+    r.add_argument("--arm", required=True, choices=ARMS)
+    r.add_argument("--seed", type=int, required=True)
+    r.add_argument("--budget", type=int, default=480, help="distillation steps each arm may spend in all")
+    r.add_argument("--target", type=float, default=10.0)
+    t = sub.add_parser("table", help="the arms side by side")
+    t.add_argument("--out-dir", default=None)
+    t.add_argument("--int8-teacher", default=str(C.RESULTS / "frontier-sst2-5x-weightonly.json"),
+                   help="a frontier.py result timed with the same teacher: its int8 teacher's dev score")
+    for q in (r, t):
+        q.add_argument("--task", default="sst2")
+        q.add_argument("--work", required=True)
+        q.add_argument("--data-dir", default=os.environ.get("LADASEARCH_DATA_DIR"))
+        q.add_argument("--max-train", type=int, default=20000)
+        q.add_argument("--max-length", type=int, default=64)
+        q.add_argument("--teacher-steps", type=int, default=600)
+        q.add_argument("--teacher-lr", type=float, default=1e-4)
+    args = p.parse_args(argv)
+    if args.step == "run" and not args.data_dir:
+        p.error("give --data-dir or set LADASEARCH_DATA_DIR (the GLUE folder)")
+    if args.step == "run" and args.budget < PIPELINE_TRIALS * TRIAL_STEPS + 20:
+        p.error(f"--budget {args.budget} leaves the pipeline no final steps; give at least "
+                f"{PIPELINE_TRIALS * TRIAL_STEPS + 20}")
+    return args
+
+
+def fixed_space(work: Path, args) -> Path:
+    """A one-point space: SVD only at the uniform ratio of the model (``minilm``, the CLI's default) at this
+    target; the classifier head's size (labels) moves it by far less than the 4 decimals written."""
+    from ladasearch.compress.accounting import count_parameters
+    from ladasearch.compress.budget import Budget
+    from ladasearch.data.tasks import get_task
+    from ladasearch.models import load_classifier
+
+    model = load_classifier("minilm", get_task(args.task).num_labels)
+    uniform = Budget(count_parameters(model), args.target).uniform_ratio()
+    path = work / f"svd_uniform_{args.target:g}x.yaml"
+    path.write_text(f"# written by benchmarks/equal_compute.py: SVD only at the uniform ratio ({uniform:.4f})\n"
+                    f"name: svd_uniform_{args.target:g}x\ndescription: SVD only, embedding ratio "
+                    f"{uniform:.4f} (uniform), one point.\nmethod: svd\nratios:\n"
+                    f"  embedding_ratio: {{choices: [{uniform:.4f}]}}\n")
+    return path
+
+
+def arm_options(arm: str, budget: int, work: Path, args) -> tuple[str, list[str]]:
+    if arm == "pipeline":
+        return "ratios", ["--trials", str(PIPELINE_TRIALS), "--final-budget",
+                          str(budget - PIPELINE_TRIALS * TRIAL_STEPS)]
+    if arm == "search":
+        return "ratios", ["--trials", str(budget // TRIAL_STEPS), "--scheduler", "fifo", "--final-budget", "0"]
+    return str(fixed_space(work, args)), ["--trials", "1", "--final-budget", str(budget - TRIAL_STEPS)]
+
+
+def steps_trained(folder: Path, label: str, summary: dict) -> dict:
+    """Steps each trial trained (its last reported result) and the final budget's, as the run recorded them."""
+    trials = []
+    for result in sorted((folder / "runs" / label).glob("run_trial_*/result.json")):
+        lines = result.read_text().splitlines()
+        if lines:
+            trials.append(int(json.loads(lines[-1]).get("steps", 0)))
+    final = (summary.get("final") or {}).get("steps", 0)
+    return {"trials": trials, "final": final, "total": sum(trials) + final}
+
+
+def run_arm(args) -> dict:
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    space, extra = arm_options(args.arm, args.budget, work, args)
+    label = f"{args.target:g}x-{args.arm}-seed{args.seed}"
+    part_args = argparse.Namespace(task=args.task, target=args.target, space=space, seed=args.seed, work=str(work),
+                                   final_budget="0", extra=" ".join(extra), data_dir=args.data_dir,
+                                   max_train=args.max_train, max_length=args.max_length,
+                                   teacher_steps=args.teacher_steps, teacher_lr=args.teacher_lr)
+    part = frontier.search_part(part_args, label)
+    part.update(arm=args.arm, budget=args.budget, steps=steps_trained(work / label, label, part["summary"]))
+    (work / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")
+    C.log(f"{label}: {part['steps']['total']} steps trained (trials {part['steps']['trials']}, final "
+          f"{part['steps']['final']}), dev {part['summary']['dev_score']:.4f}")
+    return part
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+
+
+def collect(args) -> dict:
+    work = Path(args.work).resolve()
+    parts = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
+    parts = [p for p in parts if p.get("arm") in ARMS]
+    if not parts:
+        raise SystemExit(f"no finished arm in {work}")
+    teachers = {p["summary"]["teacher"] for p in parts}
+    if len(teachers) != 1:
+        raise SystemExit(f"the arms distilled different teachers: {sorted(teachers)}")
+    int8 = None
+    source = Path(args.int8_teacher)
+    if source.exists():
+        saved = json.loads(source.read_text())
+        rows = {r["runtime"]: r.get("score") for r in saved["models"][0]["rows"]}
+        int8 = rows.get("onnx-int8")
+    return {"task": args.task, "parts": parts, "teacher": teachers.pop(),
+            "teacher_dev": parts[0]["summary"]["teacher_score"], "int8_teacher_dev": int8,
+            "int8_teacher_from": source.name if int8 is not None else None, "machine": C.machine(),
+            "command": C.command_line()}
+
+
+def report(result: dict) -> str:
+    by_arm = {arm: sorted((p for p in result["parts"] if p["arm"] == arm), key=lambda p: p["seed"]) for arm in ARMS}
+    int8 = result["int8_teacher_dev"]
+    rows, per_seed = [], []
+    for arm, parts in by_arm.items():
+        if not parts:
+            continue
+        dev = [p["summary"]["dev_score"] for p in parts]
+        val = [p["summary"]["score_at_target"] for p in parts]
+        gap = f"{100 * (statistics.mean(dev) - int8):+.1f}" if int8 is not None else ""
+        rows.append([arm, str(len(parts)), _mean_std(dev), _mean_std(val), gap,
+                     f"{statistics.mean(p['steps']['total'] for p in parts):.0f}",
+                     C.fmt_time(statistics.mean(p["seconds"] for p in parts))])
+        for p in parts:
+            r = p["summary"]["ratios"]
+            per_seed.append([arm, str(p["seed"]), C.pct(p["summary"]["dev_score"]), C.pct(p["summary"]["score_at_target"]),
+                             f"{r['method']} emb {r['embedding']:.3f} svd {r['svd']:.3f} weight {r['weight']:.3f}",
+                             " + ".join(map(str, p["steps"]["trials"])) + f" + final {p['steps']['final']}",
+                             C.fmt_time(p["seconds"])])
+    verdict = []
+    pipeline, fixed = by_arm["pipeline"], by_arm["fixed"]
+    if len(pipeline) > 1 and len(fixed) > 1:
+        p_dev = [x["summary"]["dev_score"] for x in pipeline]
+        f_dev = [x["summary"]["dev_score"] for x in fixed]
+        lead = statistics.mean(p_dev) - statistics.mean(f_dev)
+        spread = max(statistics.stdev(p_dev), statistics.stdev(f_dev))
+        verdict.append(f"- Pipeline vs fixed recipe: {100 * lead:+.1f} dev points on the mean of "
+                       f"{min(len(p_dev), len(f_dev))} seeds, seed std up to {100 * spread:.1f}: aim (ahead by more "
+                       f"than the seed std) {'REACHED' if lead > spread else 'not reached'}")
+    teacher = f"teacher dev {C.pct(result['teacher_dev'])}" + (
+        f", its int8 file {C.pct(int8)} (from `{result['int8_teacher_from']}`)" if int8 is not None else "")
+    return (f"# Equal compute: the pipeline, today's search, a fixed recipe ({result['task']})\n\n"
+            f"`{result['command']}`\n\n{teacher}. Dev = the shipped model's score on every dev row, in torch.\n\n"
+            + C.md_table(["arm", "seeds", "dev", "val (chosen on)", "dev vs int8 teacher", "steps trained",
+                          "wall time"], rows) + "\n\n"
+            + C.md_table(["arm", "seed", "dev", "val", "shipped configuration", "steps (trials + final)",
+                          "wall time"], per_seed) + "\n\n" + "\n".join(verdict) + "\n")
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, arm in enumerate(ARMS):
+        parts = [p for p in result["parts"] if p["arm"] == arm]
+        ax.scatter([p["seconds"] / 60 for p in parts], [100 * p["summary"]["dev_score"] for p in parts],
+                   color=f"C{i}", label=arm, s=50)
+    ax.axhline(100 * result["teacher_dev"], color="k", ls="--", lw=1, label="teacher (torch)")
+    if result["int8_teacher_dev"] is not None:
+        ax.axhline(100 * result["int8_teacher_dev"], color="grey", ls=":", lw=1, label="teacher (onnx int8)")
+    ax.set_xlabel("wall time of the arm, minutes (one thread each)")
+    ax.set_ylabel(f"dev score of the shipped model ({result['task']})")
+    ax.set_title("Equal training steps: where the steps go")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    C.save_png(fig, path)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.step == "run":
+        return run_arm(args)
+    result = collect(args)
+    target = result["parts"][0]["target"]
+    name = f"equal_compute-{args.task}-{target:g}x"
+    C.write_result(name, result, report(result), args.out_dir)
+    plot(result, Path(args.out_dir or C.RESULTS) / f"{name}.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
