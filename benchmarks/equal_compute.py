@@ -47,8 +47,6 @@ def parse_args(argv=None):
     r.add_argument("--target", type=float, default=10.0)
     t = sub.add_parser("table", help="the arms side by side")
     t.add_argument("--out-dir", default=None)
-    t.add_argument("--int8-teacher", default=str(C.RESULTS / "frontier-sst2-5x-weightonly.json"),
-                   help="a frontier.py result timed with the same teacher: its int8 teacher's dev score")
     for q in (r, t):
         q.add_argument("--task", default="sst2")
         q.add_argument("--work", required=True)
@@ -58,7 +56,7 @@ def parse_args(argv=None):
         q.add_argument("--teacher-steps", type=int, default=600)
         q.add_argument("--teacher-lr", type=float, default=1e-4)
     args = p.parse_args(argv)
-    if args.step == "run" and not args.data_dir:
+    if not args.data_dir:
         p.error("give --data-dir or set LADASEARCH_DATA_DIR (the GLUE folder)")
     if args.step == "run" and args.budget < PIPELINE_TRIALS * TRIAL_STEPS + 20:
         p.error(f"--budget {args.budget} leaves the pipeline no final steps; give at least "
@@ -121,11 +119,35 @@ def run_arm(args) -> dict:
     return part
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return ""
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+def int8_teacher(teacher_dir: str, work: Path, args) -> dict:
+    """The seed's dense teacher exported to ONNX and quantized to int8 as a user would, scored on every dev row
+    (kept in ``work`` beside the arms, so a second table does not repeat it)."""
+    import hashlib
+    import math
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ladasearch.runtime.export import DevData
+    from ladasearch.runtime.onnx import export_onnx
+    from ladasearch.runtime.onnx_export import ONNX_FILE
+    from ladasearch.runtime.quantize import accuracy_gate, quantize_int8
+    from ladasearch.runtime.scoring import load_dev
+
+    folder = work / "int8-teachers" / hashlib.sha256(teacher_dir.encode()).hexdigest()[:12]
+    if (folder / "score.json").is_file():
+        return json.loads((folder / "score.json").read_text())
+    C.log(f"int8 teacher: {teacher_dir}")
+    # as frontier.py's teacher rows: the SDPA graph a user exports from the HF folder
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="sdpa").eval()
+    dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length, max_dev=None)
+    dev = load_dev(dev_data.for_task(args.task), AutoTokenizer.from_pretrained(teacher_dir))
+    for sub in ("onnx", "onnx-int8"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(model, folder / "onnx" / ONNX_FILE)
+    gate = accuracy_gate(fp32, quantize_int8(fp32, folder / "onnx-int8" / ONNX_FILE), dev, math.inf, 1)
+    score = {"teacher": teacher_dir, "onnx": gate.before, "onnx_int8": gate.after, "dev_rows": dev.rows}
+    (folder / "score.json").write_text(json.dumps(score, indent=2) + "\n")
+    return score
 
 
 def collect(args) -> dict:
@@ -134,58 +156,77 @@ def collect(args) -> dict:
     parts = [p for p in parts if p.get("arm") in ARMS]
     if not parts:
         raise SystemExit(f"no finished arm in {work}")
-    teachers = {p["summary"]["teacher"] for p in parts}
-    if len(teachers) != 1:
-        raise SystemExit(f"the arms distilled different teachers: {sorted(teachers)}")
-    int8 = None
-    source = Path(args.int8_teacher)
-    if source.exists():
-        saved = json.loads(source.read_text())
-        rows = {r["runtime"]: r.get("score") for r in saved["models"][0]["rows"]}
-        int8 = rows.get("onnx-int8")
-    return {"task": args.task, "parts": parts, "teacher": teachers.pop(),
-            "teacher_dev": parts[0]["summary"]["teacher_score"], "int8_teacher_dev": int8,
-            "int8_teacher_from": source.name if int8 is not None else None, "machine": C.machine(),
-            "command": C.command_line()}
+    for p in parts:  # the first run on a new cache key fine-tunes the teacher too: its wall time is not the arm's
+        p["teacher_trained"] = "teacher: fine-tuning" in (work / p["label"] / "run.log").read_text()
+    seeds = {}
+    for seed in sorted({p["seed"] for p in parts}):  # the seed also seeds the teacher and the validation split
+        teachers = {p["summary"]["teacher"] for p in parts if p["seed"] == seed}
+        if len(teachers) != 1:
+            raise SystemExit(f"the arms of seed {seed} distilled different teachers: {sorted(teachers)}")
+        teacher = teachers.pop()
+        first = next(p for p in parts if p["seed"] == seed)
+        seeds[str(seed)] = {"teacher": teacher, "teacher_dev": first["summary"]["teacher_score"],
+                            "int8": int8_teacher(teacher, work, args)}
+    return {"task": args.task, "parts": parts, "seeds": seeds, "machine": C.machine(), "command": C.command_line()}
+
+
+def _dev(part: dict) -> float:
+    return part["summary"]["dev_score"]
+
+
+def _int8_gap(part: dict, seeds: dict) -> float:
+    return _dev(part) - seeds[str(part["seed"])]["int8"]["onnx_int8"]
+
+
+def _paired(a: list[dict], b: list[dict]) -> list[float]:
+    """Per seed (both arms ran it): a's dev minus b's; the seed fixes the teacher and the split for both."""
+    other = {p["seed"]: _dev(p) for p in b}
+    return [_dev(p) - other[p["seed"]] for p in a if p["seed"] in other]
 
 
 def report(result: dict) -> str:
     by_arm = {arm: sorted((p for p in result["parts"] if p["arm"] == arm), key=lambda p: p["seed"]) for arm in ARMS}
-    int8 = result["int8_teacher_dev"]
+    seeds = result["seeds"]
     rows, per_seed = [], []
     for arm, parts in by_arm.items():
         if not parts:
             continue
-        dev = [p["summary"]["dev_score"] for p in parts]
-        val = [p["summary"]["score_at_target"] for p in parts]
-        gap = f"{100 * (statistics.mean(dev) - int8):+.1f}" if int8 is not None else ""
-        rows.append([arm, str(len(parts)), _mean_std(dev), _mean_std(val), gap,
+        timed = [p["seconds"] for p in parts if not p["teacher_trained"]]
+        rows.append([arm, str(len(parts)), frontier._mean_std([_dev(p) for p in parts]),
+                     frontier._mean_std([p["summary"]["score_at_target"] for p in parts]),
+                     frontier._mean_std([_int8_gap(p, seeds) for p in parts]),
                      f"{statistics.mean(p['steps']['total'] for p in parts):.0f}",
-                     C.fmt_time(statistics.mean(p["seconds"] for p in parts))])
+                     C.fmt_time(statistics.mean(timed)) if timed else ""])
         for p in parts:
             r = p["summary"]["ratios"]
-            per_seed.append([arm, str(p["seed"]), C.pct(p["summary"]["dev_score"]), C.pct(p["summary"]["score_at_target"]),
+            per_seed.append([arm, str(p["seed"]), C.pct(_dev(p)), C.pct(p["summary"]["score_at_target"]),
+                             f"{100 * _int8_gap(p, seeds):+.1f}",
                              f"{r['method']} emb {r['embedding']:.3f} svd {r['svd']:.3f} weight {r['weight']:.3f}",
                              " + ".join(map(str, p["steps"]["trials"])) + f" + final {p['steps']['final']}",
-                             C.fmt_time(p["seconds"])])
+                             C.fmt_time(p["seconds"]) + (" (with the teacher's fine-tuning)"
+                                                         if p["teacher_trained"] else "")])
+    teachers = [[seed, C.pct(s["teacher_dev"]), C.pct(s["int8"]["onnx_int8"]), s["teacher"]] for seed, s in seeds.items()]
     verdict = []
-    pipeline, fixed = by_arm["pipeline"], by_arm["fixed"]
-    if len(pipeline) > 1 and len(fixed) > 1:
-        p_dev = [x["summary"]["dev_score"] for x in pipeline]
-        f_dev = [x["summary"]["dev_score"] for x in fixed]
-        lead = statistics.mean(p_dev) - statistics.mean(f_dev)
-        spread = max(statistics.stdev(p_dev), statistics.stdev(f_dev))
-        verdict.append(f"- Pipeline vs fixed recipe: {100 * lead:+.1f} dev points on the mean of "
-                       f"{min(len(p_dev), len(f_dev))} seeds, seed std up to {100 * spread:.1f}: aim (ahead by more "
-                       f"than the seed std) {'REACHED' if lead > spread else 'not reached'}")
-    teacher = f"teacher dev {C.pct(result['teacher_dev'])}" + (
-        f", its int8 file {C.pct(int8)} (from `{result['int8_teacher_from']}`)" if int8 is not None else "")
+    for other in ("fixed", "search"):
+        diffs = _paired(by_arm["pipeline"], by_arm[other])
+        if len(diffs) > 1:
+            spread = max(statistics.stdev([_dev(p) for p in by_arm[arm]]) for arm in ("pipeline", other))
+            verdict.append(f"- pipeline - {other}: {frontier._mean_std(diffs)} dev points over {len(diffs)} paired "
+                           f"seeds (per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)}); the arms' seed std is up "
+                           f"to {100 * spread:.1f}"
+                           + (f": aim (ahead of the fixed recipe by more than the seed std) "
+                              f"{'REACHED' if statistics.mean(diffs) > spread else 'not reached'}"
+                              if other == "fixed" else ""))
     return (f"# Equal compute: the pipeline, today's search, a fixed recipe ({result['task']})\n\n"
-            f"`{result['command']}`\n\n{teacher}. Dev = the shipped model's score on every dev row, in torch.\n\n"
+            f"`{result['command']}`\n\nDev = the shipped model's score on every dev row, in torch; `vs int8 teacher` "
+            "= against that seed's dense teacher quantized to int8 (the seed also seeds the teacher's fine-tuning "
+            "and the validation split, so the arms of one seed share both).\n\n"
             + C.md_table(["arm", "seeds", "dev", "val (chosen on)", "dev vs int8 teacher", "steps trained",
-                          "wall time"], rows) + "\n\n"
-            + C.md_table(["arm", "seed", "dev", "val", "shipped configuration", "steps (trials + final)",
-                          "wall time"], per_seed) + "\n\n" + "\n".join(verdict) + "\n")
+                          "wall time (runs without teacher fine-tuning)"], rows) + "\n\n"
+            + "\n".join(verdict) + "\n\n"
+            + C.md_table(["arm", "seed", "dev", "val", "vs int8 teacher", "shipped configuration",
+                          "steps (trials + final)", "wall time"], per_seed) + "\n\n"
+            + C.md_table(["seed", "teacher dev", "its int8 file", "teacher"], teachers) + "\n")
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -196,12 +237,14 @@ def plot(result: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, arm in enumerate(ARMS):
         parts = [p for p in result["parts"] if p["arm"] == arm]
-        ax.scatter([p["seconds"] / 60 for p in parts], [100 * p["summary"]["dev_score"] for p in parts],
+        ax.scatter([p["steps"]["total"] for p in parts], [100 * p["summary"]["dev_score"] for p in parts],
                    color=f"C{i}", label=arm, s=50)
-    ax.axhline(100 * result["teacher_dev"], color="k", ls="--", lw=1, label="teacher (torch)")
-    if result["int8_teacher_dev"] is not None:
-        ax.axhline(100 * result["int8_teacher_dev"], color="grey", ls=":", lw=1, label="teacher (onnx int8)")
-    ax.set_xlabel("wall time of the arm, minutes (one thread each)")
+    seeds = result["seeds"].values()
+    ax.axhline(statistics.mean(100 * s["teacher_dev"] for s in seeds), color="k", ls="--", lw=1,
+               label="teacher (torch), mean over seeds")
+    ax.axhline(statistics.mean(100 * s["int8"]["onnx_int8"] for s in seeds), color="grey", ls=":", lw=1,
+               label="teacher (onnx int8), mean over seeds")
+    ax.set_xlabel("distillation steps trained in all (trials + final, batch 32)")
     ax.set_ylabel(f"dev score of the shipped model ({result['task']})")
     ax.set_title("Equal training steps: where the steps go")
     ax.grid(alpha=0.3)
