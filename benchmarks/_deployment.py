@@ -91,10 +91,8 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[di
     from ladasearch.runtime.latency import measure_latency, onnx_runner, torch_runner
     from ladasearch.runtime.memory import deployment_memory
     from ladasearch.runtime.onnx_export import ONNX_FILE, onnx_session
-    from ladasearch.runtime.quantize import accuracy_gate, quantize_int8
     from ladasearch.runtime.footprint import file_bytes
     from ladasearch.runtime.inputs import max_length
-    from ladasearch.runtime.onnx import export_onnx
 
     def latency(model, runner, runtime):
         return measure_latency(model, runner, runtime, batches=timed.batches, seq_len=timed.seq_len, runs=timed.runs,
@@ -111,23 +109,34 @@ def teacher_rows(teacher_dir: str, out: Path, dev, timed, log) -> tuple[tuple[di
     log(f"teacher in torch ({model.config._attn_implementation} attention)")
     rows = [_row("torch", Path(teacher_dir), file_bytes(teacher_dir), latency(model, torch_runner(model), "torch"),
                  memory(teacher_dir, "torch"), torch_score(model, dev))]
-    folders = {name: out / "teacher" / name for name in ("onnx", "onnx-int8")}
-    for folder in folders.values():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        tokenizer.save_pretrained(folder)
-        model.config.save_pretrained(folder)
     log("teacher to ONNX fp32 and int8")
-    fp32 = export_onnx(model, folders["onnx"] / ONNX_FILE)
-    int8 = quantize_int8(fp32, folders["onnx-int8"] / ONNX_FILE)
-    gate = accuracy_gate(fp32, int8, dev, math.inf, timed.threads)
+    fp32, int8, gate = teacher_onnx(model, tokenizer, out / "teacher", dev, timed.threads)
     for runtime, path, score in (("onnx", fp32, gate.before), ("onnx-int8", int8, gate.after)):
         session = onnx_session(path, timed.threads)
         rows.append(_row(runtime, path.parent, path.stat().st_size, latency(model, onnx_runner(session), "onnxruntime"),
                          memory(path.parent, "onnxruntime"), score))
     rows[-1].update(fp32_score=gate.before, int8_drop_points=gate.drop)
-    fusion, fused = fused_row(model, folders["onnx"], out / "teacher" / FUSED, dev, timed, log)
+    fusion, fused = fused_row(model, fp32.parent, out / "teacher" / FUSED, dev, timed, log)
     return tuple(rows) + ((fused,) if fused else ()), fusion
+
+
+def teacher_onnx(model, tokenizer, out: Path, dev, threads: int):
+    """The dense teacher as a user deploys it: traced to ONNX fp32 in ``out/onnx``, quantized to dynamic int8 in
+    ``out/onnx-int8`` (each folder with the tokenizer and config), both scored on ``dev`` by the int8 gate.
+    Returns (fp32 path, int8 path, gate)."""
+    from ladasearch.runtime.onnx import export_onnx
+    from ladasearch.runtime.onnx_export import ONNX_FILE
+    from ladasearch.runtime.quantize import accuracy_gate, quantize_int8
+
+    folders = {name: out / name for name in ("onnx", "onnx-int8")}
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tokenizer.save_pretrained(folder)
+        model.config.save_pretrained(folder)
+    fp32 = export_onnx(model, folders["onnx"] / ONNX_FILE)
+    int8 = quantize_int8(fp32, folders["onnx-int8"] / ONNX_FILE)
+    return fp32, int8, accuracy_gate(fp32, int8, dev, math.inf, threads)
 
 
 def student_rows(source: Path, out: Path, dev_data, timed, log) -> tuple[tuple[dict, ...], dict]:

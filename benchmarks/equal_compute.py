@@ -30,6 +30,7 @@ import statistics
 from pathlib import Path
 
 import _common as C
+import _deployment as D
 import frontier
 
 ARMS = ("pipeline", "search", "fixed")
@@ -123,14 +124,10 @@ def int8_teacher(teacher_dir: str, work: Path, args) -> dict:
     """The seed's dense teacher exported to ONNX and quantized to int8 as a user would, scored on every dev row
     (kept in ``work`` beside the arms, so a second table does not repeat it)."""
     import hashlib
-    import math
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ladasearch.runtime.export import DevData
-    from ladasearch.runtime.onnx import export_onnx
-    from ladasearch.runtime.onnx_export import ONNX_FILE
-    from ladasearch.runtime.quantize import accuracy_gate, quantize_int8
     from ladasearch.runtime.scoring import load_dev
 
     folder = work / "int8-teachers" / hashlib.sha256(teacher_dir.encode()).hexdigest()[:12]
@@ -139,12 +136,10 @@ def int8_teacher(teacher_dir: str, work: Path, args) -> dict:
     C.log(f"int8 teacher: {teacher_dir}")
     # as frontier.py's teacher rows: the SDPA graph a user exports from the HF folder
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="sdpa").eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     dev_data = DevData(data_dir=args.data_dir, max_length=args.max_length, max_dev=None)
-    dev = load_dev(dev_data.for_task(args.task), AutoTokenizer.from_pretrained(teacher_dir))
-    for sub in ("onnx", "onnx-int8"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(model, folder / "onnx" / ONNX_FILE)
-    gate = accuracy_gate(fp32, quantize_int8(fp32, folder / "onnx-int8" / ONNX_FILE), dev, math.inf, 1)
+    dev = load_dev(dev_data.for_task(args.task), tokenizer)
+    _, _, gate = D.teacher_onnx(model, tokenizer, folder, dev, 1)
     score = {"teacher": teacher_dir, "onnx": gate.before, "onnx_int8": gate.after, "dev_rows": dev.rows}
     (folder / "score.json").write_text(json.dumps(score, indent=2) + "\n")
     return score

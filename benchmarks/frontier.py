@@ -107,8 +107,10 @@ def search_part(args, label: str | None = None) -> dict:
     summary = saved_summary(best)
     # with --final-budget 0 there is no final stage: the shipped model is the trial's own checkpoint
     done_line = next((line for line in text.splitlines() if line.startswith("final distillation done: ")), "")
-    trial_dev = (float(done_line.split(", dev ", 1)[1].split(" ", 1)[0]) if ", dev " in done_line
-                 else summary.dev_score if not done_line else None)
+    if not done_line:
+        trial_dev = summary.dev_score
+    else:
+        trial_dev = float(done_line.split(", dev ", 1)[1].split(" ", 1)[0]) if ", dev " in done_line else None
     part = {"trial_dev": trial_dev, "label": label, "target": args.target, "space": args.space, "seed": args.seed,
             "command": " ".join(command), "seconds": seconds, "best_model": best, "summary": summary.to_json()}
     (Path(args.work) / f"{label}.json").write_text(json.dumps(part, indent=2, default=C._jsonable) + "\n")
