@@ -6,6 +6,8 @@ the final budget; the arms differ only in where those steps go:
 
     pipeline  the `ratios` space (method + embedding ratio + split), 4 trials under ASHA (at most 4 x 60 steps),
               then ``budget - 4 x 60`` final steps on the chosen configuration (the product's default pipeline)
+    reclaim   the pipeline with ``--final-reclaim``: the final budget also gets the trial steps ASHA's early stops
+              left unspent, so the arm trains exactly ``budget`` steps
     search    the `ratios` space, ``budget / 60`` trials of 60 steps under FIFO and no final budget: the search
               as it shipped before the final stage (it hands back the best trial's own checkpoint)
     fixed     one configuration chosen without search: SVD only at the uniform ratio (the embedding and every
@@ -17,6 +19,7 @@ Steps actually trained are read back from the trials' results and the final curv
 
     python benchmarks/equal_compute.py run --arm pipeline --seed 0 --work W [--budget 480 --target 10]
     python benchmarks/equal_compute.py table --work W [--out-dir D]   # -> results/equal_compute-<task>-<t>x.*
+    python benchmarks/equal_compute.py table --work W --merge results/equal_compute-sst2-10x.json  # + earlier arms
 
 The aim (issue): the pipeline ahead of the best fixed recipe by more than the seed std.
 """
@@ -33,7 +36,7 @@ import _common as C
 import _deployment as D
 import frontier
 
-ARMS = ("pipeline", "search", "fixed")
+ARMS = ("pipeline", "reclaim", "search", "fixed")
 TRIAL_STEPS = 60          # frontier.search_part's trials: 2 rounds x 20 steps + 20 final steps
 PIPELINE_TRIALS = 4
 
@@ -48,6 +51,10 @@ def parse_args(argv=None):
     r.add_argument("--target", type=float, default=10.0)
     t = sub.add_parser("table", help="the arms side by side")
     t.add_argument("--out-dir", default=None)
+    t.add_argument("--merge", default=None,
+                   help="an earlier table's JSON (results/equal_compute-*.json): its arms join the table where the work "
+                        "folder has no run of the same label (the seed fixes the teacher, whose fine-tuning is "
+                        "deterministic; the table refuses a seed whose teachers differ)")
     for q in (r, t):
         q.add_argument("--task", default="sst2")
         q.add_argument("--work", required=True)
@@ -84,9 +91,9 @@ def fixed_space(work: Path, args) -> Path:
 
 
 def arm_options(arm: str, budget: int, work: Path, args) -> tuple[str, list[str]]:
-    if arm == "pipeline":
+    if arm in ("pipeline", "reclaim"):
         return "ratios", ["--trials", str(PIPELINE_TRIALS), "--final-budget",
-                          str(budget - PIPELINE_TRIALS * TRIAL_STEPS)]
+                          str(budget - PIPELINE_TRIALS * TRIAL_STEPS)] + (["--final-reclaim"] if arm == "reclaim" else [])
     if arm == "search":
         return "ratios", ["--trials", str(budget // TRIAL_STEPS), "--scheduler", "fifo", "--final-budget", "0"]
     return str(fixed_space(work, args)), ["--trials", "1", "--final-budget", str(budget - TRIAL_STEPS)]
@@ -149,10 +156,13 @@ def collect(args) -> dict:
     work = Path(args.work).resolve()
     parts = [json.loads(p.read_text()) for p in sorted(work.glob("*.json"))]
     parts = [p for p in parts if p.get("arm") in ARMS]
-    if not parts:
-        raise SystemExit(f"no finished arm in {work}")
     for p in parts:  # the first run on a new cache key fine-tunes the teacher too: its wall time is not the arm's
         p["teacher_trained"] = "teacher: fine-tuning" in (work / p["label"] / "run.log").read_text()
+    earlier = json.loads(Path(args.merge).read_text()) if args.merge else {"parts": [], "seeds": {}}
+    labels = {p["label"] for p in parts}
+    parts += [dict(p, merged_from=args.merge) for p in earlier["parts"] if p["label"] not in labels]
+    if not parts:
+        raise SystemExit(f"no finished arm in {work}")
     seeds = {}
     for seed in sorted({p["seed"] for p in parts}):  # the seed also seeds the teacher and the validation split
         teachers = {p["summary"]["teacher"] for p in parts if p["seed"] == seed}
@@ -160,8 +170,12 @@ def collect(args) -> dict:
             raise SystemExit(f"the arms of seed {seed} distilled different teachers: {sorted(teachers)}")
         teacher = teachers.pop()
         first = next(p for p in parts if p["seed"] == seed)
-        seeds[str(seed)] = {"teacher": teacher, "teacher_dev": first["summary"]["teacher_score"],
-                            "int8": int8_teacher(teacher, work, args)}
+        scores = {p["summary"]["teacher_score"] for p in parts if p["seed"] == seed}
+        if len(scores) != 1:  # the same cache key and dev rows: a teacher fine-tuned again must score the same
+            raise SystemExit(f"the teachers of seed {seed} score {sorted(scores)} on dev: not the same teacher")
+        recorded = earlier["seeds"].get(str(seed), {})
+        int8 = recorded["int8"] if recorded.get("teacher") == teacher else int8_teacher(teacher, work, args)
+        seeds[str(seed)] = {"teacher": teacher, "teacher_dev": first["summary"]["teacher_score"], "int8": int8}
     return {"task": args.task, "parts": parts, "seeds": seeds, "machine": C.machine(), "command": C.command_line()}
 
 
@@ -199,14 +213,16 @@ def report(result: dict) -> str:
                              f"{r['method']} emb {r['embedding']:.3f} svd {r['svd']:.3f} weight {r['weight']:.3f}",
                              " + ".join(map(str, p["steps"]["trials"])) + f" + final {p['steps']['final']}",
                              C.fmt_time(p["seconds"]) + (" (with the teacher's fine-tuning)"
-                                                         if p["teacher_trained"] else "")])
+                                                         if p["teacher_trained"] else "")
+                             + (" (earlier run, merged)" if p.get("merged_from") else "")])
     teachers = [[seed, C.pct(s["teacher_dev"]), C.pct(s["int8"]["onnx_int8"]), s["teacher"]] for seed, s in seeds.items()]
     verdict = []
-    for other in ("fixed", "search"):
-        diffs = _paired(by_arm["pipeline"], by_arm[other])
+    for ours, other in (("pipeline", "fixed"), ("reclaim", "fixed"), ("pipeline", "search"), ("reclaim", "search"),
+                        ("reclaim", "pipeline")):
+        diffs = _paired(by_arm[ours], by_arm[other])
         if len(diffs) > 1:
-            spread = max(statistics.stdev([_dev(p) for p in by_arm[arm]]) for arm in ("pipeline", other))
-            verdict.append(f"- pipeline - {other}: {frontier._mean_std(diffs)} dev points over {len(diffs)} paired "
+            spread = max(statistics.stdev([_dev(p) for p in by_arm[arm]]) for arm in (ours, other))
+            verdict.append(f"- {ours} - {other}: {frontier._mean_std(diffs)} dev points over {len(diffs)} paired "
                            f"seeds (per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)}); the arms' seed std is up "
                            f"to {100 * spread:.1f}"
                            + (f": aim (ahead of the fixed recipe by more than the seed std) "

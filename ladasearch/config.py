@@ -91,7 +91,9 @@ class FinalBudget:
     decay over the whole budget, scored on validation every ``eval_every`` steps, the best checkpoint kept.
 
     ``amount`` of ``unit`` (steps, or epochs over the rows used); 0 turns the stage off (the chosen trial's
-    own checkpoint is the result, as before the final budget existed).
+    own checkpoint is the result, as before the final budget existed).  ``reclaim`` adds the trial steps the
+    scheduler's early stops left unspent, so that a search spends a fixed total of training steps: ASHA's savings
+    go to the model that ships instead of being lost.
     """
 
     amount: float = 0
@@ -100,6 +102,7 @@ class FinalBudget:
     eval_every: int | None = None     # None: a tenth of the budget (at least 10 steps)
     learning_rate: float | None = None  # None: the trials' learning rate
     warmup: float = 0.06
+    reclaim: bool = False
 
     def __post_init__(self):
         if self.unit not in FINAL_UNITS:
@@ -115,6 +118,8 @@ class FinalBudget:
         if self.learning_rate is not None:
             _positive("final", "learning_rate", self.learning_rate)
         _check_warmup("final", self.warmup)
+        if not isinstance(self.reclaim, bool):
+            raise LadaError(f"final.reclaim must be true or false, got {self.reclaim!r}")
 
     @classmethod
     def parse(cls, text: str, **options) -> FinalBudget:
@@ -134,23 +139,28 @@ class FinalBudget:
     def enabled(self) -> bool:
         return self.amount > 0
 
-    def rows_needed(self, batch_size: int) -> int | None:
+    def rows_needed(self, batch_size: int, saved: int = 0) -> int | None:
         """Train rows the budget reads (None: all there are)."""
         if self.unit == "epochs":
             return self.max_rows
-        needed = int(self.amount) * batch_size
+        needed = self.steps(0, batch_size, saved) * batch_size
         return needed if self.max_rows is None else min(needed, self.max_rows)
 
-    def steps(self, rows: int, batch_size: int) -> int:
+    def steps(self, rows: int, batch_size: int, saved: int = 0) -> int:
+        """Steps of the final distillation; ``saved``: the trial steps the scheduler left unspent (added when the
+        budget reclaims them)."""
+        extra = saved if self.reclaim else 0
         if self.unit == "steps":
-            return int(self.amount)
-        return max(1, math.ceil(self.amount * (rows // min(batch_size, rows))))
+            return int(self.amount) + extra
+        return max(1, math.ceil(self.amount * (rows // min(batch_size, rows)))) + extra
 
     def eval_interval(self, steps: int) -> int:
         return min(self.eval_every or max(10, steps // 10), max(steps, 1))
 
     def describe(self) -> str:
-        return f"{self.amount:g} {self.unit}" if self.enabled else "none"
+        if not self.enabled:
+            return "none"
+        return f"{self.amount:g} {self.unit}" + (" + the trial steps saved" if self.reclaim else "")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,21 @@ def test_final_budget_steps_and_rows(budget, rows, batch, steps, needed):
     assert budget.rows_needed(batch) == needed
 
 
+@pytest.mark.parametrize("budget, saved, steps, needed", [
+    (FinalBudget(100, reclaim=True), 40, 140, 140 * 32), (FinalBudget(100), 40, 100, 100 * 32),
+    (FinalBudget(100, max_rows=500, reclaim=True), 40, 140, 500), (FinalBudget(2, "epochs", reclaim=True), 7, 6 + 7, None),
+    (FinalBudget(100, reclaim=True), 0, 100, 3200)])
+def test_a_reclaiming_budget_adds_the_saved_trial_steps(budget, saved, steps, needed):
+    assert budget.steps(100, 32, saved) == steps   # 100 rows, batch 32: an epoch is 3 steps
+    assert budget.rows_needed(32, saved) == needed
+    assert budget.describe().endswith("+ the trial steps saved") == budget.reclaim
+
+
+def test_reclaim_must_be_a_bool():
+    with pytest.raises(LadaError, match="final.reclaim must be true or false, got 'yes'"):
+        FinalBudget(10, reclaim="yes")
+
+
 @pytest.fixture
 def saved_student(tmp_path, tiny_model, tiny_features, ratios_for):
     """(folder, summary, teacher) of a tiny student at 5x, trained 2 steps."""

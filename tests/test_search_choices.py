@@ -17,6 +17,7 @@ import pytest
 from conftest import GLUE_DIR
 
 from ladasearch.compress import count_parameters
+from ladasearch.config import FinalBudget, TrainConfig
 from ladasearch.data import VAL_CAP, load_task
 from ladasearch.data.split import Split
 from ladasearch.data.tasks import get_task
@@ -24,7 +25,10 @@ from ladasearch.data.validation import hold_out, sentence_rows, val_rows
 from ladasearch.errors import LadaError
 from ladasearch.models import load_classifier
 from ladasearch.search import SearchSpace
+from ladasearch.search.final_stage import FinalStage
+from ladasearch.search.results import TrialRow
 from ladasearch.search.warm_start import PastBest, WarmContext, plan
+from ladasearch.serialize import saved_summary
 from ladasearch.summary import ParamRecord, RatioRecord, RoundRecord, TrialSummary
 
 GLUE = GLUE_DIR  # conftest: the shared GLUE folder
@@ -523,6 +527,23 @@ def test_summary_and_mlflow_say_which_split_is_which(searched):
     assert all(t["status"] != "stopped_early" or t["trial_id"] != best_id for t in _trials(searched.root, "s-False"))
 
 
+def test_a_reclaiming_final_budget_trains_the_steps_asha_saved(searched, tiny_dir):
+    """Trials of 2 x 4 + 4 steps under ASHA (rungs at 4 and 8 steps): what the stopped ones did not train is added
+    to the final budget's 4 steps.  The search is seeded, so the same trials stop every time."""
+    root = searched.root
+    out = _search(tiny_dir, root, root / "true", "s-reclaim", 5, "--scheduler", "asha", "--grace-period", "4",
+                  "--final-budget", "4", "--final-reclaim", "--final-eval-every", "100")
+    rows = _trials(root, "s-reclaim")
+    stopped = [r["steps"] for r in rows if r["status"] == "stopped_early"]
+    assert stopped and all(s in (4, 8) for s in stopped), rows   # ASHA stopped some, at its rungs
+    assert all(r["steps"] == 12 for r in rows if r["status"] == "completed")
+    total = 4 + sum(12 - s for s in stopped)
+    assert f"final distillation: {total} steps ({total - 4} of them the trial steps the scheduler saved)" in out
+    summary = saved_summary(root / "runs" / "s-reclaim" / "final" / "best")
+    assert summary.final["steps"] == total and summary.final["budget"] == "4 steps + the trial steps saved"
+    assert _records(root, "s-reclaim").parent.data.metrics["final_steps"] == total
+
+
 def test_history_warm_start_moves_the_best_point_to_a_new_target(searched, tiny_dir):
     _search(tiny_dir, searched.root, _data_dir(searched.root / "h", False, searched.train), "s-4x", 1, "--target",
             "4x", "--warm-start", "history")
@@ -630,3 +651,20 @@ def test_a_trial_cut_off_by_the_stop_is_interrupted_not_stopped_early():
     # a search that ended: nobody asks, and every trial that did not complete was stopped by the scheduler
     assert [t.row.outcome for t in gather(grid)][3:6] == ["stopped_before_target", "stopped_at_target",
                                                           "stopped_before_target"]
+
+
+def test_the_final_budget_reclaims_the_steps_early_stops_saved():
+    """Each stopped trial's full length by its own knobs (here rounds are searched) less the steps it trained;
+    completed and failed trials saved nothing, nor did a stopped one that reported no steps."""
+    space = SearchSpace.from_dict({"name": "r", "method": "svd", "ratios": {"embedding_ratio": {"choices": [0.5]}},
+                                   "train": {"rounds": {"choices": [1, 4]}}})
+    payload = SimpleNamespace(space=space, train_cfg=TrainConfig(rounds=2, steps_per_round=20, final_steps=10))
+    stage = FinalStage(SimpleNamespace(final=FinalBudget(100, reclaim=True)), payload, "cpu")
+
+    def row(status, steps, rounds):
+        return TrialRow("t", status, 0.5, 5.0, 1, None, {"rounds": rounds}, steps=steps)
+
+    rows = [row("completed", 90, 4), row("stopped_early", 20, 4), row("stopped_early", 20, 1),
+            row("failed", 20, 4), row("stopped_early", None, 4)]
+    assert stage.saved_steps(rows) == (4 * 20 + 10 - 20) + (1 * 20 + 10 - 20)
+    assert stage.saved_steps([]) == 0

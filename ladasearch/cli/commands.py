@@ -141,6 +141,10 @@ def _echo_outcome(outcome) -> None:
               help="Train rows the final budget may read [default: as many as it reads once, beyond --max-train].")
 @click.option("--final-eval-every", default=None, type=click.IntRange(min=1),
               help="Score on validation (and checkpoint) every N final steps [default: a tenth of the budget].")
+@click.option("--final-reclaim", is_flag=True,
+              help="Add to --final-budget the trial steps ASHA's early stops left unspent (each stopped trial's "
+                   "full length less the steps it trained), so the search spends a fixed total of training steps "
+                   "and its savings go to the model that ships.")
 @click.option("--name", default=None, help="Search name (default <task>-<target>x-<time>).")
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue the search --name instead of starting one.")
 @click.option("--allow-other-teacher", is_flag=True,
@@ -187,7 +191,8 @@ def run(**kw):
                               train=train_config(kw), compression=compression_config(kw),
                               teacher_path=kw["teacher_path"], device=kw["device"], cache_dir=kw["cache_dir"],
                               final=FinalBudget.parse(kw["final_budget"], max_rows=kw["final_rows"],
-                                                      eval_every=kw["final_eval_every"]))
+                                                      eval_every=kw["final_eval_every"],
+                                                      reclaim=kw["final_reclaim"]))
     _echo_outcome(run_search(settings, log=click.echo))
 
 

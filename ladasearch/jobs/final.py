@@ -93,8 +93,9 @@ def _curve_summary(start: TrialSummary, curve: tuple[FinalPoint, ...], budget: F
 
 def distill_final(start: Path, summary: TrialSummary, teacher: nn.Module, train: Features, val: Features,
                   task: TaskSpec, cfg: TrainConfig, budget: FinalBudget, work: Path, device="cpu",
-                  log: Callable[[str], None] = print) -> FinalResult:
+                  log: Callable[[str], None] = print, saved_steps: int = 0) -> FinalResult:
     """Distil the model in ``start`` for ``budget`` on ``train``, scoring on ``val``; state lives in ``work``.
+    ``saved_steps``: the trial steps the search's scheduler left unspent (``FinalBudget.reclaim``).
 
     A ``work`` folder a finished run left is read back as is; one a killed run left is continued from its last
     scored step (the student, the optimizer and schedule, the curve, the best checkpoint).
@@ -105,7 +106,7 @@ def distill_final(start: Path, summary: TrialSummary, teacher: nn.Module, train:
         return FinalResult(work / BEST, TrialSummary.from_json(saved["summary"], f"{work / DONE}"),
                            tuple(FinalPoint(**p) for p in saved["curve"]))
     work.mkdir(parents=True, exist_ok=True)
-    steps = budget.steps(len(train), cfg.batch_size)
+    steps = budget.steps(len(train), cfg.batch_size, saved_steps)
     every = budget.eval_interval(steps)
     teacher = teacher.to(device).eval()
     resumed = (work / RESUME / TRAINER).is_file()
@@ -124,6 +125,8 @@ def distill_final(start: Path, summary: TrialSummary, teacher: nn.Module, train:
         done, curve = 0, (FinalPoint(0, score, None, 0.0),)
         _save_atomic(work, BEST, lambda folder: save_compressed(student, folder, summary))
         unit = f" ({budget.describe()})" if budget.unit == "epochs" else ""
+        if budget.reclaim:
+            unit += f" ({saved_steps} of them the trial steps the scheduler saved)"
         log(f"final distillation: {steps} steps{unit} on {len(train):,} train rows, val {task.main_metric} "
             f"{score:.4f} at the start, scored every {every} steps")
     # the same batch order a run without the kill would have drawn

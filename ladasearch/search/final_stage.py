@@ -9,9 +9,10 @@ and the validation rows the judge (``ladasearch.final``).  State lives in ``<sto
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import FinalBudget
 from ..train.features import Features
@@ -19,16 +20,20 @@ from ..jobs.final import FinalResult, distill_final
 from ..jobs.pipeline import prepare
 from ..summary import TrialSummary
 from .settings import SearchSettings
-from .worker import TrialPayload
+from .worker import TrialPayload, trial_length
+
+if TYPE_CHECKING:
+    from .results import TrialRow
 
 FOLDER = "final"
 
 
-def final_train_rows(settings: SearchSettings, train: Features, log: Callable[[str], None]) -> Features:
+def final_train_rows(settings: SearchSettings, train: Features, log: Callable[[str], None],
+                     saved_steps: int = 0) -> Features:
     """The train rows of the final budget: the search's own when they suffice, else a larger draw of the same file
     (the validation rows are held out before any subset is drawn, so they stay out of it)."""
     data_cfg, budget = settings.data, settings.final
-    needed = budget.rows_needed(settings.train.batch_size)
+    needed = budget.rows_needed(settings.train.batch_size, saved_steps)
     if data_cfg.max_train is None or (needed is not None and needed <= len(train)):
         return train
     prepared = prepare(replace(data_cfg, max_train=needed), settings.model, settings.teacher_path)
@@ -49,9 +54,20 @@ class FinalStage:
     def budget(self) -> FinalBudget:
         return self.settings.final
 
-    def __call__(self, checkpoint: Path, summary: TrialSummary) -> FinalResult:
+    def saved_steps(self, rows: Sequence[TrialRow]) -> int:
+        """Trial steps the scheduler's early stops left unspent: each stopped trial's full length (its own training
+        knobs) less the steps it trained.  Failed trials spent what they ran, and a trial's result says no more."""
+        payload, saved = self.payload, 0
+        for row in rows:
+            if row.status == "stopped_early" and row.steps is not None:
+                saved += max(trial_length(payload.space.train_config(payload.train_cfg, row.config)) - row.steps, 0)
+        return saved
+
+    def __call__(self, checkpoint: Path, summary: TrialSummary, rows: Sequence[TrialRow] = ()) -> FinalResult:
+        """``rows``: every trial of the search (what the budget reclaims is read from them)."""
         payload = self.payload
         train_cfg = payload.space.train_config(payload.train_cfg, summary.config)  # the trial's own training knobs
-        train = final_train_rows(self.settings, payload.train, self.log)
+        saved = self.saved_steps(rows) if self.budget.reclaim else 0
+        train = final_train_rows(self.settings, payload.train, self.log, saved)
         return distill_final(checkpoint, summary, payload.teacher(), train, payload.val, payload.task, train_cfg,
-                             self.budget, self.settings.search.folder / FOLDER, self.device, self.log)
+                             self.budget, self.settings.search.folder / FOLDER, self.device, self.log, saved)

@@ -49,6 +49,7 @@ class TrialRow:
     score_at_target: float | None = None   # validation score at the target size: what trials are ranked by
     dev_score: float | None = None         # only for the chosen trial(s)
     size_bytes: float | None = None        # bytes of the deployed weights (the size objective; completed trials)
+    steps: int | None = None               # training steps of the last result it reported
 
     @property
     def outcome(self) -> str:
@@ -114,7 +115,8 @@ def gather(grid, ended: Callable[[str], bool] | None = None) -> list[GatheredTri
                        latency_ms=latency if isinstance(latency, (int, float)) and math.isfinite(latency) else None,
                        config=dict(result.config or {}),
                        score_at_target=summary.score_at_target if summary is not None else None,
-                       size_bytes=_finite(metrics.get("size_bytes")))
+                       size_bytes=_finite(metrics.get("size_bytes")),
+                       steps=int(metrics["steps"]) if isinstance(metrics.get("steps"), (int, float)) else None)
         checkpoint = Path(result.checkpoint.path) if status == "completed" and result.checkpoint else None
         trials.append(GatheredTrial(row, summary, checkpoint))
     return trials
@@ -209,11 +211,10 @@ def _log_best(tracker: Tracker, parent_id: str, row: TrialRow, summary: TrialSum
                                           svd_split_of(r), summary.score_at_target, summary.dev_score))
 
 
-def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, dev: DevSet | None, tracker: Tracker,
-                 parent_id: str, log: Callable[[str], None]) -> tuple[Path, TrialSummary]:
+def _final_model(final: FinalStage, best: GatheredTrial, trial: TrialSummary, rows: list[TrialRow], dev: DevSet | None,
+                 tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> tuple[Path, TrialSummary]:
     """The best trial distilled to the final budget, scored once on dev; its curve and plot on the parent run."""
-
-    result = final(best.checkpoint, best.summary)
+    result = final(best.checkpoint, best.summary, rows)
     summary = dev.score(result.folder, result.summary) if dev is not None else result.summary
     for point in result.curve:
         tracker.log_metrics(parent_id, {"final_val_score": point.score}, step=point.step)
@@ -263,7 +264,7 @@ def finish(cfg: SearchConfig, grid, tracker: Tracker, parent_id: str, tokenizer,
         row, best_summary, best_model = best.row, scored[best.row.trial_id], best.checkpoint
         if final is not None and final.budget.enabled and not interrupted:
             try:
-                best_model, best_summary = _final_model(final, best, best_summary, dev, tracker, parent_id, log)
+                best_model, best_summary = _final_model(final, best, best_summary, rows, dev, tracker, parent_id, log)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is scored so far stays in the final/ folder
                 interrupted = True
                 log("final distillation interrupted: it continues from its last scored step on resume")
