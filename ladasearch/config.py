@@ -80,6 +80,11 @@ class TrainConfig:
             _positive("train", name, getattr(self, name))
         _positive("train", "weight_decay", self.weight_decay, allow_zero=True)
 
+    @property
+    def total_steps(self) -> int:
+        """Steps a run of these settings trains when nothing stops it: its rounds, then its final distillation."""
+        return self.rounds * self.steps_per_round + self.final_steps
+
 
 FINAL_UNITS = ("steps", "epochs")
 

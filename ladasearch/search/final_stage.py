@@ -20,7 +20,7 @@ from ..jobs.final import FinalResult, distill_final
 from ..jobs.pipeline import prepare
 from ..summary import TrialSummary
 from .settings import SearchSettings
-from .worker import TrialPayload, trial_length
+from .worker import TrialPayload
 
 if TYPE_CHECKING:
     from .results import TrialRow
@@ -60,7 +60,7 @@ class FinalStage:
         payload, saved = self.payload, 0
         for row in rows:
             if row.status == "stopped_early" and row.steps is not None:
-                saved += max(trial_length(payload.space.train_config(payload.train_cfg, row.config)) - row.steps, 0)
+                saved += max(payload.space.train_config(payload.train_cfg, row.config).total_steps - row.steps, 0)
         return saved
 
     def __call__(self, checkpoint: Path, summary: TrialSummary, rows: Sequence[TrialRow] = ()) -> FinalResult:

@@ -241,7 +241,7 @@ class SearchSpace:
         trials still has one."""
         most = {k: max(self.train[k].values()) if k in self.train else getattr(base, k)
                 for k in ("rounds", "steps_per_round", "final_steps")}
-        return max(most["rounds"] * most["steps_per_round"] + most["final_steps"], 1)
+        return max(replace(base, **most).total_steps, 1)
 
     def train_config(self, base: TrainConfig, config: dict) -> TrainConfig:
         knobs = {k: config[k] for k in self.train if k in config}

@@ -110,11 +110,6 @@ def trial_params(ratios: Ratios, target: float, train_cfg: TrainConfig, plans: l
             **{f"rank.{p.name}": p.rank() for p in plans if p.rank() is not None}}
 
 
-def trial_length(train_cfg: TrainConfig) -> int:
-    """Training steps a trial runs when no scheduler stops it (its rounds, then its final distillation)."""
-    return train_cfg.rounds * train_cfg.steps_per_round + train_cfg.final_steps
-
-
 def trained_steps(record: RoundRecord, train_cfg: TrainConfig) -> int:
     """Training steps a trial has run when ``record`` is scored: ASHA's resource (rungs at geometric step counts).
 
